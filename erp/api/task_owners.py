@@ -1,0 +1,74 @@
+"""Who started which task, kept in Redis beside the task's result and expiring with it.
+
+A task id nobody recorded is unknown (404), not an endless PENDING; a record lives exactly as
+long as the result it guards (CELERY_RESULT_EXPIRES_SECONDS), so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import redis
+
+from erp.core.config import settings
+
+OWNER_KEY = "erp:task-owner:{task_id}"
+USER_TASKS_KEY = "erp:user-tasks:{user_id}"
+# How many recent task ids per user GET /api/v1/tasks can list.
+RECENT_TASKS_KEPT = 1000
+
+_client = redis.Redis.from_url(
+    settings.result_backend_url, socket_connect_timeout=2, socket_timeout=3, decode_responses=True
+)
+
+
+@dataclass(frozen=True)
+class TaskOwner:
+    task_id: str
+    task_name: str
+    user_id: int
+    organization_id: int | None
+    created_at: float  # unix time
+
+
+def record_owner(owner: TaskOwner) -> None:
+    """Store the owner, and the task id in the user's recent list (one round trip)."""
+    ttl = settings.CELERY_RESULT_EXPIRES_SECONDS
+    owner_key = OWNER_KEY.format(task_id=owner.task_id)
+    recent_key = USER_TASKS_KEY.format(user_id=owner.user_id)
+    fields = {key: "" if value is None else str(value) for key, value in asdict(owner).items()}
+    pipeline = _client.pipeline(transaction=False)
+    pipeline.hset(owner_key, mapping=fields)
+    pipeline.expire(owner_key, ttl)
+    pipeline.zadd(recent_key, {owner.task_id: owner.created_at})
+    pipeline.zremrangebyrank(recent_key, 0, -RECENT_TASKS_KEPT - 1)
+    pipeline.expire(recent_key, ttl)
+    pipeline.execute()
+
+
+def forget_owner(task_id: str, user_id: int) -> None:
+    """Undo `record_owner` for a task that could not be sent."""
+    pipeline = _client.pipeline(transaction=False)
+    pipeline.delete(OWNER_KEY.format(task_id=task_id))
+    pipeline.zrem(USER_TASKS_KEY.format(user_id=user_id), task_id)
+    pipeline.execute()
+
+
+def get_owner(task_id: str) -> TaskOwner | None:
+    fields = _client.hgetall(OWNER_KEY.format(task_id=task_id))
+    if not fields:
+        return None
+    return TaskOwner(
+        task_id=fields["task_id"],
+        task_name=fields["task_name"],
+        user_id=int(fields["user_id"]),
+        organization_id=int(fields["organization_id"]) if fields["organization_id"] else None,
+        created_at=float(fields["created_at"]),
+    )
+
+
+def recent_task_ids(user_id: int, limit: int, *, since: float | None = None) -> list[str]:
+    """The user's task ids, newest first, still within the result expiry."""
+    oldest = since if since is not None else time.time() - settings.CELERY_RESULT_EXPIRES_SECONDS
+    return _client.zrevrangebyscore(USER_TASKS_KEY.format(user_id=user_id), "+inf", oldest, start=0, num=limit)

@@ -1,0 +1,160 @@
+"""The one way a synchronous Celery task calls the async service layer.
+
+    @celery_app.task
+    def dispatch_sales_report(report_id: int) -> dict:
+        return run_service(build_sales_report, report_id)
+
+`run_service(fn, *args, **kwargs)` awaits `fn(*args, session=<fresh AsyncSession>, **kwargs)`
+through `asgiref.sync.async_to_sync`, commits when it returns and rolls back when it raises.
+
+Why a long-lived loop: `async_to_sync` called from a thread with no running loop creates a new
+thread and event loop per call, and a pooled `AsyncEngine` is bound to the loop that opened its
+connections ("attached to a different loop" on the second task). A NullPool engine avoids that
+but opens a PostgreSQL connection per task (about 30x slower). So each worker process runs one
+event loop in a daemon thread, owns one pooled engine used only on that loop, and points
+`async_to_sync` at that loop (asgiref's `SyncToAsync.threadlocal.main_event_loop`, the same hook
+it uses when called inside `sync_to_async`). Everything is created lazily per process id, so a
+prefork child never reuses a loop, thread or connection from its parent.
+
+A soft time limit raises `SoftTimeLimitExceeded` in the waiting task thread; the coroutine is
+then cancelled on the loop (its session rolls back) before the exception propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import uvloop
+from asgiref.sync import SyncToAsync, async_to_sync
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from erp.core.db import create_async_db_engine
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# One task runs at a time in a prefork child; the spare connection covers a cancelled task
+# whose connection is still being returned while the next task starts.
+POOL_SIZE = 1
+MAX_OVERFLOW = 1
+# How long a cancelled coroutine may take to roll back before the task gives up waiting.
+CANCEL_GRACE_SECONDS = 5.0
+# A pooled connection idle longer than this is pinged before use (see _ping_if_idle).
+IDLE_PING_AFTER_SECONDS = 2.0
+
+
+class _ProcessLoop:
+    """An event loop in a daemon thread, with the engine and session factory bound to it."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = uvloop.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="erp-bridge-loop", daemon=True)
+        self.thread.start()
+        self.engine: AsyncEngine = create_async_db_engine(
+            "erp-worker", pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW
+        )
+        event.listen(self.engine.sync_engine, "checkin", _note_checkin)
+        event.listen(self.engine.sync_engine, "checkout", _ping_if_idle)
+        self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def stop(self) -> None:
+        """Close the pool's connections on the loop that opened them, then stop the loop."""
+        if self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.engine.dispose(), self.loop).result(timeout=10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+
+
+def _note_checkin(dbapi_connection, connection_record) -> None:
+    connection_record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection, connection_record, connection_proxy) -> None:
+    """`pool_pre_ping` for idle connections only.
+
+    Pinging on every checkout costs a round trip per task (about a third of a one-query task).
+    A connection returned moments ago by the previous task is alive; one that sat idle may have
+    been cut by a PostgreSQL restart, and is replaced here instead of failing the next task.
+    """
+    idle_for = time.monotonic() - connection_record.info.get("checked_in_at", time.monotonic())
+    if idle_for > IDLE_PING_AFTER_SECONDS:
+        try:
+            dbapi_connection.ping()
+        except Exception as error:
+            # The pool discards this connection and checks out a fresh one.
+            raise DisconnectionError(f"idle connection is dead: {error}") from error
+
+
+_process_loop: _ProcessLoop | None = None
+_process_loop_lock = threading.Lock()
+
+
+def _current_process_loop() -> _ProcessLoop:
+    global _process_loop
+    if _process_loop is None or _process_loop.pid != os.getpid():
+        with _process_loop_lock:
+            if _process_loop is None or _process_loop.pid != os.getpid():
+                # A loop inherited through fork has no thread running it: start a new one.
+                _process_loop = _ProcessLoop()
+    return _process_loop
+
+
+def shutdown_bridge() -> None:
+    """Release this process's loop and connections (worker child shutdown, tests)."""
+    global _process_loop
+    with _process_loop_lock:
+        if _process_loop is not None and _process_loop.pid == os.getpid():
+            _process_loop.stop()
+        _process_loop = None
+
+
+class _RunningCall:
+    """What the task thread needs to cancel its coroutine on the loop."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.finished = threading.Event()
+
+
+async def _call_in_session(
+    session_factory: async_sessionmaker[AsyncSession],
+    running: _RunningCall,
+    fn: Callable[..., Awaitable[R]],
+    args: tuple,
+    kwargs: dict,
+) -> R:
+    running.task = asyncio.current_task()
+    try:
+        async with session_factory() as session:
+            result = await fn(*args, session=session, **kwargs)
+            await session.commit()
+            return result
+        # Leaving the block without commit (an exception, a cancellation) rolls back.
+    finally:
+        running.finished.set()
+
+
+def run_service(fn: Callable[Concatenate[..., P], Awaitable[R]], /, *args: Any, **kwargs: Any) -> R:
+    """Await `fn(*args, session=..., **kwargs)` from synchronous code, in a fresh session."""
+    process_loop = _current_process_loop()
+    # Point async_to_sync at this process's loop instead of a new loop per call.
+    SyncToAsync.threadlocal.main_event_loop = process_loop.loop
+    SyncToAsync.threadlocal.main_event_loop_pid = process_loop.pid
+    running = _RunningCall()
+    try:
+        return async_to_sync(_call_in_session)(process_loop.session_factory, running, fn, args, kwargs)
+    except BaseException:
+        # SoftTimeLimitExceeded (or any signal-raised exception) interrupts only the waiting
+        # thread; stop the coroutine too, so it does not run on after the task has ended.
+        if not running.finished.is_set() and running.task is not None:
+            process_loop.loop.call_soon_threadsafe(running.task.cancel)
+            running.finished.wait(CANCEL_GRACE_SECONDS)
+        raise

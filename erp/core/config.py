@@ -1,0 +1,173 @@
+"""Settings, read once from the environment and `.env` (pydantic-settings).
+
+Every setting is listed in `.env.example` and in the README. A wrong or missing value stops
+start-up with one line naming the variable (`load_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_POSTGRES_SCHEMES = {
+    "postgres",
+    "postgresql",
+    "postgresql+psycopg2",
+    "postgresql+asyncpg",
+    "postgresql+psycopg",
+}
+_REDIS_SCHEMES = {"redis", "rediss"}
+_CERT_REQS = {"required": "CERT_REQUIRED", "optional": "CERT_OPTIONAL", "none": "CERT_NONE"}
+
+
+def _replace_scheme(url: str, scheme: str, query: dict[str, str] | None = None) -> str:
+    parts = urlsplit(url)
+    new_query = parts.query if query is None else urlencode(query)
+    return urlunsplit((scheme, parts.netloc, parts.path, new_query, parts.fragment))
+
+
+class Settings(BaseSettings):
+    # ERP_ENV_FILE lets the tests ignore a developer's .env.
+    model_config = SettingsConfigDict(
+        env_file=os.environ.get("ERP_ENV_FILE", ".env"), extra="ignore", case_sensitive=True
+    )
+
+    DATABASE_URL: str
+    REDIS_URL: str | None = None
+    REDIS_TLS_URL: str | None = None
+    REDIS_HOST: str = "localhost"
+    REDIS_PORT: int = Field(6379, ge=1, le=65535)
+    REDIS_PASSWORD: str | None = None
+    REDIS_CELERY_BROKER_DB: int = Field(0, ge=0, le=15)
+    REDIS_CELERY_RESULT_DB: int = Field(1, ge=0, le=15)
+    # Heroku Redis serves TLS with a self-signed certificate: set this to `none` there.
+    REDIS_SSL_CERT_REQS: Literal["required", "optional", "none"] = "required"
+    CELERY_BROKER_URL: str | None = None
+    CELERY_RESULT_BACKEND: str | None = None
+
+    TIME_ZONE: str = "UTC"
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    WEB_CONCURRENCY: int = Field(1, ge=1)
+    CELERY_WORKER_CONCURRENCY: int | None = Field(None, ge=1)
+    CELERY_TASK_SOFT_TIME_LIMIT_SECONDS: int = Field(300, ge=1)
+    CELERY_TASK_TIME_LIMIT_SECONDS: int = Field(360, ge=1)
+    CELERY_RESULT_EXPIRES_SECONDS: int = Field(86400, ge=60)
+    CELERY_FLOWER_PORT: int = Field(5555, ge=1, le=65535)
+    CELERY_BEAT_DB_SCHEDULER_SYNC_EVERY_SECONDS: float = Field(1.0, gt=0, le=60)
+    CELERY_BEAT_DB_SCHEDULER_MAX_INTERVAL_SECONDS: float = Field(5.0, gt=0, le=300)
+    # A run late by at most this much is on time; later, the task's misfire policy decides.
+    CELERY_BEAT_MISFIRE_GRACE_SECONDS: float = Field(60.0, ge=0)
+    # The most missed runs the `run_all` misfire policy sends for one task after downtime.
+    CELERY_BEAT_MAX_CATCH_UP_RUNS: int = Field(10, ge=1, le=1000)
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in _POSTGRES_SCHEMES:
+            raise ValueError(
+                f"scheme {scheme!r} is not PostgreSQL; expected one of postgres://, postgresql://,"
+                " postgresql+psycopg2://, postgresql+asyncpg://"
+            )
+        if not urlsplit(value).hostname and "host=" not in value:
+            raise ValueError("the URL names no host")
+        return value
+
+    @field_validator("REDIS_URL", "REDIS_TLS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in _REDIS_SCHEMES:
+            raise ValueError(f"expected a redis:// or rediss:// URL, got {urlsplit(value).scheme!r}://")
+        return value
+
+    @field_validator("TIME_ZONE")
+    @classmethod
+    def _check_time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_time_limits(self) -> Settings:
+        if self.CELERY_TASK_SOFT_TIME_LIMIT_SECONDS >= self.CELERY_TASK_TIME_LIMIT_SECONDS:
+            raise ValueError(
+                "CELERY_TASK_SOFT_TIME_LIMIT_SECONDS must be below CELERY_TASK_TIME_LIMIT_SECONDS,"
+                " so a task can clean up before it is killed"
+            )
+        return self
+
+    # --- derived URLs -------------------------------------------------------------------------
+
+    @cached_property
+    def async_database_url(self) -> str:
+        """`postgresql+asyncpg://`, for the web process and the tasks' service layer."""
+        query = dict(parse_qsl(urlsplit(self.DATABASE_URL).query))
+        # asyncpg names libpq's `sslmode` `ssl`; Heroku-style URLs may carry sslmode.
+        if "sslmode" in query:
+            query["ssl"] = query.pop("sslmode")
+        return _replace_scheme(self.DATABASE_URL, "postgresql+asyncpg", query)
+
+    @cached_property
+    def sync_database_url(self) -> str:
+        """`postgresql+psycopg2://`, for Alembic and beat."""
+        query = dict(parse_qsl(urlsplit(self.DATABASE_URL).query))
+        if "ssl" in query:
+            query["sslmode"] = query.pop("ssl")
+        return _replace_scheme(self.DATABASE_URL, "postgresql+psycopg2", query)
+
+    @cached_property
+    def redis_url(self) -> str:
+        """The Redis server, without a database number: TLS URL first, then REDIS_URL, then parts."""
+        url = self.REDIS_TLS_URL or self.REDIS_URL
+        if url is None:
+            password = f":{self.REDIS_PASSWORD}@" if self.REDIS_PASSWORD else ""
+            url = f"redis://{password}{self.REDIS_HOST}:{self.REDIS_PORT}"
+        return url
+
+    def _redis_db_url(self, db: int) -> str:
+        parts = urlsplit(self.redis_url)
+        query = dict(parse_qsl(parts.query))
+        if parts.scheme == "rediss":
+            # Celery refuses a rediss:// URL that does not say how to check the certificate.
+            query.setdefault("ssl_cert_reqs", _CERT_REQS[self.REDIS_SSL_CERT_REQS])
+        return urlunsplit((parts.scheme, parts.netloc, f"/{db}", urlencode(query), ""))
+
+    @cached_property
+    def broker_url(self) -> str:
+        return self.CELERY_BROKER_URL or self._redis_db_url(self.REDIS_CELERY_BROKER_DB)
+
+    @cached_property
+    def result_backend_url(self) -> str:
+        return self.CELERY_RESULT_BACKEND or self._redis_db_url(self.REDIS_CELERY_RESULT_DB)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per wrong setting: `VARIABLE: what is wrong`."""
+    lines = []
+    for item in error.errors():
+        variable = ".".join(str(part) for part in item["loc"]) or "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "is required but not set (see .env.example)"
+        lines.append(f"{variable}: {message}")
+    return "; ".join(lines)
+
+
+def load_settings() -> Settings:
+    """Read the settings, or stop the process with one line naming what is wrong."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SystemExit(f"erp: configuration error: {describe_validation_error(error)}") from None
+
+
+settings = load_settings()

@@ -1,0 +1,59 @@
+"""Engines and session factories.
+
+- The web process uses `async_engine` / `AsyncSessionFactory`: one session per request
+  (`get_session`).
+- Celery tasks reach the database only through `erp.core.bridge`, which owns a per-process
+  engine bound to its own event loop.
+- Beat and Alembic use a synchronous psycopg2 engine (`create_sync_engine`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from sqlalchemy import Engine, MetaData, create_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+from erp.core.config import settings
+
+# Stable constraint names, so Alembic autogenerate produces migrations that downgrade cleanly.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def create_async_db_engine(application_name: str, **pool_options) -> AsyncEngine:
+    return create_async_engine(
+        settings.async_database_url,
+        connect_args={"server_settings": {"application_name": application_name}},
+        **pool_options,
+    )
+
+
+def create_sync_engine(application_name: str, **pool_options) -> Engine:
+    return create_engine(
+        settings.sync_database_url,
+        connect_args={"application_name": application_name},
+        **pool_options,
+    )
+
+
+# Created at import but connects lazily; a forked worker child replaces its pool
+# (see erp.core.celery_app) instead of sharing the parent's sockets.
+async_engine = create_async_db_engine("erp-web", pool_pre_ping=True, pool_size=10, max_overflow=10)
+AsyncSessionFactory = async_sessionmaker(async_engine, expire_on_commit=False)
+
+
+async def get_session() -> AsyncIterator[AsyncSession]:
+    """FastAPI dependency: one session per request, rolled back unless the service committed."""
+    async with AsyncSessionFactory() as session:
+        yield session

@@ -1,0 +1,80 @@
+"""`python -m erp.core.preflight [--create-database]`: can we reach PostgreSQL and Redis?
+
+Run by scripts/dev before anything starts, so a missing service is one clear line naming the
+URL that was tried, not a traceback from three processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from erp.core.config import settings
+
+CONNECT_TIMEOUT_SECONDS = 3
+
+
+def _redacted(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True) if "://" in url else url
+
+
+def check_redis() -> None:
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        raise SystemExit(f"erp: cannot reach Redis at {_redacted(settings.broker_url)}: {error}") from None
+    finally:
+        client.close()
+
+
+def _create_database_if_missing(url) -> None:
+    server = create_engine(
+        url.set(database="postgres"),
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
+    try:
+        with server.connect() as connection:
+            exists = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            ).scalar()
+            if not exists:
+                # The name comes from configuration, not from a user; quoted as an identifier.
+                connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+                print(f"erp: created database {url.database}")
+    finally:
+        server.dispose()
+
+
+def ensure_database(create: bool) -> None:
+    """Connect to the database; with `create`, create it first if the server lacks it."""
+    url = make_url(settings.sync_database_url)
+    engine = create_engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
+    try:
+        if create:
+            _create_database_if_missing(url)
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SystemExit(f"erp: cannot reach PostgreSQL at {url.render_as_string(hide_password=True)}: {message}") from None
+    finally:
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--create-database", action="store_true", help="create the database if missing")
+    args = parser.parse_args(argv)
+    ensure_database(create=args.create_database)
+    check_redis()
+    print("erp: PostgreSQL and Redis are reachable")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+
+from erp.api.tasks import ERRORS, CurrentCaller, TaskAccepted, dispatch
+from erp.features.ping.tasks import ping
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+
+@router.post(
+    "/ping",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskAccepted,
+    summary="Queue a round trip through worker and database",
+    responses=ERRORS,
+)
+async def dispatch_ping(request: Request, caller: CurrentCaller) -> TaskAccepted:
+    return await dispatch(request, caller, ping)

@@ -1,0 +1,192 @@
+"""`/api/v1/admin/periodic-tasks`: superusers manage schedules while beat keeps running."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from erp.api.errors import ERROR_RESPONSES
+from erp.api.tasks import TaskAccepted, send_with_timeout
+from erp.core.auth import Caller, require_superuser
+from erp.core.celery_app import celery_app
+from erp.core.db import get_session
+from erp.tasks import service
+from erp.tasks.scheduler_models import PeriodicTaskDB
+from erp.tasks.schemas import (
+    SCHEDULE_KINDS,
+    PeriodicTaskChangeOut,
+    PeriodicTaskCreate,
+    PeriodicTaskOut,
+    PeriodicTaskPage,
+    PeriodicTaskUpdate,
+    RunPreview,
+    ScheduleOut,
+)
+
+router = APIRouter(prefix="/api/v1/admin/periodic-tasks", tags=["periodic tasks"])
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+Superuser = Annotated[Caller, Depends(require_superuser)]
+ERRORS = {code: ERROR_RESPONSES[code] for code in (401, 403, 404, 422)}
+
+
+def to_out(task: PeriodicTaskDB) -> PeriodicTaskOut:
+    kind = next(kind for kind in SCHEDULE_KINDS if getattr(task, f"{kind}_id") is not None)
+    schedule_row = getattr(task, kind)
+    fields = {column.key: getattr(schedule_row, column.key) for column in schedule_row.__table__.columns if column.key != "id"}
+    return PeriodicTaskOut.model_validate(
+        {**{c.key: getattr(task, c.key) for c in task.__table__.columns}, "schedule": ScheduleOut(kind=kind, id=schedule_row.id, fields=fields)}
+    )
+
+
+def _with_etag(response: Response, task: PeriodicTaskDB) -> PeriodicTaskOut:
+    response.headers["ETag"] = f'"{task.version}"'
+    return to_out(task)
+
+
+def _parse_if_match(if_match: str | None) -> int | None:
+    if if_match is None:
+        return None
+    try:
+        return int(if_match.strip().removeprefix("W/").strip('"'))
+    except ValueError:
+        raise HTTPException(400, f"If-Match must be the ETag you read, like \"3\"; got {if_match!r}") from None
+
+
+@router.get("/task-names", response_model=list[str], summary="Task names a schedule may use", responses=ERRORS)
+async def list_task_names(caller: Superuser) -> list[str]:
+    return service.registered_task_names()
+
+
+@router.get("", response_model=PeriodicTaskPage, summary="List periodic tasks", responses=ERRORS)
+async def list_periodic_tasks(
+    caller: Superuser,
+    session: Session,
+    enabled: bool | None = None,
+    task: Annotated[str | None, Query(max_length=200, description="exact task name")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="part of the name, any case")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> PeriodicTaskPage:
+    rows, total = await service.list_periodic_tasks(
+        session=session, enabled=enabled, task=task, name=name, limit=limit, offset=offset
+    )
+    return PeriodicTaskPage(items=[to_out(row) for row in rows], total=total, limit=limit, offset=offset)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PeriodicTaskOut,
+    summary="Create a periodic task",
+    responses={**ERRORS, 409: ERROR_RESPONSES[409]},
+)
+async def create_periodic_task(data: PeriodicTaskCreate, caller: Superuser, session: Session, response: Response) -> PeriodicTaskOut:
+    task = await service.create_periodic_task(data, caller, session=session)
+    response.headers["Location"] = f"{router.prefix}/{task.id}"
+    return _with_etag(response, task)
+
+
+@router.get("/{task_id}", response_model=PeriodicTaskOut, summary="Get a periodic task (ETag: its version)", responses=ERRORS)
+async def get_periodic_task(task_id: int, caller: Superuser, session: Session, response: Response) -> PeriodicTaskOut:
+    return _with_etag(response, await service.get_periodic_task(task_id, session=session))
+
+
+@router.patch(
+    "/{task_id}",
+    response_model=PeriodicTaskOut,
+    summary="Change a periodic task (send If-Match or `version`)",
+    description="The version you read must still be current, or the answer is 409 and nothing changes. "
+    "Send it as `If-Match: \"<version>\"` (the ETag) or as `version` in the body.",
+    responses={**ERRORS, 409: ERROR_RESPONSES[409], 428: {"description": "neither If-Match nor version given"}},
+)
+async def update_periodic_task(
+    task_id: int,
+    data: PeriodicTaskUpdate,
+    caller: Superuser,
+    session: Session,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> PeriodicTaskOut:
+    expected = _parse_if_match(if_match)
+    if expected is None:
+        expected = data.version
+    if expected is None:
+        raise HTTPException(428, "send the version you read, as If-Match or as `version`, so no one's change is overwritten")
+    task = await service.update_periodic_task(task_id, data, expected, caller, session=session)
+    return _with_etag(response, task)
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a periodic task",
+    responses={**ERRORS, 409: ERROR_RESPONSES[409]},
+)
+async def delete_periodic_task(
+    task_id: int, caller: Superuser, session: Session, if_match: Annotated[str | None, Header()] = None
+) -> Response:
+    await service.delete_periodic_task(task_id, _parse_if_match(if_match), caller, session=session)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{task_id}/enable", response_model=PeriodicTaskOut, summary="Enable a periodic task", responses=ERRORS)
+async def enable_periodic_task(task_id: int, caller: Superuser, session: Session, response: Response) -> PeriodicTaskOut:
+    return _with_etag(response, await service.set_enabled(task_id, True, caller, session=session))
+
+
+@router.post("/{task_id}/disable", response_model=PeriodicTaskOut, summary="Disable a periodic task", responses=ERRORS)
+async def disable_periodic_task(task_id: int, caller: Superuser, session: Session, response: Response) -> PeriodicTaskOut:
+    return _with_etag(response, await service.set_enabled(task_id, False, caller, session=session))
+
+
+@router.post(
+    "/{task_id}/run",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskAccepted,
+    summary="Run a periodic task now, with its own options; counted",
+    responses={**ERRORS, 503: ERROR_RESPONSES[503]},
+)
+async def run_periodic_task(task_id: int, caller: Superuser, session: Session, request: Request) -> TaskAccepted:
+    async def send(task: PeriodicTaskDB) -> str:
+        options = {
+            "queue": task.queue,
+            "exchange": task.exchange,
+            "routing_key": task.routing_key,
+            "priority": task.priority,
+            "expires": task.expire_seconds,
+        }
+        return await send_with_timeout(
+            celery_app.send_task,
+            task.task,
+            args=task.get_args(),
+            kwargs=task.get_kwargs(),
+            headers={**(task.headers or {}), "periodic_task_name": task.name},
+            **{key: value for key, value in options.items() if value is not None},
+        )
+
+    message_id = await service.run_periodic_task_now(task_id, caller, send, session=session)
+    return TaskAccepted.for_task(request, message_id)
+
+
+@router.get("/{task_id}/preview", response_model=RunPreview, summary="The next N run times", responses=ERRORS)
+async def preview_runs(
+    task_id: int, caller: Superuser, session: Session, count: Annotated[int, Query(ge=1, le=service.MAX_PREVIEW)] = 10
+) -> RunPreview:
+    return RunPreview(next_runs=await service.preview_runs(task_id, count, session=session))
+
+
+@router.get(
+    "/{task_id}/changes", response_model=list[PeriodicTaskChangeOut], summary="Who changed what, newest first", responses=ERRORS
+)
+async def list_changes(
+    task_id: int,
+    caller: Superuser,
+    session: Session,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[PeriodicTaskChangeOut]:
+    rows = await service.list_changes(task_id, session=session, limit=limit, offset=offset)
+    return [PeriodicTaskChangeOut.model_validate(row, from_attributes=True) for row in rows]

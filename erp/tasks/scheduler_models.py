@@ -1,0 +1,228 @@
+"""Tables of the database scheduler: schedules, periodic tasks and beat heartbeats.
+
+`periodic_tasks.next_run_at` is the heart of it: beat asks only for enabled rows whose
+`next_run_at` has come (a partial index), sends them and advances the column in the same
+transaction. NULL means "to be computed": the API fills it in when it saves a task, and
+triggers (see the migration) reset it when a schedule changes through plain SQL, so beat
+computes it on its next tick. Nothing is ever reloaded wholesale.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from erp.core.db import Base
+from erp.tasks import schedules
+
+INTERVAL_PERIODS = ("days", "hours", "minutes", "seconds", "microseconds")
+
+
+class BrokenScheduleError(ValueError):
+    """A row that cannot be scheduled as stored; beat disables it with this message."""
+
+
+class IntervalScheduleDB(Base):
+    __tablename__ = "interval_schedules"
+    __table_args__ = (
+        CheckConstraint("every > 0", name="every_positive"),
+        CheckConstraint(f"period IN {INTERVAL_PERIODS}", name="period_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    every: Mapped[int] = mapped_column(Integer)
+    period: Mapped[str] = mapped_column(String(24))
+
+    def to_spec(self) -> schedules.IntervalSpec:
+        return schedules.IntervalSpec(every=self.every, period=self.period)
+
+
+class CrontabScheduleDB(Base):
+    __tablename__ = "crontab_schedules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    minute: Mapped[str] = mapped_column(String(240), default="*")
+    hour: Mapped[str] = mapped_column(String(96), default="*")
+    day_of_week: Mapped[str] = mapped_column(String(64), default="*")
+    day_of_month: Mapped[str] = mapped_column(String(124), default="*")
+    month_of_year: Mapped[str] = mapped_column(String(64), default="*")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+
+    def to_spec(self) -> schedules.CrontabSpec:
+        return schedules.CrontabSpec(
+            minute=self.minute,
+            hour=self.hour,
+            day_of_week=self.day_of_week,
+            day_of_month=self.day_of_month,
+            month_of_year=self.month_of_year,
+            timezone=self.timezone,
+        )
+
+
+class ClockedScheduleDB(Base):
+    __tablename__ = "clocked_schedules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clocked_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    def to_spec(self) -> schedules.ClockedSpec:
+        return schedules.ClockedSpec(clocked_time=self.clocked_time)
+
+
+class SolarScheduleDB(Base):
+    __tablename__ = "solar_schedules"
+    __table_args__ = (
+        CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude_range"),
+        CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude_range"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event: Mapped[str] = mapped_column(String(24))
+    latitude: Mapped[float] = mapped_column(Float)
+    longitude: Mapped[float] = mapped_column(Float)
+
+    def to_spec(self) -> schedules.SolarSpec:
+        return schedules.SolarSpec(event=self.event, latitude=self.latitude, longitude=self.longitude)
+
+
+class PeriodicTaskDB(Base):
+    __tablename__ = "periodic_tasks"
+    __table_args__ = (
+        CheckConstraint(
+            "num_nonnulls(interval_id, crontab_id, clocked_id, solar_id) = 1", name="exactly_one_schedule"
+        ),
+        CheckConstraint("priority IS NULL OR priority BETWEEN 0 AND 255", name="priority_range"),
+        CheckConstraint("expire_seconds IS NULL OR expire_seconds > 0", name="expire_seconds_positive"),
+        CheckConstraint(f"misfire_policy IN {schedules.MISFIRE_POLICIES}", name="misfire_policy_known"),
+        # Beat's only questions: what is due, and what needs its next run computed.
+        Index("ix_periodic_tasks_due", "next_run_at", postgresql_where=text("enabled AND next_run_at IS NOT NULL")),
+        Index("ix_periodic_tasks_unscheduled", "id", postgresql_where=text("enabled AND next_run_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    task: Mapped[str] = mapped_column(String(200))
+    args: Mapped[Any] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
+    kwargs: Mapped[Any] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    queue: Mapped[str | None] = mapped_column(String(200))
+    exchange: Mapped[str | None] = mapped_column(String(200))
+    routing_key: Mapped[str | None] = mapped_column(String(200))
+    headers: Mapped[Any] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    priority: Mapped[int | None] = mapped_column(Integer)
+    # No run is sent after `expires`; `expire_seconds` is the expiry put on each sent message.
+    expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expire_seconds: Mapped[int | None] = mapped_column(Integer)
+    one_off: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # Why beat stopped or disabled the task (expired, finished, broken row); NULL while healthy.
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    misfire_policy: Mapped[str] = mapped_column(
+        String(16), default=schedules.MISFIRE_RUN_ONCE, server_default=schedules.MISFIRE_RUN_ONCE
+    )
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    total_run_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Bumped by every edit through the API; a stale version in an update is a 409.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    from_config: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+    interval_id: Mapped[int | None] = mapped_column(ForeignKey("interval_schedules.id", ondelete="RESTRICT"), index=True)
+    crontab_id: Mapped[int | None] = mapped_column(ForeignKey("crontab_schedules.id", ondelete="RESTRICT"), index=True)
+    clocked_id: Mapped[int | None] = mapped_column(ForeignKey("clocked_schedules.id", ondelete="RESTRICT"), index=True)
+    solar_id: Mapped[int | None] = mapped_column(ForeignKey("solar_schedules.id", ondelete="RESTRICT"), index=True)
+
+    interval: Mapped[IntervalScheduleDB | None] = relationship(lazy="joined")
+    crontab: Mapped[CrontabScheduleDB | None] = relationship(lazy="joined")
+    clocked: Mapped[ClockedScheduleDB | None] = relationship(lazy="joined")
+    solar: Mapped[SolarScheduleDB | None] = relationship(lazy="joined")
+
+    def get_schedule(self) -> schedules.ScheduleSpec:
+        for schedule in (self.interval, self.crontab, self.clocked, self.solar):
+            if schedule is not None:
+                return schedule.to_spec()
+        raise BrokenScheduleError(f"periodic task {self.name!r} has no schedule")
+
+    def get_args(self) -> list:
+        return decode_args(self.args)
+
+    def get_kwargs(self) -> dict:
+        return decode_kwargs(self.kwargs)
+
+
+def compute_next_run_at(task: PeriodicTaskDB, now: datetime) -> datetime | None:
+    """The next run of a task whose schedule is new or changed (None: it will not run again).
+
+    Shared by the API (on save) and beat (rows whose next_run_at was reset).
+    """
+    spec = task.get_schedule()
+    if task.total_run_count and (task.one_off or isinstance(spec, schedules.ClockedSpec)):
+        return None
+    if isinstance(spec, schedules.IntervalSpec) and task.last_run_at is not None:
+        # Keep the cadence of a task that has run: its next run is one interval after the last.
+        next_run = schedules.next_run_after(spec, task.last_run_at)
+        return max(next_run, task.start_time) if task.start_time else next_run
+    return schedules.first_run_at(spec, now=now, start_time=task.start_time)
+
+
+def decode_args(value: Any) -> list:
+    if not isinstance(value, list):
+        raise BrokenScheduleError(f"args must be a JSON array, found {type(value).__name__}: {value!r:.80}")
+    return value
+
+
+def decode_kwargs(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise BrokenScheduleError(f"kwargs must be a JSON object, found {type(value).__name__}: {value!r:.80}")
+    return value
+
+
+class BeatHeartbeatDB(Base):
+    """One row per running beat process: a health endpoint reads the latest tick."""
+
+    __tablename__ = "beat_heartbeats"
+
+    instance: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_tick_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    runs_sent: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+
+
+class PeriodicTaskChangeDB(Base):
+    """Who changed which periodic task, when, and what changed ({field: [old, new]}).
+
+    No foreign key to periodic_tasks: the history of a deleted task stays readable.
+    """
+
+    __tablename__ = "periodic_task_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    periodic_task_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    periodic_task_name: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(16))
+    actor_user_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_email: Mapped[str | None] = mapped_column(String(320))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    changes: Mapped[Any] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))

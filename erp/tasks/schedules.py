@@ -1,0 +1,339 @@
+"""Schedule arithmetic: when does a schedule fire? Pure functions, no clock of their own.
+
+Every datetime in and out is timezone-aware; results are UTC. The caller passes `now`, so
+tests control time by arguments.
+
+Crontab and daylight saving time. Fields are read on the wall clock of the schedule's IANA
+zone. A wall time that happens twice (autumn fall-back) fires once, at its first occurrence.
+A wall time that does not exist (spring-forward gap) fires once, shifted forward by the gap:
+02:30 in Europe/Berlin on the spring-forward day fires at 03:30 CEST (01:30 UTC). Two wall
+times that land on the same instant fire once. A day matches when its month, day of month
+and day of week all match (Celery's crontab semantics). Months are numbers (1-12); days of
+the week are 0-6 with Sunday 0, or names (sun, mon, ...).
+
+Misfires (`plan_runs`). The scheduled times due at `now` are those from the stored next run
+up to `now`. If the oldest is at most `grace_seconds` late, all are on time and all are sent
+(at most `max_catch_up`, the most recent). Otherwise the task's policy decides:
+- `run_once` (default): send one run, the most recent due time, then continue;
+- `skip`: send only the due times that are within the grace window (usually none), then
+  continue at the next future time;
+- `run_all`: send every due time, at most `max_catch_up` (the most recent ones).
+In every case the new next run is the first firing strictly after `now`, and an interval
+keeps its original grid (start + k * interval).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import ephem
+from celery.schedules import crontab_parser
+from celery.schedules import solar as celery_solar
+
+UTC = timezone.utc
+
+MISFIRE_RUN_ONCE = "run_once"
+MISFIRE_SKIP = "skip"
+MISFIRE_RUN_ALL = "run_all"
+MISFIRE_POLICIES = (MISFIRE_RUN_ONCE, MISFIRE_SKIP, MISFIRE_RUN_ALL)
+
+INTERVAL_PERIODS = ("days", "hours", "minutes", "seconds", "microseconds")
+SOLAR_EVENTS = tuple(celery_solar._horizons)
+# Longest a valid crontab can go without firing: Feb 29 on a given weekday recurs within 28 years.
+_CRONTAB_HORIZON_DAYS = 366 * 29
+# DST shifts are at most two hours; scanning this far around a candidate covers any gap or fold.
+_DST_WINDOW = timedelta(hours=3)
+# Polar day or night: look this many days ahead for the sun's event before giving up.
+_SOLAR_HORIZON_DAYS = 370
+
+
+class ScheduleError(ValueError):
+    """A schedule that cannot be used; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class IntervalSpec:
+    every: int
+    period: str = "seconds"
+
+
+@dataclass(frozen=True)
+class CrontabSpec:
+    minute: str = "*"
+    hour: str = "*"
+    day_of_week: str = "*"
+    day_of_month: str = "*"
+    month_of_year: str = "*"
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class ClockedSpec:
+    clocked_time: datetime
+
+
+@dataclass(frozen=True)
+class SolarSpec:
+    event: str
+    latitude: float
+    longitude: float
+
+
+ScheduleSpec = IntervalSpec | CrontabSpec | ClockedSpec | SolarSpec
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    send: tuple[datetime, ...]
+    next_run_at: datetime | None
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ScheduleError(f"timezone {name!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from None
+
+
+@dataclass(frozen=True)
+class _Crontab:
+    minutes: tuple[int, ...]
+    hours: tuple[int, ...]
+    days_of_week: frozenset[int]
+    days_of_month: frozenset[int]
+    months: frozenset[int]
+    zone: ZoneInfo
+
+    def matches(self, day: date) -> bool:
+        return day.month in self.months and day.day in self.days_of_month and day.isoweekday() % 7 in self.days_of_week
+
+
+def _parse_field(spec: CrontabSpec, field: str, max_value: int, min_value: int, allowed: str) -> set[int]:
+    text = str(getattr(spec, field)).strip()
+    try:
+        values = crontab_parser(max_value, min_value).parse(text)
+    except Exception as error:  # crontab_parser raises ValueError, KeyError or ParseException
+        raise ScheduleError(f"crontab {field} {text!r} is not valid ({allowed}): {error}") from None
+    if not values or any(value < min_value or value >= max_value + min_value for value in values):
+        raise ScheduleError(f"crontab {field} {text!r} is out of range ({allowed})")
+    return values
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_crontab(spec: CrontabSpec) -> _Crontab:
+    return _Crontab(
+        minutes=tuple(sorted(_parse_field(spec, "minute", 60, 0, "0-59"))),
+        hours=tuple(sorted(_parse_field(spec, "hour", 24, 0, "0-23"))),
+        days_of_week=frozenset(_parse_field(spec, "day_of_week", 7, 0, "0-6 with Sunday 0, or sun-sat")),
+        days_of_month=frozenset(_parse_field(spec, "day_of_month", 31, 1, "1-31")),
+        months=frozenset(_parse_field(spec, "month_of_year", 12, 1, "1-12")),
+        zone=_zone(spec.timezone),
+    )
+
+
+def _interval(spec: IntervalSpec) -> timedelta:
+    return timedelta(**{spec.period: spec.every})
+
+
+def validate(spec: ScheduleSpec) -> None:
+    """Raise ScheduleError, saying what is wrong, unless the schedule can fire."""
+    if isinstance(spec, IntervalSpec):
+        if spec.period not in INTERVAL_PERIODS:
+            raise ScheduleError(f"interval period {spec.period!r} is not one of {', '.join(INTERVAL_PERIODS)}")
+        if not isinstance(spec.every, int) or spec.every <= 0:
+            raise ScheduleError(f"interval every must be a whole number above 0, got {spec.every!r}")
+    elif isinstance(spec, CrontabSpec):
+        cron = _parse_crontab(spec)
+        start = date(2000, 1, 1)
+        if not any(cron.matches(start + timedelta(days=offset)) for offset in range(_CRONTAB_HORIZON_DAYS)):
+            raise ScheduleError(
+                f"crontab day_of_month {spec.day_of_month!r}, month_of_year {spec.month_of_year!r} and "
+                f"day_of_week {spec.day_of_week!r} never fall on the same day"
+            )
+    elif isinstance(spec, ClockedSpec):
+        if spec.clocked_time.tzinfo is None:
+            raise ScheduleError("clocked_time needs a time zone or UTC offset")
+    elif isinstance(spec, SolarSpec):
+        if spec.event not in SOLAR_EVENTS:
+            raise ScheduleError(f"solar event {spec.event!r} is not one of {', '.join(SOLAR_EVENTS)}")
+        if not -90 <= spec.latitude <= 90:
+            raise ScheduleError(f"latitude {spec.latitude} is outside -90..90")
+        if not -180 <= spec.longitude <= 180:
+            raise ScheduleError(f"longitude {spec.longitude} is outside -180..180")
+    else:
+        raise ScheduleError(f"unknown schedule type {type(spec).__name__}")
+
+
+# --- crontab ----------------------------------------------------------------------------------
+
+
+def _wall_times(cron: _Crontab, start: datetime):
+    """Matching naive wall-clock times at or after `start`, in wall-clock order."""
+    day = start.date()
+    for _ in range(_CRONTAB_HORIZON_DAYS):
+        if cron.matches(day):
+            first_day = day == start.date()
+            for hour in cron.hours:
+                if first_day and hour < start.hour:
+                    continue
+                for minute in cron.minutes:
+                    wall = datetime(day.year, day.month, day.day, hour, minute)
+                    if wall >= start:
+                        yield wall
+        day += timedelta(days=1)
+
+
+def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
+    # fold=0: a repeated wall time means its first occurrence, a missing one is shifted forward.
+    return wall.replace(tzinfo=zone).astimezone(UTC)
+
+
+def _crontab_after(cron: _Crontab, after: datetime) -> datetime | None:
+    """The first firing strictly after `after`."""
+    zone = cron.zone
+    local = after.astimezone(zone).replace(tzinfo=None)
+    steady = zone.utcoffset(local - _DST_WINDOW) == zone.utcoffset(local + _DST_WINDOW * 8)
+    if steady:
+        # No transition near: wall-clock order is UTC order, the first later wall time wins.
+        for wall in _wall_times(cron, local.replace(second=0, microsecond=0)):
+            moment = _to_utc(wall, zone)
+            if moment > after:
+                return moment
+        return None
+    # Near a transition, a wall time before `local` can land after `after` (a gap shifts it
+    # forward): look a little back, and a little past the first hit for an earlier instant.
+    best: datetime | None = None
+    best_wall: datetime | None = None
+    for wall in _wall_times(cron, (local - _DST_WINDOW).replace(second=0, microsecond=0)):
+        if best_wall is not None and wall > best_wall + _DST_WINDOW:
+            break
+        moment = _to_utc(wall, zone)
+        if moment > after and (best is None or moment < best):
+            best, best_wall = moment, wall
+    return best
+
+
+# --- solar ------------------------------------------------------------------------------------
+
+
+def _solar_after(spec: SolarSpec, after: datetime) -> datetime | None:
+    # Celery's own tables of horizons and methods, so an event means what it means in Celery.
+    observer = ephem.Observer()
+    observer.lat, observer.lon = str(spec.latitude), str(spec.longitude)
+    observer.elevation = 0
+    observer.pressure = 0  # the horizons already allow for refraction
+    observer.horizon = celery_solar._horizons[spec.event]
+    method = getattr(observer, celery_solar._methods[spec.event])
+    use_center = celery_solar._use_center_l[spec.event]
+    start = after.astimezone(UTC)
+    for _ in range(_SOLAR_HORIZON_DAYS):
+        try:
+            if spec.event == "solar_noon":
+                found = method(ephem.Sun(), start=ephem.Date(start.replace(tzinfo=None)))
+            else:
+                found = method(ephem.Sun(), start=ephem.Date(start.replace(tzinfo=None)), use_center=use_center)
+        except (ephem.AlwaysUpError, ephem.NeverUpError):
+            # Polar day or night: no such event today; look again from the next day.
+            start += timedelta(days=1)
+            continue
+        moment = found.datetime().replace(tzinfo=UTC)
+        if moment > after:
+            return moment
+        start = moment + timedelta(seconds=1)
+    return None
+
+
+# --- the public questions ---------------------------------------------------------------------
+
+
+def next_run_after(spec: ScheduleSpec, scheduled_at: datetime) -> datetime | None:
+    """The next firing strictly after `scheduled_at` (None: it never fires again)."""
+    if isinstance(spec, IntervalSpec):
+        return scheduled_at.astimezone(UTC) + _interval(spec)
+    if isinstance(spec, CrontabSpec):
+        return _crontab_after(_parse_crontab(spec), scheduled_at.astimezone(UTC))
+    if isinstance(spec, ClockedSpec):
+        return None
+    if isinstance(spec, SolarSpec):
+        return _solar_after(spec, scheduled_at.astimezone(UTC))
+    raise ScheduleError(f"unknown schedule type {type(spec).__name__}")
+
+
+def first_run_at(spec: ScheduleSpec, *, now: datetime, start_time: datetime | None = None) -> datetime | None:
+    """When a new (or newly changed) schedule first fires: at or after max(now, start_time).
+
+    An interval runs at once (or at its start_time; a start_time in the past keeps its grid);
+    a clocked schedule fires at its time even if that has passed: it is a one-off that is due.
+    """
+    if isinstance(spec, ClockedSpec):
+        return spec.clocked_time.astimezone(UTC)
+    if isinstance(spec, IntervalSpec):
+        if start_time is None:
+            return now.astimezone(UTC)
+        if start_time >= now:
+            return start_time.astimezone(UTC)
+        step = _interval(spec)
+        return (start_time + math.ceil((now - start_time) / step) * step).astimezone(UTC)
+    earliest = max(now, start_time) if start_time else now
+    return next_run_after(spec, earliest - timedelta(microseconds=1))
+
+
+def _recent_due_times(spec: ScheduleSpec, first: datetime, now: datetime, keep: int) -> list[datetime]:
+    """The last `keep` scheduled times in [first, now], oldest first, without walking them all."""
+    if isinstance(spec, IntervalSpec):
+        step = _interval(spec)
+        count = (now - first) // step + 1
+        return [first + index * step for index in range(max(0, count - keep), count)]
+    # Crontab and solar cannot be stepped backwards: walk forward from a point near `now`,
+    # going further back only while that finds fewer than `keep` times.
+    window = timedelta(hours=1)
+    while True:
+        start = max(first, now - window)
+        moment = start if start == first else next_run_after(spec, start)
+        times: list[datetime] = []
+        while moment is not None and moment <= now:
+            times.append(moment)
+            moment = next_run_after(spec, moment)
+        if len(times) >= keep or start == first:
+            return times[-keep:]
+        window *= 8
+
+
+def plan_runs(
+    spec: ScheduleSpec,
+    *,
+    next_run_at: datetime,
+    now: datetime,
+    misfire_policy: str = MISFIRE_RUN_ONCE,
+    grace_seconds: float = 60,
+    max_catch_up: int = 10,
+    expires: datetime | None = None,
+) -> RunPlan:
+    """What to send for a due row, and its new next run (see the module docstring)."""
+    if misfire_policy not in MISFIRE_POLICIES:
+        raise ScheduleError(f"misfire policy {misfire_policy!r} is not one of {', '.join(MISFIRE_POLICIES)}")
+    if expires is not None and now > expires:
+        return RunPlan((), None)
+    grace = timedelta(seconds=grace_seconds)
+    if isinstance(spec, ClockedSpec):
+        on_time = now - next_run_at <= grace
+        send = (next_run_at,) if on_time or misfire_policy != MISFIRE_SKIP else ()
+        return RunPlan(send, None)
+    if next_run_at > now:
+        return RunPlan((), next_run_at)
+    due = _recent_due_times(spec, next_run_at, now, max_catch_up)
+    following = next_run_after(spec, due[-1])
+    if now - next_run_at <= grace or misfire_policy == MISFIRE_RUN_ALL:
+        send = due
+    elif misfire_policy == MISFIRE_RUN_ONCE:
+        send = due[-1:]
+    else:
+        send = [moment for moment in due if now - moment <= grace]
+    return RunPlan(tuple(send), following)

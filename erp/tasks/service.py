@@ -1,0 +1,267 @@
+"""Managing periodic tasks: the service behind the admin API (plain async functions).
+
+Every change bumps the row's version, recomputes `next_run_at` when the schedule could have
+changed (beat is NOTIFYed by a trigger and picks it up at once), and writes a change record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from erp.core.celery_app import celery_app
+from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
+from erp.tasks import schedules
+from erp.tasks.scheduler_models import (
+    ClockedScheduleDB,
+    CrontabScheduleDB,
+    IntervalScheduleDB,
+    PeriodicTaskChangeDB,
+    PeriodicTaskDB,
+    SolarScheduleDB,
+    compute_next_run_at,
+)
+from erp.tasks.schemas import SCHEDULE_KINDS, PeriodicTaskCreate, PeriodicTaskUpdate
+
+SCHEDULE_MODELS = {
+    "interval": IntervalScheduleDB,
+    "crontab": CrontabScheduleDB,
+    "clocked": ClockedScheduleDB,
+    "solar": SolarScheduleDB,
+}
+# Changing any of these can move the next run.
+RESCHEDULING_FIELDS = {"start_time", "enabled", "one_off", *(f"{kind}_id" for kind in SCHEDULE_KINDS)}
+MAX_PREVIEW = 100
+
+
+class Actor(Protocol):
+    user_id: int | None
+    email: str | None
+
+
+class PeriodicTaskNotFound(NotFoundError):
+    pass
+
+
+class PeriodicTaskConflict(ConflictError):
+    """A name clash or a stale version."""
+
+
+class InvalidPeriodicTask(InvalidInputError):
+    """Input that passed the schema but not the rules (unknown task, bad crontab)."""
+
+
+def registered_task_names() -> list[str]:
+    """Tasks a schedule may name: those of our task modules (Celery's own are left out)."""
+    celery_app.loader.import_default_modules()
+    return sorted(name for name in celery_app.tasks if not name.startswith("celery."))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _check_task_name(task: str) -> None:
+    if task not in registered_task_names():
+        raise InvalidPeriodicTask(
+            f"task {task!r} is not registered; schedulable tasks: {', '.join(registered_task_names())}"
+        )
+
+
+async def _schedule_columns(data: PeriodicTaskCreate | PeriodicTaskUpdate, *, session: AsyncSession) -> dict[str, Any]:
+    """The four schedule foreign keys for an inline or referenced schedule (validated)."""
+    columns: dict[str, Any] = {f"{kind}_id": None for kind in SCHEDULE_KINDS}
+    if data.schedule is not None:
+        spec = data.schedule.to_spec()
+        try:
+            schedules.validate(spec)
+        except schedules.ScheduleError as error:
+            raise InvalidPeriodicTask(f"schedule: {error}") from None
+        row = SCHEDULE_MODELS[data.schedule.kind](**data.schedule.model_dump(exclude={"kind"}))
+        session.add(row)
+        await session.flush()
+        columns[f"{data.schedule.kind}_id"] = row.id
+        return columns
+    for kind in SCHEDULE_KINDS:
+        schedule_id = getattr(data, f"{kind}_id")
+        if schedule_id is not None:
+            if await session.get(SCHEDULE_MODELS[kind], schedule_id) is None:
+                raise InvalidPeriodicTask(f"{kind}_id {schedule_id} does not exist")
+            columns[f"{kind}_id"] = schedule_id
+            return columns
+    raise InvalidPeriodicTask("a schedule is required")
+
+
+async def _refresh_next_run(task: PeriodicTaskDB, *, session: AsyncSession) -> None:
+    """Recompute next_run_at after the schedule could have changed (relationships reloaded)."""
+    await session.flush()
+    await session.refresh(task, ["interval", "crontab", "clocked", "solar"])
+    if not task.enabled:
+        task.next_run_at = None
+        return
+    try:
+        task.next_run_at = compute_next_run_at(task, _utcnow())
+    except schedules.ScheduleError as error:
+        raise InvalidPeriodicTask(f"schedule: {error}") from None
+    if task.next_run_at is None:
+        raise InvalidPeriodicTask("this schedule has no future run (start_time, expires or clocked_time are past)")
+    task.disabled_reason = None
+
+
+def _record(task: PeriodicTaskDB, action: str, actor: Actor, changes: dict, *, session: AsyncSession) -> None:
+    session.add(
+        PeriodicTaskChangeDB(
+            periodic_task_id=task.id,
+            periodic_task_name=task.name,
+            action=action,
+            actor_user_id=actor.user_id,
+            actor_email=actor.email,
+            changes=changes,
+        )
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+async def _commit_or_conflict(name: str, *, session: AsyncSession) -> None:
+    try:
+        await session.commit()
+    except IntegrityError as error:
+        await session.rollback()
+        if "uq_periodic_tasks_name" in str(error.orig):
+            raise PeriodicTaskConflict(f"a periodic task named {name!r} already exists") from None
+        raise
+
+
+async def get_periodic_task(task_id: int, *, session: AsyncSession) -> PeriodicTaskDB:
+    task = await session.get(PeriodicTaskDB, task_id)
+    if task is None:
+        raise PeriodicTaskNotFound(f"periodic task {task_id} does not exist")
+    return task
+
+
+async def list_periodic_tasks(
+    *, session: AsyncSession, enabled: bool | None, task: str | None, name: str | None, limit: int, offset: int
+) -> tuple[list[PeriodicTaskDB], int]:
+    query = select(PeriodicTaskDB)
+    if enabled is not None:
+        query = query.where(PeriodicTaskDB.enabled.is_(enabled))
+    if task is not None:
+        query = query.where(PeriodicTaskDB.task == task)
+    if name is not None:
+        query = query.where(PeriodicTaskDB.name.ilike(f"%{name}%"))
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(query.order_by(PeriodicTaskDB.id).limit(limit).offset(offset))
+    return list(rows), total
+
+
+async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, session: AsyncSession) -> PeriodicTaskDB:
+    _check_task_name(data.task)
+    if await session.scalar(select(PeriodicTaskDB.id).where(PeriodicTaskDB.name == data.name)) is not None:
+        raise PeriodicTaskConflict(f"a periodic task named {data.name!r} already exists")
+    fields = data.model_dump(exclude_none=True, exclude={"schedule", *(f"{kind}_id" for kind in SCHEDULE_KINDS)})
+    task = PeriodicTaskDB(**fields, **await _schedule_columns(data, session=session))
+    session.add(task)
+    await _refresh_next_run(task, session=session)
+    await session.flush()
+    _record(task, "create", actor, {key: _jsonable(value) for key, value in fields.items()}, session=session)
+    await _commit_or_conflict(data.name, session=session)
+    return task
+
+
+async def update_periodic_task(
+    task_id: int, data: PeriodicTaskUpdate, expected_version: int, actor: Actor, *, session: AsyncSession
+) -> PeriodicTaskDB:
+    task = await get_periodic_task(task_id, session=session)
+    await session.refresh(task, with_for_update=True)
+    if task.version != expected_version:
+        raise PeriodicTaskConflict(
+            f"periodic task {task_id} is at version {task.version}, not {expected_version}: "
+            "someone else changed it; read it again and reapply your change"
+        )
+    values = data.model_dump(exclude_unset=True, exclude={"version", "schedule", *(f"{kind}_id" for kind in SCHEDULE_KINDS)})
+    if "task" in values:
+        _check_task_name(values["task"])
+    if data.schedule is not None or any(getattr(data, f"{kind}_id") is not None for kind in SCHEDULE_KINDS):
+        values.update(await _schedule_columns(data, session=session))
+    changes = {
+        field: [_jsonable(getattr(task, field)), _jsonable(value)]
+        for field, value in values.items()
+        if getattr(task, field) != value
+    }
+    for field, value in values.items():
+        setattr(task, field, value)
+    if changes:
+        task.version += 1
+        if RESCHEDULING_FIELDS & changes.keys():
+            await _refresh_next_run(task, session=session)
+        _record(task, "update", actor, changes, session=session)
+    await _commit_or_conflict(task.name, session=session)
+    return task
+
+
+async def set_enabled(task_id: int, enabled: bool, actor: Actor, *, session: AsyncSession) -> PeriodicTaskDB:
+    task = await get_periodic_task(task_id, session=session)
+    return await update_periodic_task(
+        task_id, PeriodicTaskUpdate(enabled=enabled), task.version, actor, session=session
+    )
+
+
+async def delete_periodic_task(task_id: int, expected_version: int | None, actor: Actor, *, session: AsyncSession) -> None:
+    task = await get_periodic_task(task_id, session=session)
+    if expected_version is not None and task.version != expected_version:
+        raise PeriodicTaskConflict(f"periodic task {task_id} is at version {task.version}, not {expected_version}")
+    _record(task, "delete", actor, {}, session=session)
+    await session.delete(task)
+    await session.commit()
+
+
+async def run_periodic_task_now(
+    task_id: int, actor: Actor, send: Callable[[PeriodicTaskDB], Awaitable[str]], *, session: AsyncSession
+) -> str:
+    """Send one run now with the task's own options and count it; returns the message id.
+
+    The run is counted in the same transaction that is committed only after the send worked.
+    """
+    task = await get_periodic_task(task_id, session=session)
+    await session.refresh(task, with_for_update=True)
+    message_id = await send(task)
+    task.total_run_count += 1
+    task.last_run_at = _utcnow()
+    _record(task, "run", actor, {"message_id": message_id}, session=session)
+    await session.commit()
+    return message_id
+
+
+async def preview_runs(task_id: int, count: int, *, session: AsyncSession) -> list[datetime]:
+    """The next `count` run times as beat would fire them (none once disabled or finished)."""
+    task = await get_periodic_task(task_id, session=session)
+    spec = task.get_schedule()
+    upcoming: list[datetime] = []
+    moment = task.next_run_at or compute_next_run_at(task, _utcnow())
+    while moment is not None and len(upcoming) < min(count, MAX_PREVIEW):
+        if task.expires is not None and moment > task.expires:
+            break
+        upcoming.append(moment)
+        if task.one_off:
+            break
+        moment = schedules.next_run_after(spec, moment)
+    return upcoming
+
+
+async def list_changes(task_id: int, *, session: AsyncSession, limit: int, offset: int) -> list[PeriodicTaskChangeDB]:
+    rows = await session.scalars(
+        select(PeriodicTaskChangeDB)
+        .where(PeriodicTaskChangeDB.periodic_task_id == task_id)
+        .order_by(PeriodicTaskChangeDB.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows)

@@ -1,0 +1,204 @@
+"""The database scheduler at 1k, 10k and 100k schedules, with a real beat process and Redis.
+
+For each table size: time from beat's start to its first message; a burst of due runs
+(up to 10,000) next to the raw `send_task` rate of one process measured in the same run;
+edit-to-effect latency; beat's CPU and memory while idle. Own database (erp_bench) and Redis
+databases 14 and 15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scripts.benchmarks.common import use_benchmark_environment
+
+use_benchmark_environment()
+
+import psycopg2  # noqa: E402
+import psycopg2.extras  # noqa: E402
+import redis  # noqa: E402
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from erp.core.celery_app import celery_app  # noqa: E402
+from erp.core.config import settings  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+QUEUE = "celery"
+BURST = 10_000
+
+
+def recreate_database() -> None:
+    url = make_url(settings.sync_database_url)
+    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+    server.dispose()
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(REPO_ROOT / "alembic"))
+    command.upgrade(config, "head")
+
+
+def connect():
+    connection = psycopg2.connect(make_url(settings.sync_database_url).render_as_string(hide_password=False).replace("+psycopg2", ""))
+    connection.autocommit = True
+    return connection
+
+
+def broker() -> redis.Redis:
+    return redis.Redis.from_url(settings.broker_url)
+
+
+def queued() -> int:
+    return broker().llen(QUEUE)
+
+
+def fill_table(rows: int) -> None:
+    """`rows` hourly schedules whose next runs are spread over the coming hour (none due)."""
+    with connect() as connection, connection.cursor() as cursor:
+        cursor.execute("TRUNCATE periodic_tasks, interval_schedules, beat_heartbeats RESTART IDENTITY CASCADE")
+        cursor.execute("INSERT INTO interval_schedules (every, period) VALUES (1, 'hours') RETURNING id")
+        interval_id = cursor.fetchone()[0]
+        psycopg2.extras.execute_values(
+            cursor,
+            "INSERT INTO periodic_tasks (name, task, interval_id, next_run_at) VALUES %s",
+            [(f"bench-{number:06d}", "erp.ping", interval_id, 60 + number % 3600) for number in range(rows)],
+            template="(%s, %s, %s, now() + %s * interval '1 second')",
+            page_size=5000,
+        )
+        # The configured health check would add its own messages to the counts: disabled, which
+        # beat keeps as an admin's choice.
+        cursor.execute(
+            "INSERT INTO periodic_tasks (name, task, interval_id, enabled, from_config)"
+            " VALUES ('erp.health_check', 'erp.health_check', %s, false, true)",
+            (interval_id,),
+        )
+        cursor.execute("ANALYZE periodic_tasks")
+
+
+def raw_send_rate(messages: int) -> float:
+    """Messages per second of `send_task` from one process with one producer (beat's way)."""
+    with celery_app.producer_or_acquire() as producer:
+        started = time.perf_counter()
+        for number in range(messages):
+            celery_app.send_task("erp.ping", task_id=f"raw-{number}", producer=producer)
+        elapsed = time.perf_counter() - started
+    broker().flushdb()
+    return messages / elapsed
+
+
+def start_beat() -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "erp.core.celery_app", "beat", "-S",
+         "erp.tasks.db_scheduler.DatabaseScheduler", "--loglevel", "WARNING", "--pidfile="],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+
+
+def wait_for_queue(length: int, since: float, timeout: float = 300) -> float:
+    """Seconds from `since` (a perf_counter) until the queue holds `length` messages."""
+    client = broker()
+    started = since
+    while client.llen(QUEUE) < length:
+        if time.perf_counter() - started > timeout:
+            raise SystemExit(f"bench_beat: only {client.llen(QUEUE)} of {length} messages after {timeout} s")
+        time.sleep(0.002)
+    return time.perf_counter() - started
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(rows: int, idle_seconds: float, edits: int) -> dict:
+    fill_table(rows)
+    broker().flushdb()
+    with connect() as connection, connection.cursor() as cursor:
+        cursor.execute("UPDATE periodic_tasks SET next_run_at = now() WHERE id = 1")
+    started = time.perf_counter()
+    beat = start_beat()
+    try:
+        first_message = wait_for_queue(1, since=started, timeout=120)
+        broker().flushdb()
+
+        time.sleep(1)
+        cpu_before, idle_started = cpu_seconds(beat.pid), time.perf_counter()
+        time.sleep(idle_seconds)
+        idle_cpu = (cpu_seconds(beat.pid) - cpu_before) / (time.perf_counter() - idle_started)
+        idle_rss = rss_mib(beat.pid)
+
+        latencies = []
+        with connect() as connection, connection.cursor() as cursor:
+            for number in range(edits):
+                # What an API edit does: the row's next run moves to now.
+                broker().flushdb()
+                edited_at = time.perf_counter()
+                cursor.execute("UPDATE periodic_tasks SET next_run_at = now() WHERE id = %s", (rows // 2 + number,))
+                latencies.append(wait_for_queue(1, since=edited_at, timeout=30))
+                time.sleep(0.2)
+
+        burst = min(BURST, rows)
+        broker().flushdb()
+        burst_started = time.perf_counter()
+        with connect() as connection, connection.cursor() as cursor:
+            cursor.execute("UPDATE periodic_tasks SET next_run_at = now() WHERE id <= %s", (burst,))
+        burst_seconds = wait_for_queue(burst, since=burst_started)
+    finally:
+        beat.terminate()
+        beat.wait(30)
+    return {
+        "rows": rows,
+        "first_message": first_message,
+        "burst": burst,
+        "burst_rate": burst / burst_seconds,
+        "edit_median": statistics.median(latencies),
+        "edit_max": max(latencies),
+        "idle_cpu": idle_cpu,
+        "idle_rss": idle_rss,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1000,10000,100000", help="table sizes, comma-separated")
+    parser.add_argument("--idle-seconds", type=float, default=10)
+    parser.add_argument("--edits", type=int, default=10)
+    args = parser.parse_args()
+    recreate_database()
+    broker().flushdb()
+    raw_rate = raw_send_rate(BURST)
+    print(f"raw send_task rate, one process: {raw_rate:,.0f} messages/s (baseline)")
+    print(f"{'schedules':>10} {'first msg':>10} {'burst':>7} {'burst rate':>12} {'vs raw':>7} "
+          f"{'edit p50':>9} {'edit max':>9} {'idle CPU':>9} {'idle RSS':>9}")
+    for size in (int(value) for value in args.sizes.split(",")):
+        result = measure(size, args.idle_seconds, args.edits)
+        print(
+            f"{result['rows']:>10,} {result['first_message']:>9.2f}s {result['burst']:>7,} "
+            f"{result['burst_rate']:>10,.0f}/s {result['burst_rate'] / raw_rate:>7.2f} "
+            f"{result['edit_median'] * 1000:>7.0f}ms {result['edit_max'] * 1000:>7.0f}ms "
+            f"{result['idle_cpu'] * 100:>8.2f}% {result['idle_rss']:>7.1f}MB",
+            flush=True,
+        )
+    print("targets: burst >= 0.8 of raw; edit-to-effect <= 1 s at 100k; idle CPU and memory flat as the table grows")
+
+
+if __name__ == "__main__":
+    main()

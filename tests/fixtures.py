@@ -1,0 +1,95 @@
+"""Shared fixtures: the migrated test database, clean Redis, clean tables, in-process worker."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _recreate_database(sync_url: str) -> None:
+    url = make_url(sync_url)
+    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+    server.dispose()
+
+
+def alembic_config() -> Config:
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(REPO_ROOT / "alembic"))
+    return config
+
+
+@pytest.fixture(scope="session")
+def migrated_database() -> str:
+    """The test database, dropped, created and migrated to head once per run."""
+    from erp.core.config import settings
+
+    _recreate_database(settings.sync_database_url)
+    command.upgrade(alembic_config(), "head")
+    return settings.sync_database_url
+
+
+@pytest.fixture(scope="session")
+def sync_engine(migrated_database):
+    engine = create_engine(migrated_database, pool_pre_ping=True)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_clean():
+    """Flush the suite's broker and result databases once per run."""
+    from erp.core.config import settings
+
+    for url in (settings.broker_url, settings.result_backend_url):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def clean_tables(sync_engine):
+    """Empty every application table before a test (the schema stays)."""
+    from erp.models import Base
+
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    with sync_engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    yield
+
+
+@pytest.fixture(scope="module")
+def in_process_worker(migrated_database, redis_clean):
+    """A real Celery worker in a thread of this process, on the real Redis and PostgreSQL.
+
+    Module-scoped: it consumes the default queue, which the scheduler tests read themselves.
+    """
+    from celery.contrib.testing.worker import start_worker
+
+    from erp.core.celery_app import celery_app
+
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+        yield worker
+
+
+@pytest.fixture(scope="session")
+def api_client(migrated_database, redis_clean):
+    """The real app over Starlette's TestClient, one for the whole run.
+
+    One client means one event loop, so the app's pooled async engine stays on the loop that
+    opened its connections across tests.
+    """
+    from fastapi.testclient import TestClient
+
+    from erp.api.app import create_app
+
+    with TestClient(create_app()) as client:
+        yield client

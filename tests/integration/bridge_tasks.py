@@ -1,0 +1,45 @@
+"""Tasks used only by the bridge tests; the worker under test loads them with `-I`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from erp.core.bridge import run_service
+from erp.core.celery_app import celery_app
+
+PROBE_TABLE = "bridge_probe"
+
+
+async def insert_probe(value: str, fail: bool, *, session: AsyncSession) -> int:
+    await session.execute(text(f"INSERT INTO {PROBE_TABLE} (value) VALUES (:value)"), {"value": value})
+    if fail:
+        raise ValueError(f"failing after inserting {value!r}")
+    return 1
+
+
+async def backend_pid(*, session: AsyncSession) -> list[int]:
+    return [os.getpid(), (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()]
+
+
+async def sleep_in_database(seconds: float, *, session: AsyncSession) -> None:
+    await session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
+    await asyncio.sleep(0)
+
+
+@celery_app.task(name="tests.insert_probe")
+def insert_probe_task(value: str, fail: bool = False) -> int:
+    return run_service(insert_probe, value, fail)
+
+
+@celery_app.task(name="tests.backend_pid")
+def backend_pid_task() -> list[int]:
+    return run_service(backend_pid)
+
+
+@celery_app.task(name="tests.sleep_in_database", soft_time_limit=1, time_limit=30)
+def sleep_in_database_task(seconds: float) -> None:
+    run_service(sleep_in_database, seconds)

@@ -1,0 +1,95 @@
+"""Helpers for the scheduler tests: create schedules in the real database, read the real queue."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import datetime, timezone
+
+import redis
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from erp.core.config import settings
+from erp.tasks.scheduler_models import CrontabScheduleDB, IntervalScheduleDB, PeriodicTaskDB
+
+QUEUE = "celery"
+
+
+def broker() -> redis.Redis:
+    return redis.Redis.from_url(settings.broker_url)
+
+
+def empty_broker() -> None:
+    client = broker()
+    client.flushdb()
+    client.close()
+
+
+def queued_runs(name_prefix: str = "") -> list[dict]:
+    """Every periodic-run message waiting in the queue, oldest first, optionally by task name."""
+    client = broker()
+    raw = client.lrange(QUEUE, 0, -1)
+    client.close()
+    runs = []
+    for item in reversed(raw):  # LPUSH puts the newest first
+        message = json.loads(item)
+        headers = message["headers"]
+        name = headers.get("periodic_task_name")
+        if name is None or not name.startswith(name_prefix):
+            continue
+        args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        runs.append(
+            {
+                "id": headers["id"],
+                "task": headers["task"],
+                "name": name,
+                "scheduled_at": datetime.fromisoformat(headers["periodic_task_scheduled_at"]),
+                "args": args,
+                "kwargs": kwargs,
+            }
+        )
+    return runs
+
+
+def wait_for(condition, timeout: float = 10, interval: float = 0.05, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{message} not met within {timeout} s")
+
+
+def add_interval_task(engine, name: str, every: int = 1, period: str = "seconds", **fields) -> int:
+    with Session(engine) as session, session.begin():
+        task = PeriodicTaskDB(
+            name=name, task=fields.pop("task", "erp.ping"), interval=IntervalScheduleDB(every=every, period=period), **fields
+        )
+        session.add(task)
+        session.flush()
+        return task.id
+
+
+def add_crontab_task(engine, name: str, **crontab) -> int:
+    with Session(engine) as session, session.begin():
+        task = PeriodicTaskDB(name=name, task="erp.ping", crontab=CrontabScheduleDB(**crontab))
+        session.add(task)
+        session.flush()
+        return task.id
+
+
+def update_task(engine, name: str, **values) -> None:
+    with Session(engine) as session, session.begin():
+        session.execute(update(PeriodicTaskDB).where(PeriodicTaskDB.name == name).values(**values))
+
+
+def get_task(engine, name: str) -> PeriodicTaskDB:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.scalars(select(PeriodicTaskDB).where(PeriodicTaskDB.name == name)).one()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,45 @@
+"""The sync-to-async bridge in real workers, against the real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from erp.core import bridge
+from erp.features.ping.tasks import ping
+from tests.integration import bridge_tasks
+
+
+@pytest.fixture
+def probe_table(sync_engine):
+    with sync_engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE IF EXISTS {bridge_tasks.PROBE_TABLE}"))
+        connection.execute(text(f"CREATE TABLE {bridge_tasks.PROBE_TABLE} (id serial PRIMARY KEY, value text)"))
+    yield
+    with sync_engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE {bridge_tasks.PROBE_TABLE}"))
+
+
+def probe_values(sync_engine) -> list[str]:
+    with sync_engine.connect() as connection:
+        return list(connection.execute(text(f"SELECT value FROM {bridge_tasks.PROBE_TABLE} ORDER BY id")).scalars())
+
+
+def test_in_process_worker_runs_ping_through_the_database(in_process_worker):
+    result = ping.delay().get(timeout=20)
+    assert result["pong"] is True
+    assert result["database_time"]
+
+
+def test_service_commits_on_success_and_rolls_back_on_error(in_process_worker, probe_table, sync_engine):
+    assert bridge_tasks.insert_probe_task.delay("kept").get(timeout=20) == 1
+    failed = bridge_tasks.insert_probe_task.delay("discarded", fail=True)
+    with pytest.raises(ValueError, match="failing after inserting 'discarded'"):
+        failed.get(timeout=20)
+    assert probe_values(sync_engine) == ["kept"]
+
+
+def test_the_bridge_called_from_plain_code_reuses_one_pooled_connection(migrated_database):
+    pids = {bridge.run_service(bridge_tasks.backend_pid)[1] for _ in range(50)}
+    assert len(pids) == 1
+    bridge.shutdown_bridge()

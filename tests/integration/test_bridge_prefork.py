@@ -1,0 +1,58 @@
+"""The bridge in a real prefork worker process: many tasks per child, soft time limits."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import text
+
+from erp.core import bridge
+from tests.integration import bridge_tasks
+from tests.processes import start_worker
+
+
+def worker_connections(sync_engine) -> int:
+    with sync_engine.connect() as connection:
+        return connection.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'erp-worker' AND datname = current_database()")
+        ).scalar_one()
+
+
+@pytest.fixture
+def prefork_worker(migrated_database, redis_clean):
+    worker = start_worker("--concurrency", "1", "-I", "tests.integration.bridge_tasks", name="prefork-worker")
+    yield worker
+    assert worker.stop() == 0, worker.output()
+
+
+def test_prefork_child_runs_500_bridge_tasks_on_bounded_connections(prefork_worker, sync_engine):
+    results = [bridge_tasks.backend_pid_task.delay() for _ in range(500)]
+    pairs = [result.get(timeout=60) for result in results]
+    child_pids = {worker_pid for worker_pid, _ in pairs}
+    backend_pids = {backend for _, backend in pairs}
+    assert len(child_pids) == 1, "all tasks ran in one prefork child"
+    assert len(backend_pids) <= bridge.POOL_SIZE + bridge.MAX_OVERFLOW
+    assert worker_connections(sync_engine) <= bridge.POOL_SIZE + bridge.MAX_OVERFLOW
+    assert "attached to a different loop" not in prefork_worker.output()
+
+
+def test_soft_time_limit_cancels_the_coroutine_and_its_query(prefork_worker, sync_engine):
+    started = time.monotonic()
+    with pytest.raises(SoftTimeLimitExceeded):
+        bridge_tasks.sleep_in_database_task.delay(20).get(timeout=30)
+    assert time.monotonic() - started < 10
+    # The cancelled coroutine cancelled its query: PostgreSQL is not still sleeping for it.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with sync_engine.connect() as connection:
+            sleeping = connection.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'")
+            ).scalar_one()
+        if sleeping == 0:
+            break
+        time.sleep(0.2)
+    assert sleeping == 0
+    # The same child keeps working afterwards.
+    assert bridge_tasks.backend_pid_task.delay().get(timeout=20)

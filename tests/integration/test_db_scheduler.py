@@ -1,0 +1,233 @@
+"""The database scheduler in real `celery beat` processes, on the real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+import redis
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.orm import Session
+
+from erp.tasks.db_scheduler import periodic_run_id
+from erp.tasks.scheduler_models import BeatHeartbeatDB, IntervalScheduleDB, PeriodicTaskDB
+from tests.integration.scheduling import (
+    add_crontab_task,
+    add_interval_task,
+    empty_broker,
+    get_task,
+    queued_runs,
+    update_task,
+    utcnow,
+    wait_for,
+)
+from tests.processes import ManagedProcess, free_port, start_beat
+
+
+@pytest.fixture
+def empty_scheduler(clean_tables, redis_clean):
+    empty_broker()
+    yield
+
+
+@pytest.fixture
+def beat(empty_scheduler):
+    process = start_beat()
+    yield process
+    assert process.stop() == 0, process.output()
+
+
+def assert_no_duplicates(runs: list[dict]) -> None:
+    ids = Counter(run["id"] for run in runs)
+    assert [run_id for run_id, count in ids.items() if count > 1] == []
+    moments = Counter((run["name"], run["scheduled_at"]) for run in runs)
+    assert [key for key, count in moments.items() if count > 1] == []
+
+
+def test_a_new_schedule_produces_messages_with_derived_ids(beat, sync_engine):
+    task_id = add_interval_task(sync_engine, "new-every-second", every=1, args=[1, "two"], kwargs={"three": 3})
+    runs = wait_for(lambda: (r := queued_runs("new-every-second")) if len(r) >= 3 else None, timeout=8)
+    assert_no_duplicates(runs)
+    assert all(run["id"] == periodic_run_id(task_id, run["scheduled_at"]) for run in runs)
+    assert (runs[0]["args"], runs[0]["kwargs"], runs[0]["task"]) == ([1, "two"], {"three": 3}, "erp.ping")
+    gaps = {(later["scheduled_at"] - earlier["scheduled_at"]) for earlier, later in zip(runs, runs[1:])}
+    assert gaps == {timedelta(seconds=1)}, "runs stay on the one-second grid"
+    row = get_task(sync_engine, "new-every-second")
+    assert row.total_run_count >= 3 and row.last_run_at is not None
+
+
+def test_an_edit_changes_the_cadence_within_about_a_second(beat, sync_engine):
+    add_interval_task(sync_engine, "edited", every=1, period="hours")
+    wait_for(lambda: len(queued_runs("edited")) == 1, timeout=5, message="the first run")
+    time.sleep(1.5)
+    assert len(queued_runs("edited")) == 1, "hourly: no second run yet"
+    # A plain-SQL edit of the schedule row: the trigger resets next_run_at and notifies beat.
+    with sync_engine.begin() as connection:
+        connection.execute(update(IntervalScheduleDB).values(every=1, period="seconds"))
+    edited_at = time.monotonic()
+    wait_for(lambda: len(queued_runs("edited")) >= 2, timeout=5, interval=0.01, message="a run at the new cadence")
+    assert time.monotonic() - edited_at < 1.5
+
+
+def test_disable_stops_enable_resumes_delete_removes(beat, sync_engine):
+    add_interval_task(sync_engine, "toggled", every=1)
+    wait_for(lambda: len(queued_runs("toggled")) >= 2, timeout=6)
+    update_task(sync_engine, "toggled", enabled=False)
+    time.sleep(0.3)
+    count_when_disabled = len(queued_runs("toggled"))
+    time.sleep(2.5)
+    assert len(queued_runs("toggled")) == count_when_disabled
+    update_task(sync_engine, "toggled", enabled=True)
+    wait_for(lambda: len(queued_runs("toggled")) > count_when_disabled, timeout=2, message="resumed after enable")
+    with sync_engine.begin() as connection:
+        connection.execute(delete(PeriodicTaskDB).where(PeriodicTaskDB.name == "toggled"))
+    time.sleep(0.3)
+    count_when_deleted = len(queued_runs("toggled"))
+    time.sleep(2.5)
+    assert len(queued_runs("toggled")) == count_when_deleted
+    assert_no_duplicates(queued_runs("toggled"))
+
+
+def test_two_beats_send_no_duplicates(empty_scheduler, sync_engine):
+    for number in range(100):
+        add_interval_task(sync_engine, f"pair-{number:03d}", every=1)
+    first, second = start_beat(name="beat-1"), start_beat(name="beat-2")
+    try:
+        wait_for(lambda: len(queued_runs("pair-")) >= 400, timeout=30, message="400 runs")
+    finally:
+        assert first.stop() == 0 and second.stop() == 0
+    runs = queued_runs("pair-")
+    assert len(runs) >= 400
+    assert_no_duplicates(runs)
+    with Session(sync_engine) as session:
+        counted = session.scalar(select(func.sum(PeriodicTaskDB.total_run_count)))
+    assert counted == len(runs), "every sent run is counted once"
+
+
+def test_beat_killed_and_restarted_follows_the_misfire_policy_without_duplicates(empty_scheduler, sync_engine):
+    env = {"CELERY_BEAT_MISFIRE_GRACE_SECONDS": "0.5", "CELERY_BEAT_MAX_CATCH_UP_RUNS": "3"}
+    for policy in ("run_once", "skip", "run_all"):
+        add_interval_task(sync_engine, f"misfire-{policy}", every=1, misfire_policy=policy)
+    process = start_beat(env=env)
+    wait_for(lambda: all(queued_runs(f"misfire-{p}") for p in ("run_once", "skip", "run_all")), timeout=6)
+    process.stop(signal.SIGKILL)
+    killed_at = utcnow()
+    time.sleep(5)
+    restarted_at = utcnow()
+    process = start_beat(env=env, name="beat-restarted")
+    try:
+        time.sleep(2.5)
+    finally:
+        assert process.stop() == 0
+    runs = queued_runs("misfire-")
+    assert_no_duplicates(runs)
+
+    def missed_runs_sent(policy: str) -> int:
+        # Runs scheduled in the downtime (not the one due right at restart) that were sent.
+        return sum(
+            1
+            for run in runs
+            if run["name"] == f"misfire-{policy}"
+            and killed_at + timedelta(seconds=1) < run["scheduled_at"] < restarted_at - timedelta(seconds=1)
+        )
+
+    assert missed_runs_sent("skip") == 0
+    assert missed_runs_sent("run_once") == 1
+    assert missed_runs_sent("run_all") == 3
+
+
+def test_a_broken_row_is_disabled_with_a_reason_and_others_continue(beat, sync_engine):
+    add_interval_task(sync_engine, "healthy", every=1)
+    add_interval_task(sync_engine, "broken", every=1)
+    with sync_engine.begin() as connection:
+        connection.execute(text("UPDATE periodic_tasks SET args = '{\"not\": \"a list\"}' WHERE name = 'broken'"))
+    wait_for(lambda: not get_task(sync_engine, "broken").enabled, timeout=5, message="broken row disabled")
+    assert "args must be a JSON array" in get_task(sync_engine, "broken").disabled_reason
+    count = len(queued_runs("healthy"))
+    wait_for(lambda: len(queued_runs("healthy")) >= count + 2, timeout=5, message="healthy task keeps running")
+
+
+def test_crontab_rows_get_their_next_run_computed_in_their_zone(beat, sync_engine):
+    add_crontab_task(sync_engine, "nightly-berlin", minute="30", hour="2", timezone="Europe/Berlin")
+    row = wait_for(lambda: (r := get_task(sync_engine, "nightly-berlin")).next_run_at and r, timeout=5)
+    local = row.next_run_at.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin"))
+    assert (local.hour, local.minute) == (2, 30) and row.next_run_at > utcnow()
+
+
+def test_config_entries_are_mirrored_and_an_admin_choice_survives_restart(empty_scheduler, sync_engine):
+    add_interval_task(sync_engine, "no-longer-configured", every=60, from_config=True)
+    process = start_beat()
+    try:
+        wait_for(lambda: get_task(sync_engine, "erp.health_check").next_run_at, timeout=5)
+    finally:
+        process.stop()
+    row = get_task(sync_engine, "erp.health_check")
+    assert row.from_config and row.enabled and row.task == "erp.health_check"
+    with Session(sync_engine) as session:
+        assert session.scalar(select(PeriodicTaskDB).where(PeriodicTaskDB.name == "no-longer-configured")) is None
+    update_task(sync_engine, "erp.health_check", enabled=False)
+    process = start_beat(name="beat-again")
+    try:
+        time.sleep(1.5)
+    finally:
+        process.stop()
+    assert get_task(sync_engine, "erp.health_check").enabled is False
+
+
+def test_beat_records_a_heartbeat(beat, sync_engine):
+    def heartbeat():
+        with Session(sync_engine) as session:
+            return session.scalars(select(BeatHeartbeatDB)).first()
+
+    row = wait_for(heartbeat, timeout=5)
+    assert abs((utcnow() - row.last_tick_at).total_seconds()) < 10
+
+
+def test_a_postgresql_restart_is_survived_without_duplicates(beat, sync_engine):
+    add_interval_task(sync_engine, "through-restart", every=1)
+    wait_for(lambda: len(queued_runs("through-restart")) >= 2, timeout=6)
+    cluster = subprocess.run(["ls", "/etc/postgresql"], capture_output=True, text=True).stdout.split()[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"], check=True)
+    count_after_restart = len(queued_runs("through-restart"))
+    wait_for(lambda: len(queued_runs("through-restart")) >= count_after_restart + 3, timeout=40, message="runs resume")
+    assert beat.process.poll() is None, "beat stayed up"
+    assert_no_duplicates(queued_runs("through-restart"))
+
+
+def test_redis_down_does_not_mark_the_run_done(empty_scheduler, sync_engine, tmp_path):
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    private_redis = ManagedProcess("private-redis", command)
+    wait_for(lambda: _redis_answers(port), timeout=5)
+    add_interval_task(sync_engine, "needs-redis", every=1)
+    process = start_beat(env={"REDIS_URL": f"redis://127.0.0.1:{port}"})
+    try:
+        wait_for(lambda: get_task(sync_engine, "needs-redis").total_run_count >= 2, timeout=6)
+        private_redis.stop()
+        time.sleep(1.5)  # let a tick in flight finish
+        before = get_task(sync_engine, "needs-redis")
+        time.sleep(3)
+        after = get_task(sync_engine, "needs-redis")
+        assert (after.total_run_count, after.last_run_at) == (before.total_run_count, before.last_run_at)
+        assert "Redis is unavailable" in process.output()
+        private_redis = ManagedProcess("private-redis-again", command)
+        wait_for(
+            lambda: get_task(sync_engine, "needs-redis").total_run_count > after.total_run_count,
+            timeout=40,
+            message="runs resume when Redis is back",
+        )
+        assert process.process.poll() is None
+    finally:
+        process.stop()
+        private_redis.stop()
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        return redis.Redis(port=port, socket_connect_timeout=0.2).ping()
+    except redis.RedisError:
+        return False
