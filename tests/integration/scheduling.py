@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -93,3 +94,29 @@ def get_task(engine, name: str) -> PeriodicTaskDB:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class QueueWatcher:
+    """Notes when each periodic run first appears in the queue (polled every few milliseconds)."""
+
+    def __init__(self, name_prefix: str, interval: float = 0.005) -> None:
+        self.name_prefix = name_prefix
+        self.interval = interval
+        self.first_seen: dict[str, datetime] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> QueueWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            seen_at = utcnow()
+            for run in queued_runs(self.name_prefix):
+                self.first_seen.setdefault(run["id"], seen_at)
+            time.sleep(self.interval)

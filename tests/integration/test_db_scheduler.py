@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from erp.tasks.db_scheduler import periodic_run_id
 from erp.tasks.scheduler_models import BeatHeartbeatDB, IntervalScheduleDB, PeriodicTaskDB
 from tests.integration.scheduling import (
+    QueueWatcher,
     add_crontab_task,
     add_interval_task,
     empty_broker,
@@ -50,7 +51,7 @@ def assert_no_duplicates(runs: list[dict]) -> None:
 
 def test_a_new_schedule_produces_messages_with_derived_ids(beat, sync_engine):
     task_id = add_interval_task(sync_engine, "new-every-second", every=1, args=[1, "two"], kwargs={"three": 3})
-    runs = wait_for(lambda: (r := queued_runs("new-every-second")) if len(r) >= 3 else None, timeout=8)
+    runs = wait_for(lambda: len(r := queued_runs("new-every-second")) >= 3 and r, timeout=8)
     assert_no_duplicates(runs)
     assert all(run["id"] == periodic_run_id(task_id, run["scheduled_at"]) for run in runs)
     assert (runs[0]["args"], runs[0]["kwargs"], runs[0]["task"]) == ([1, "two"], {"three": 3}, "erp.ping")
@@ -104,40 +105,49 @@ def test_two_beats_send_no_duplicates(empty_scheduler, sync_engine):
     assert len(runs) >= 400
     assert_no_duplicates(runs)
     with Session(sync_engine) as session:
-        counted = session.scalar(select(func.sum(PeriodicTaskDB.total_run_count)))
+        counted = session.scalar(
+            select(func.sum(PeriodicTaskDB.total_run_count)).where(PeriodicTaskDB.name.startswith("pair-"))
+        )
     assert counted == len(runs), "every sent run is counted once"
 
 
 def test_beat_killed_and_restarted_follows_the_misfire_policy_without_duplicates(empty_scheduler, sync_engine):
-    env = {"CELERY_BEAT_MISFIRE_GRACE_SECONDS": "0.5", "CELERY_BEAT_MAX_CATCH_UP_RUNS": "3"}
+    grace, cap = 0.5, 3
+    env = {"CELERY_BEAT_MISFIRE_GRACE_SECONDS": str(grace), "CELERY_BEAT_MAX_CATCH_UP_RUNS": str(cap)}
     for policy in ("run_once", "skip", "run_all"):
         add_interval_task(sync_engine, f"misfire-{policy}", every=1, misfire_policy=policy)
-    process = start_beat(env=env)
-    wait_for(lambda: all(queued_runs(f"misfire-{p}") for p in ("run_once", "skip", "run_all")), timeout=6)
-    process.stop(signal.SIGKILL)
-    killed_at = utcnow()
-    time.sleep(5)
-    restarted_at = utcnow()
-    process = start_beat(env=env, name="beat-restarted")
-    try:
-        time.sleep(2.5)
-    finally:
-        assert process.stop() == 0
+    with QueueWatcher("misfire-") as watcher:
+        process = start_beat(env=env)
+        wait_for(lambda: all(queued_runs(f"misfire-{p}") for p in ("run_once", "skip", "run_all")), timeout=6)
+        process.stop(signal.SIGKILL)
+        killed_at = utcnow()
+        time.sleep(5)  # about five runs of each task are missed
+        restarted_at = utcnow()
+        process = start_beat(env=env, name="beat-restarted")
+        try:
+            time.sleep(3)
+        finally:
+            assert process.stop() == 0
     runs = queued_runs("misfire-")
     assert_no_duplicates(runs)
+    # When the restarted beat sent its first message: catch-up runs were scheduled before it.
+    resumed_at = min(seen for seen in watcher.first_seen.values() if seen > restarted_at)
 
-    def missed_runs_sent(policy: str) -> int:
-        # Runs scheduled in the downtime (not the one due right at restart) that were sent.
-        return sum(
-            1
+    def caught_up(policy: str) -> list[dict]:
+        return [
+            run
             for run in runs
-            if run["name"] == f"misfire-{policy}"
-            and killed_at + timedelta(seconds=1) < run["scheduled_at"] < restarted_at - timedelta(seconds=1)
-        )
+            if run["name"] == f"misfire-{policy}" and killed_at < run["scheduled_at"] <= resumed_at
+        ]
 
-    assert missed_runs_sent("skip") == 0
-    assert missed_runs_sent("run_once") == 1
-    assert missed_runs_sent("run_all") == 3
+    late_beyond_grace = [run for run in caught_up("skip") if (resumed_at - run["scheduled_at"]).total_seconds() > grace + 0.1]
+    assert late_beyond_grace == [], "skip sends no missed run"
+    assert len(caught_up("run_once")) == 1, "run_once sends one run for all it missed"
+    assert len(caught_up("run_all")) == cap, "run_all sends the missed runs, up to the cap"
+    # After catching up, every task is back on its one-second grid.
+    for policy in ("run_once", "skip", "run_all"):
+        later = [run["scheduled_at"] for run in runs if run["name"] == f"misfire-{policy}" and run["scheduled_at"] > resumed_at]
+        assert later and all(b - a == timedelta(seconds=1) for a, b in zip(later, later[1:]))
 
 
 def test_a_broken_row_is_disabled_with_a_reason_and_others_continue(beat, sync_engine):
