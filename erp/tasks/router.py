@@ -151,20 +151,13 @@ async def disable_periodic_task(task_id: int, caller: Superuser, session: Sessio
 )
 async def run_periodic_task(task_id: int, caller: Superuser, session: Session, request: Request) -> TaskAccepted:
     async def send(task: PeriodicTaskDB) -> str:
-        options = {
-            "queue": task.queue,
-            "exchange": task.exchange,
-            "routing_key": task.routing_key,
-            "priority": task.priority,
-            "expires": task.expire_seconds,
-        }
         return await send_with_timeout(
             celery_app.send_task,
             task.task,
             args=task.get_args(),
             kwargs=task.get_kwargs(),
             headers={**(task.headers or {}), "periodic_task_name": task.name},
-            **{key: value for key, value in options.items() if value is not None},
+            **task.message_options(),
         )
 
     message_id = await service.run_periodic_task_now(task_id, caller, send, session=session)

@@ -163,6 +163,17 @@ class PeriodicTaskDB(Base):
                 return schedule.to_spec()
         raise BrokenScheduleError(f"periodic task {self.name!r} has no schedule")
 
+    def message_options(self) -> dict:
+        """The routing and expiry options every message of this task is sent with."""
+        options = {
+            "queue": self.queue,
+            "exchange": self.exchange,
+            "routing_key": self.routing_key,
+            "priority": self.priority,
+            "expires": self.expire_seconds,
+        }
+        return {name: value for name, value in options.items() if value is not None}
+
     def get_args(self) -> list:
         return decode_args(self.args)
 

@@ -49,9 +49,19 @@ def recreate_database() -> None:
 
 
 def connect():
-    connection = psycopg2.connect(make_url(settings.sync_database_url).render_as_string(hide_password=False).replace("+psycopg2", ""))
-    connection.autocommit = True
-    return connection
+    return psycopg2.connect(make_url(settings.sync_database_url).set(drivername="postgresql").render_as_string(hide_password=False))
+
+
+def execute(statement: str, parameters: tuple = ()) -> None:
+    """Run one statement in its own transaction (committed when this returns)."""
+    connection = connect()
+    try:
+        # Not `with connection:` -- since psycopg2 2.9 that opens a transaction even in autocommit.
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(statement, parameters)
+    finally:
+        connection.close()
 
 
 def broker() -> redis.Redis:
@@ -64,7 +74,8 @@ def queued() -> int:
 
 def fill_table(rows: int) -> None:
     """`rows` hourly schedules whose next runs are spread over the coming hour (none due)."""
-    with connect() as connection, connection.cursor() as cursor:
+    connection = connect()
+    with connection, connection.cursor() as cursor:
         cursor.execute("TRUNCATE periodic_tasks, interval_schedules, beat_heartbeats RESTART IDENTITY CASCADE")
         cursor.execute("INSERT INTO interval_schedules (every, period) VALUES (1, 'hours') RETURNING id")
         interval_id = cursor.fetchone()[0]
@@ -82,7 +93,8 @@ def fill_table(rows: int) -> None:
             " VALUES ('erp.health_check', 'erp.health_check', %s, false, true)",
             (interval_id,),
         )
-        cursor.execute("ANALYZE periodic_tasks")
+    connection.close()
+    execute("ANALYZE periodic_tasks")
 
 
 def raw_send_rate(messages: int) -> float:
@@ -131,8 +143,7 @@ def rss_mib(pid: int) -> float:
 def measure(rows: int, idle_seconds: float, edits: int) -> dict:
     fill_table(rows)
     broker().flushdb()
-    with connect() as connection, connection.cursor() as cursor:
-        cursor.execute("UPDATE periodic_tasks SET next_run_at = now() WHERE id = 1")
+    execute("UPDATE periodic_tasks SET next_run_at = now() WHERE id = 1")
     started = time.perf_counter()
     beat = start_beat()
     try:
@@ -146,20 +157,18 @@ def measure(rows: int, idle_seconds: float, edits: int) -> dict:
         idle_rss = rss_mib(beat.pid)
 
         latencies = []
-        with connect() as connection, connection.cursor() as cursor:
-            for number in range(edits):
-                # What an API edit does: the row's next run moves to now.
-                broker().flushdb()
-                edited_at = time.perf_counter()
-                cursor.execute("UPDATE periodic_tasks SET next_run_at = now() WHERE id = %s", (rows // 2 + number,))
-                latencies.append(wait_for_queue(1, since=edited_at, timeout=30))
-                time.sleep(0.2)
+        for number in range(edits):
+            # What an API edit does: the row's next run moves to now.
+            broker().flushdb()
+            edited_at = time.perf_counter()
+            execute("UPDATE periodic_tasks SET next_run_at = now() WHERE id = %s", (rows // 2 + number,))
+            latencies.append(wait_for_queue(1, since=edited_at, timeout=30))
+            time.sleep(0.2)
 
         burst = min(BURST, rows)
         broker().flushdb()
         burst_started = time.perf_counter()
-        with connect() as connection, connection.cursor() as cursor:
-            cursor.execute("UPDATE periodic_tasks SET next_run_at = now() WHERE id <= %s", (burst,))
+        execute("UPDATE periodic_tasks SET next_run_at = now() WHERE id <= %s", (burst,))
         burst_seconds = wait_for_queue(burst, since=burst_started)
     finally:
         beat.terminate()
