@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+
 import pytest
 import redis
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -93,3 +96,53 @@ def api_client(migrated_database, redis_clean):
 
     with TestClient(create_app()) as client:
         yield client
+
+
+@dataclass(frozen=True)
+class AuthUser:
+    user_id: int
+    organization_id: int | None
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def make_user(sync_engine):
+    """Create a user with an API token: `make_user(role="admin", organization="Acme")`.
+
+    role None makes a user outside any organization; organizations are found or created by name.
+    """
+    from sqlalchemy.orm import Session
+
+    from erp.features.accounts import tokens
+    from erp.features.accounts.models import ApiTokenDB, MembershipDB, OrganizationDB, UserDB
+
+    numbers = itertools.count(1)
+
+    def make(role: str | None = "member", superuser: bool = False, organization: str | None = None) -> AuthUser:
+        number = next(numbers)
+        secret = tokens.new_token()
+        with Session(sync_engine) as session, session.begin():
+            user = UserDB(email=f"user{number}-{secret[-6:].lower()}@example.com", full_name=f"User {number}", is_superuser=superuser)
+            session.add(user)
+            session.flush()
+            organization_id = None
+            if role is not None:
+                name = organization or f"Organization of user {number} {secret[-6:]}"
+                org = session.scalar(select(OrganizationDB).where(OrganizationDB.name == name))
+                if org is None:
+                    org = OrganizationDB(name=name)
+                    session.add(org)
+                    session.flush()
+                session.add(MembershipDB(user_id=user.id, organization_id=org.id, role=role))
+                organization_id = org.id
+            session.add(
+                ApiTokenDB(user_id=user.id, name="test", prefix=tokens.display_prefix(secret), token_hash=tokens.token_digest(secret))
+            )
+            user_id = user.id
+        return AuthUser(user_id=user_id, organization_id=organization_id, token=secret)
+
+    return make

@@ -10,7 +10,9 @@ from erp.api import health, tasks
 from erp.api.errors import install_error_handlers
 from erp.core.db import async_engine
 from erp.core.logging import configure_logging
+from erp.features.accounts import router as accounts_router
 from erp.features.ping import router as ping_router
+from erp.tasks import router as periodic_tasks_router
 
 
 @asynccontextmanager
@@ -33,4 +35,6 @@ def create_app() -> FastAPI:
     # read as a task id.
     app.include_router(ping_router.router)
     app.include_router(tasks.router)
+    app.include_router(accounts_router.router)
+    app.include_router(periodic_tasks_router.router)
     return app

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from celery import Task
 from celery.result import AsyncResult
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from erp.api import task_owners
 from erp.api.errors import ERROR_RESPONSES
-from erp.core.auth import Caller, get_caller
+from erp.core.auth import Caller, CurrentCaller
 from erp.core.celery_app import celery_app
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -27,7 +27,6 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 # Publishing retries for about two seconds (task_publish_retry_policy); past this the caller
 # gets a 503 instead of a request that hangs while Redis is away.
 BROKER_TIMEOUT_SECONDS = 3.0
-CurrentCaller = Annotated[Caller, Depends(get_caller)]
 ERRORS = {code: ERROR_RESPONSES[code] for code in (401, 403, 404, 503)}
 
 

@@ -29,6 +29,9 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Fetch server-made values (ids, created_at, updated_at) with RETURNING when a row is
+    # written: async sessions cannot lazy-load them afterwards.
+    __mapper_args__ = {"eager_defaults": True}
 
 
 def create_async_db_engine(application_name: str, **pool_options) -> AsyncEngine:

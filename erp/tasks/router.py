@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
@@ -156,7 +157,12 @@ async def run_periodic_task(task_id: int, caller: Superuser, session: Session, r
             task.task,
             args=task.get_args(),
             kwargs=task.get_kwargs(),
-            headers={**(task.headers or {}), "periodic_task_name": task.name},
+            # A manual run is scheduled for now; its id is random, so it never collides with beat's.
+            headers={
+                **(task.headers or {}),
+                "periodic_task_name": task.name,
+                "periodic_task_scheduled_at": datetime.now(timezone.utc).isoformat(),
+            },
             **task.message_options(),
         )
 

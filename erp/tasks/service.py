@@ -140,8 +140,12 @@ async def _commit_or_conflict(name: str, *, session: AsyncSession) -> None:
         raise
 
 
-async def get_periodic_task(task_id: int, *, session: AsyncSession) -> PeriodicTaskDB:
-    task = await session.get(PeriodicTaskDB, task_id)
+async def get_periodic_task(task_id: int, *, session: AsyncSession, lock: bool = False) -> PeriodicTaskDB:
+    """The task; with `lock`, its row stays locked until commit (two admins edit in turn)."""
+    query = select(PeriodicTaskDB).where(PeriodicTaskDB.id == task_id)
+    if lock:
+        query = query.with_for_update(of=PeriodicTaskDB).execution_options(populate_existing=True)
+    task = await session.scalar(query)
     if task is None:
         raise PeriodicTaskNotFound(f"periodic task {task_id} does not exist")
     return task
@@ -179,8 +183,7 @@ async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, sessio
 async def update_periodic_task(
     task_id: int, data: PeriodicTaskUpdate, expected_version: int, actor: Actor, *, session: AsyncSession
 ) -> PeriodicTaskDB:
-    task = await get_periodic_task(task_id, session=session)
-    await session.refresh(task, with_for_update=True)
+    task = await get_periodic_task(task_id, session=session, lock=True)
     if task.version != expected_version:
         raise PeriodicTaskConflict(
             f"periodic task {task_id} is at version {task.version}, not {expected_version}: "
@@ -215,7 +218,7 @@ async def set_enabled(task_id: int, enabled: bool, actor: Actor, *, session: Asy
 
 
 async def delete_periodic_task(task_id: int, expected_version: int | None, actor: Actor, *, session: AsyncSession) -> None:
-    task = await get_periodic_task(task_id, session=session)
+    task = await get_periodic_task(task_id, session=session, lock=True)
     if expected_version is not None and task.version != expected_version:
         raise PeriodicTaskConflict(f"periodic task {task_id} is at version {task.version}, not {expected_version}")
     _record(task, "delete", actor, {}, session=session)
@@ -230,8 +233,7 @@ async def run_periodic_task_now(
 
     The run is counted in the same transaction that is committed only after the send worked.
     """
-    task = await get_periodic_task(task_id, session=session)
-    await session.refresh(task, with_for_update=True)
+    task = await get_periodic_task(task_id, session=session, lock=True)
     message_id = await send(task)
     task.total_run_count += 1
     task.last_run_at = _utcnow()

@@ -1,0 +1,96 @@
+"""Who is calling: the dependencies every router uses.
+
+    caller: Caller = Depends(get_caller)          # any active user, in an organization
+    caller: Caller = Depends(require_superuser)   # operators (schedules, accounts)
+    caller: Caller = Depends(require_org_admin)   # admins of the caller's organization
+
+Callers authenticate with `Authorization: Bearer <API token>`. The organization a request
+acts in is the `X-Organization-Id` header, or the caller's only organization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from erp.core.db import get_session
+from erp.features.accounts import service
+from erp.features.accounts.models import UserDB
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: int
+    email: str
+    is_superuser: bool
+    organization_id: int | None
+    role: str | None  # "member" or "admin" in organization_id; None for a superuser outside it
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def get_current_active_user(
+    session: Session,
+    authorization: Annotated[str | None, Header(description="Bearer <API token>")] = None,
+) -> UserDB:
+    if authorization is None:
+        raise _unauthorized("missing Authorization header: send 'Authorization: Bearer <API token>'")
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise _unauthorized("malformed Authorization header: expected 'Bearer <API token>'")
+    try:
+        return await service.authenticate(secret.strip(), session=session)
+    except service.AuthenticationError as error:
+        raise _unauthorized(str(error)) from None
+
+
+CurrentUser = Annotated[UserDB, Depends(get_current_active_user)]
+
+
+async def get_caller(
+    user: CurrentUser,
+    session: Session,
+    x_organization_id: Annotated[int | None, Header(description="the organization to act in")] = None,
+) -> Caller:
+    memberships = {membership.organization_id: membership for membership in await service.memberships_of(user.id, session=session)}
+    if x_organization_id is None:
+        if len(memberships) > 1:
+            raise HTTPException(400, "you belong to several organizations: send X-Organization-Id to choose one")
+        organization_id = next(iter(memberships), None)
+    elif x_organization_id in memberships:
+        organization_id = x_organization_id
+    elif user.is_superuser:
+        await service.get_organization(x_organization_id, session=session)  # 404 if it does not exist
+        organization_id = x_organization_id
+    else:
+        raise HTTPException(403, f"you are not a member of organization {x_organization_id}")
+    membership = memberships.get(organization_id)
+    return Caller(
+        user_id=user.id,
+        email=user.email,
+        is_superuser=user.is_superuser,
+        organization_id=organization_id,
+        role=membership.role if membership else None,
+    )
+
+
+CurrentCaller = Annotated[Caller, Depends(get_caller)]
+
+
+async def require_superuser(caller: CurrentCaller) -> Caller:
+    if not caller.is_superuser:
+        raise HTTPException(403, "only superusers may do this")
+    return caller
+
+
+async def require_org_admin(caller: CurrentCaller) -> Caller:
+    if not (caller.is_superuser or caller.role == "admin"):
+        raise HTTPException(403, "only admins of this organization may do this")
+    return caller

@@ -1,0 +1,82 @@
+"""Request and response bodies of the accounts API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+class OrganizationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, examples=["Acme GmbH"])
+
+
+class OrganizationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    created_at: datetime
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(max_length=320, pattern=EMAIL_PATTERN, examples=["ada@example.com"])
+    full_name: str = Field("", max_length=200, examples=["Ada Lovelace"])
+    is_superuser: bool = False
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    email: str
+    full_name: str
+    is_active: bool
+    is_superuser: bool
+    created_at: datetime
+
+
+class MembershipCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int
+    role: Literal["member", "admin"] = "member"
+
+
+class MembershipOut(BaseModel):
+    organization_id: int
+    organization_name: str
+    role: str
+
+
+class Me(BaseModel):
+    user: UserOut
+    memberships: list[MembershipOut]
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, examples=["ci deploys"])
+    expires_in_days: int | None = Field(None, ge=1, le=3650, description="omit for a token that does not expire")
+
+
+class TokenOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    prefix: str = Field(description="the first characters, to tell tokens apart")
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the secret: shown this once, store it now", examples=["erp_0fT3..."])

@@ -1,0 +1,183 @@
+"""Accounts: organizations, users, memberships, API tokens (plain async service functions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from erp.core.errors import ConflictError, NotFoundError
+from erp.features.accounts import tokens
+from erp.features.accounts.models import ApiTokenDB, MembershipDB, OrganizationDB, UserDB
+
+# last_used_at is written at most this often per token, not on every request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class AuthenticationError(Exception):
+    """The request carries no usable token; the message says why (never the token)."""
+
+
+@dataclass(frozen=True)
+class Membership:
+    organization_id: int
+    organization_name: str
+    role: str
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def _commit_unique(session: AsyncSession, message: str) -> None:
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise ConflictError(message) from None
+
+
+async def create_organization(name: str, *, session: AsyncSession) -> OrganizationDB:
+    organization = OrganizationDB(name=name)
+    session.add(organization)
+    await _commit_unique(session, f"an organization named {name!r} already exists")
+    return organization
+
+
+async def list_organizations(*, session: AsyncSession) -> list[OrganizationDB]:
+    return list(await session.scalars(select(OrganizationDB).order_by(OrganizationDB.id)))
+
+
+async def get_organization(organization_id: int, *, session: AsyncSession) -> OrganizationDB:
+    organization = await session.get(OrganizationDB, organization_id)
+    if organization is None:
+        raise NotFoundError(f"organization {organization_id} does not exist")
+    return organization
+
+
+async def create_user(email: str, full_name: str, is_superuser: bool, *, session: AsyncSession) -> UserDB:
+    user = UserDB(email=email.lower(), full_name=full_name, is_superuser=is_superuser)
+    session.add(user)
+    await _commit_unique(session, f"a user with email {email.lower()!r} already exists")
+    return user
+
+
+async def get_user(user_id: int, *, session: AsyncSession) -> UserDB:
+    user = await session.get(UserDB, user_id)
+    if user is None:
+        raise NotFoundError(f"user {user_id} does not exist")
+    return user
+
+
+async def get_user_by_email(email: str, *, session: AsyncSession) -> UserDB:
+    user = await session.scalar(select(UserDB).where(UserDB.email == email.lower()))
+    if user is None:
+        raise NotFoundError(f"no user with email {email.lower()!r}")
+    return user
+
+
+async def add_member(organization_id: int, user_id: int, role: str, *, session: AsyncSession) -> MembershipDB:
+    organization = await get_organization(organization_id, session=session)
+    await get_user(user_id, session=session)
+    membership = MembershipDB(organization_id=organization_id, user_id=user_id, role=role)
+    session.add(membership)
+    await _commit_unique(session, f"user {user_id} is already a member of {organization.name!r}")
+    return membership
+
+
+async def memberships_of(user_id: int, *, session: AsyncSession) -> list[Membership]:
+    rows = await session.execute(
+        select(MembershipDB.organization_id, OrganizationDB.name, MembershipDB.role)
+        .join(OrganizationDB, OrganizationDB.id == MembershipDB.organization_id)
+        .where(MembershipDB.user_id == user_id)
+        .order_by(MembershipDB.organization_id)
+    )
+    return [Membership(*row) for row in rows]
+
+
+async def create_token(
+    user_id: int, name: str, expires_in_days: int | None, *, session: AsyncSession
+) -> tuple[ApiTokenDB, str]:
+    """A new token for the user: the row, and the secret (returned once, never stored)."""
+    await get_user(user_id, session=session)
+    secret = tokens.new_token()
+    row = ApiTokenDB(
+        user_id=user_id,
+        name=name,
+        prefix=tokens.display_prefix(secret),
+        token_hash=tokens.token_digest(secret),
+        expires_at=_utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    session.add(row)
+    await session.commit()
+    return row, secret
+
+
+async def list_tokens(user_id: int, *, session: AsyncSession) -> list[ApiTokenDB]:
+    return list(await session.scalars(select(ApiTokenDB).where(ApiTokenDB.user_id == user_id).order_by(ApiTokenDB.id)))
+
+
+async def revoke_token(user_id: int, token_id: int, *, session: AsyncSession) -> ApiTokenDB:
+    row = await session.get(ApiTokenDB, token_id)
+    if row is None or row.user_id != user_id:
+        raise NotFoundError(f"you have no token {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = _utcnow()
+        await session.commit()
+    return row
+
+
+async def authenticate(secret: str, *, session: AsyncSession) -> UserDB:
+    """The active user a token belongs to, or AuthenticationError saying what is wrong."""
+    if not tokens.looks_like_token(secret):
+        raise AuthenticationError("malformed token: API tokens start with 'erp_'")
+    found = (
+        await session.execute(
+            select(ApiTokenDB, UserDB)
+            .join(UserDB, UserDB.id == ApiTokenDB.user_id)
+            .where(ApiTokenDB.token_hash == tokens.token_digest(secret))
+        )
+    ).first()
+    if found is None:
+        raise AuthenticationError("unknown token")
+    token, user = found
+    now = _utcnow()
+    if token.revoked_at is not None:
+        raise AuthenticationError("this token has been revoked")
+    if token.expires_at is not None and now >= token.expires_at:
+        raise AuthenticationError("this token has expired")
+    if not user.is_active:
+        raise AuthenticationError("this user is deactivated")
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        await session.execute(update(ApiTokenDB).where(ApiTokenDB.id == token.id).values(last_used_at=now))
+        await session.commit()
+    return user
+
+
+async def ensure_superuser(
+    email: str, full_name: str, organization_name: str | None, *, session: AsyncSession
+) -> UserDB:
+    """Create the user (or promote an existing one) as superuser; optionally admin of an org."""
+    user = await session.scalar(select(UserDB).where(UserDB.email == email.lower()))
+    if user is None:
+        user = UserDB(email=email.lower(), full_name=full_name)
+        session.add(user)
+    user.is_superuser = True
+    user.is_active = True
+    await session.flush()
+    if organization_name:
+        organization = await session.scalar(select(OrganizationDB).where(OrganizationDB.name == organization_name))
+        if organization is None:
+            organization = OrganizationDB(name=organization_name)
+            session.add(organization)
+            await session.flush()
+        membership = await session.scalar(
+            select(MembershipDB).where(MembershipDB.user_id == user.id, MembershipDB.organization_id == organization.id)
+        )
+        if membership is None:
+            session.add(MembershipDB(user_id=user.id, organization_id=organization.id, role="admin"))
+    await session.commit()
+    return user
