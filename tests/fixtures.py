@@ -30,6 +30,16 @@ def alembic_config() -> Config:
     return config
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stop_leftover_processes():
+    """Whatever a failed test left running is stopped when the run ends."""
+    yield
+    from tests.processes import ManagedProcess
+
+    for process in ManagedProcess.started:
+        process.stop(timeout=5)
+
+
 @pytest.fixture(scope="session")
 def migrated_database() -> str:
     """The test database, dropped, created and migrated to head once per run."""

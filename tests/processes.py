@@ -24,6 +24,9 @@ def free_port() -> int:
 class ManagedProcess:
     """A child process whose output goes to a file the test can wait on and show on failure."""
 
+    # Every process started in this run, so none outlives it (see stop_leftover_processes).
+    started: list[ManagedProcess] = []
+
     def __init__(self, name: str, command: list[str], env: dict | None = None) -> None:
         self.name = name
         self.log_path = Path(tempfile.mkstemp(prefix=f"erp-{name}-", suffix=".log")[1])
@@ -36,6 +39,7 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        ManagedProcess.started.append(self)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -59,7 +63,8 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
         return self.process.returncode
 
 

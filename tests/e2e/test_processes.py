@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+import time
 
 import httpx
 import pytest
@@ -13,42 +16,87 @@ from tests.processes import ManagedProcess, free_port, start_beat, start_worker
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def stack(migrated_database, redis_clean):
-    """uvicorn, a prefork worker and beat on free ports; stopped cleanly (exit 0) at the end."""
-    empty_broker()
+def stopped_cleanly(process: ManagedProcess) -> bool:
+    """Exit 0; uvicorn re-raises SIGTERM after its graceful shutdown, so -SIGTERM is clean too."""
+    code = process.stop()
+    return code == 0 or (code == -signal.SIGTERM and "Application shutdown complete" in process.output())
+
+
+def start_web(env: dict | None = None) -> tuple[ManagedProcess, str]:
     port = free_port()
     web = ManagedProcess(
-        "web", [sys.executable, "-m", "uvicorn", "--factory", "erp.api.app:create_app", "--host", "127.0.0.1", "--port", str(port)]
+        "web", [sys.executable, "-m", "uvicorn", "--factory", "erp.api.app:create_app", "--host", "127.0.0.1", "--port", str(port)], env
     )
+    web.wait_for_output("Application startup complete", timeout=30)
+    return web, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def stack(migrated_database, redis_clean):
+    """uvicorn, a prefork worker and beat on free ports; each must stop cleanly (exit 0)."""
+    empty_broker()
+    web, url = start_web()
     worker = start_worker("--concurrency", "2")
     beat = start_beat()
-    web.wait_for_output("Application startup complete", timeout=30)
-    yield {"url": f"http://127.0.0.1:{port}", "web": web, "worker": worker, "beat": beat}
-    for process in (web, worker, beat):
-        assert process.stop() == 0, f"{process.name} did not stop cleanly:\n{process.output()[-3000:]}"
+    yield {"url": url, "web": web, "worker": worker, "beat": beat}
+    unclean = [process for process in (web, worker, beat) if not stopped_cleanly(process)]
+    assert not unclean, "\n".join(f"{p.name} did not stop cleanly:\n{p.output()[-3000:]}" for p in unclean)
 
 
-def test_ping_over_http_comes_back_success(stack):
-    with httpx.Client(base_url=stack["url"], timeout=10) as client:
+def test_ping_over_http_comes_back_success(stack, clean_tables, make_user):
+    user = make_user()
+    with httpx.Client(base_url=stack["url"], headers=user.headers, timeout=10) as client:
         accepted = client.post("/api/v1/tasks/ping")
         assert accepted.status_code == 202
         body = accepted.json()
         assert body["status_url"] == f"/api/v1/tasks/{body['task_id']}"
-        status = wait_for(
-            lambda: (s := client.get(body["status_url"]).json())["state"] == "SUCCESS" and s, timeout=20
+        status = wait_for(lambda: (s := client.get(body["status_url"]).json())["state"] == "SUCCESS" and s, timeout=20)
+    assert status["result"]["pong"] is True and status["task_name"] == "erp.ping"
+
+
+def test_a_schedule_created_over_http_is_fired_by_beat_and_run_by_the_worker(stack, clean_tables, make_user):
+    admin = make_user(role=None, superuser=True)
+    with httpx.Client(base_url=stack["url"], headers=admin.headers, timeout=10) as client:
+        created = client.post(
+            "/api/v1/admin/periodic-tasks",
+            json={"name": "e2e every second", "task": "erp.health_check", "schedule": {"kind": "interval", "every": 1}},
         )
-    assert status["result"]["pong"] is True
-    assert status["task_name"] == "erp.ping"
-
-
-def test_readiness_reports_both_dependencies(stack):
-    response = httpx.get(f"{stack['url']}/health/ready", timeout=5)
-    assert response.status_code == 200
-    assert response.json()["checks"] == {"postgresql": "ok", "redis": "ok"}
-
-
-def test_beat_fires_the_configured_health_check_and_the_worker_runs_it(stack, sync_engine):
-    row = wait_for(lambda: (r := get_task(sync_engine, "erp.health_check")).total_run_count >= 1 and r, timeout=20)
-    assert row.last_run_at is not None
+        assert created.status_code == 201, created.text
+        url = f"/api/v1/admin/periodic-tasks/{created.json()['id']}"
+        fired = wait_for(lambda: (t := client.get(url).json())["total_run_count"] >= 2 and t, timeout=15)
+    assert fired["last_run_at"] is not None
     stack["worker"].wait_for_output("periodic health check: database ok=True", timeout=20)
+
+
+def test_health_endpoints(stack):
+    ready = httpx.get(f"{stack['url']}/health/ready", timeout=5)
+    assert ready.status_code == 200 and ready.json()["checks"] == {"postgresql": "ok", "redis": "ok"}
+    beat = wait_for(lambda: (r := httpx.get(f"{stack['url']}/health/beat", timeout=5)).status_code == 200 and r, timeout=15)
+    assert beat.json()["instances"][0]["seconds_ago"] < 30
+
+
+def test_without_redis_dispatch_is_a_quick_503_and_the_api_keeps_answering(migrated_database, clean_tables, make_user):
+    """A web process whose Redis is gone: no hung requests, no stalled event loop."""
+    user = make_user()
+    web, url = start_web(env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}"})
+    try:
+        with httpx.Client(base_url=url, headers=user.headers, timeout=15) as client:
+            started = time.monotonic()
+            response = client.post("/api/v1/tasks/ping")
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert "task queue is unavailable" in response.json()["error"]["message"]
+            assert elapsed < 5
+            ready = client.get("/health/ready")
+            assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("down")
+            # While a dispatch waits on the missing broker, other requests are served at once.
+            with httpx.Client(base_url=url, headers=user.headers, timeout=15) as other:
+                slow = threading.Thread(target=lambda: client.post("/api/v1/tasks/ping"))
+                slow.start()
+                time.sleep(0.2)
+                started = time.monotonic()
+                assert other.get("/health/live").status_code == 200
+                assert time.monotonic() - started < 0.5
+                slow.join()
+    finally:
+        assert stopped_cleanly(web)

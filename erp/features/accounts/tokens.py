@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import datetime
 
 TOKEN_PREFIX = "erp_"
 # What a token looks like; the log filter masks anything of this shape.
@@ -32,7 +31,3 @@ def display_prefix(token: str) -> str:
 
 def looks_like_token(value: str) -> bool:
     return TOKEN_PATTERN.fullmatch(value) is not None
-
-
-def is_usable(*, revoked_at: datetime | None, expires_at: datetime | None, now: datetime) -> bool:
-    return revoked_at is None and (expires_at is None or now < expires_at)
