@@ -6,24 +6,11 @@ The token is printed once on stdout and nowhere else; store it when you see it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlalchemy.pool import NullPool
-
-from erp.core.db import create_async_db_engine
+from erp.core.db import run_with_session
 from erp.core.errors import NotFoundError
 from erp.features.accounts import service
-
-
-async def _with_session(action):
-    engine = create_async_db_engine("erp-cli", poolclass=NullPool)
-    try:
-        async with async_sessionmaker(engine, expire_on_commit=False)() as session:
-            return await action(session)
-    finally:
-        await engine.dispose()
 
 
 async def _create_superuser(args, session) -> str:
@@ -53,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     action = _create_superuser if args.command == "create-superuser" else _create_token
     try:
-        secret = asyncio.run(_with_session(lambda session: action(args, session)))
+        secret = run_with_session(lambda session: action(args, session))
     except NotFoundError as error:
         print(f"erp: {error}", file=sys.stderr)
         return 2

@@ -115,7 +115,8 @@ def _read_status(task_id: str, owner: task_owners.TaskOwner | None, show_traceba
         state=state,
         task_name=result.name or (owner.task_name if owner else None),
         created_at=datetime.fromtimestamp(owner.created_at, timezone.utc) if owner else None,
-        finished_at=result.date_done,
+        # Celery stores date_done as naive UTC.
+        finished_at=result.date_done.replace(tzinfo=timezone.utc) if result.date_done else None,
     )
     if state == "PROGRESS":
         status.progress = result.info if isinstance(result.info, dict) else None

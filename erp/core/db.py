@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from sqlalchemy import Engine, MetaData, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
 
 from erp.core.config import settings
 
@@ -60,3 +63,20 @@ async def get_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: one session per request, rolled back unless the service committed."""
     async with AsyncSessionFactory() as session:
         yield session
+
+
+T = TypeVar("T")
+
+
+def run_with_session(action: Callable[[AsyncSession], Awaitable[T]], application_name: str = "erp-cli") -> T:
+    """For command-line tools: `action(session)` on a throwaway engine, in a new event loop."""
+
+    async def run() -> T:
+        engine = create_async_db_engine(application_name, poolclass=NullPool)
+        try:
+            async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+                return await action(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())

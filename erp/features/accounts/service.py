@@ -130,6 +130,16 @@ async def revoke_token(user_id: int, token_id: int, *, session: AsyncSession) ->
     return row
 
 
+async def revoke_tokens_named(user_id: int, name: str, *, session: AsyncSession) -> None:
+    """Revoke the user's live tokens with this name (a script replacing its own token)."""
+    await session.execute(
+        update(ApiTokenDB)
+        .where(ApiTokenDB.user_id == user_id, ApiTokenDB.name == name, ApiTokenDB.revoked_at.is_(None))
+        .values(revoked_at=_utcnow())
+    )
+    await session.commit()
+
+
 async def authenticate(secret: str, *, session: AsyncSession) -> UserDB:
     """The active user a token belongs to, or AuthenticationError saying what is wrong."""
     if not tokens.looks_like_token(secret):
