@@ -36,10 +36,10 @@ def _unauthorized(message: str) -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def get_current_active_user(
+async def authenticate(
     session: Session,
     authorization: Annotated[str | None, Header(description="Bearer <API token>")] = None,
-) -> UserDB:
+) -> service.Authenticated:
     if authorization is None:
         raise _unauthorized("missing Authorization header: send 'Authorization: Bearer <API token>'")
     scheme, _, secret = authorization.partition(" ")
@@ -51,33 +51,39 @@ async def get_current_active_user(
         raise _unauthorized(str(error)) from None
 
 
+Authenticated = Annotated[service.Authenticated, Depends(authenticate)]
+
+
+async def get_current_active_user(authenticated: Authenticated) -> UserDB:
+    return authenticated.user
+
+
 CurrentUser = Annotated[UserDB, Depends(get_current_active_user)]
 
 
 async def get_caller(
-    user: CurrentUser,
+    authenticated: Authenticated,
     session: Session,
     x_organization_id: Annotated[int | None, Header(description="the organization to act in")] = None,
 ) -> Caller:
-    memberships = {membership.organization_id: membership for membership in await service.memberships_of(user.id, session=session)}
+    user, roles = authenticated.user, authenticated.roles
     if x_organization_id is None:
-        if len(memberships) > 1:
+        if len(roles) > 1:
             raise HTTPException(400, "you belong to several organizations: send X-Organization-Id to choose one")
-        organization_id = next(iter(memberships), None)
-    elif x_organization_id in memberships:
+        organization_id = next(iter(roles), None)
+    elif x_organization_id in roles:
         organization_id = x_organization_id
     elif user.is_superuser:
         await service.get_organization(x_organization_id, session=session)  # 404 if it does not exist
         organization_id = x_organization_id
     else:
         raise HTTPException(403, f"you are not a member of organization {x_organization_id}")
-    membership = memberships.get(organization_id)
     return Caller(
         user_id=user.id,
         email=user.email,
         is_superuser=user.is_superuser,
         organization_id=organization_id,
-        role=membership.role if membership else None,
+        role=roles.get(organization_id),
     )
 
 

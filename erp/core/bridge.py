@@ -25,17 +25,14 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import uvloop
 from asgiref.sync import SyncToAsync, async_to_sync
-from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from erp.core.db import create_async_db_engine
+from erp.core.db import create_async_db_engine, ping_idle_connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,8 +43,6 @@ POOL_SIZE = 1
 MAX_OVERFLOW = 1
 # How long a cancelled coroutine may take to roll back before the task gives up waiting.
 CANCEL_GRACE_SECONDS = 5.0
-# A pooled connection idle longer than this is pinged before use (see _ping_if_idle).
-IDLE_PING_AFTER_SECONDS = 2.0
 
 
 class _ProcessLoop:
@@ -61,8 +56,7 @@ class _ProcessLoop:
         self.engine: AsyncEngine = create_async_db_engine(
             "erp-worker", pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW
         )
-        event.listen(self.engine.sync_engine, "checkin", _note_checkin)
-        event.listen(self.engine.sync_engine, "checkout", _ping_if_idle)
+        ping_idle_connections(self.engine)
         self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
 
     def stop(self) -> None:
@@ -71,26 +65,6 @@ class _ProcessLoop:
             asyncio.run_coroutine_threadsafe(self.engine.dispose(), self.loop).result(timeout=10)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)
-
-
-def _note_checkin(dbapi_connection, connection_record) -> None:
-    connection_record.info["checked_in_at"] = time.monotonic()
-
-
-def _ping_if_idle(dbapi_connection, connection_record, connection_proxy) -> None:
-    """`pool_pre_ping` for idle connections only.
-
-    Pinging on every checkout costs a round trip per task (about a third of a one-query task).
-    A connection returned moments ago by the previous task is alive; one that sat idle may have
-    been cut by a PostgreSQL restart, and is replaced here instead of failing the next task.
-    """
-    idle_for = time.monotonic() - connection_record.info.get("checked_in_at", time.monotonic())
-    if idle_for > IDLE_PING_AFTER_SECONDS:
-        try:
-            dbapi_connection.ping()
-        except Exception as error:
-            # The pool discards this connection and checks out a fresh one.
-            raise DisconnectionError(f"idle connection is dead: {error}") from error
 
 
 _process_loop: _ProcessLoop | None = None

@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from sqlalchemy import Engine, MetaData, create_engine
+from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
@@ -37,6 +39,35 @@ class Base(DeclarativeBase):
     __mapper_args__ = {"eager_defaults": True}
 
 
+# A pooled connection idle longer than this is pinged before use (see ping_idle_connections).
+IDLE_PING_AFTER_SECONDS = 2.0
+
+
+def _note_checkin(dbapi_connection, connection_record) -> None:
+    connection_record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection, connection_record, connection_proxy) -> None:
+    idle_for = time.monotonic() - connection_record.info.get("checked_in_at", time.monotonic())
+    if idle_for > IDLE_PING_AFTER_SECONDS:
+        try:
+            dbapi_connection.ping()
+        except Exception as error:
+            # The pool discards this connection and checks out a fresh one.
+            raise DisconnectionError(f"idle connection is dead: {error}") from error
+
+
+def ping_idle_connections(engine: AsyncEngine) -> None:
+    """`pool_pre_ping`, but only for connections that sat idle.
+
+    Pinging on every checkout costs a round trip per task or request (a third of a one-query
+    task). A connection returned moments ago is alive; one that sat idle may have been cut by
+    a PostgreSQL restart, and is replaced here instead of failing the next caller.
+    """
+    event.listen(engine.sync_engine, "checkin", _note_checkin)
+    event.listen(engine.sync_engine, "checkout", _ping_if_idle)
+
+
 def create_async_db_engine(application_name: str, **pool_options) -> AsyncEngine:
     return create_async_engine(
         settings.async_database_url,
@@ -55,7 +86,8 @@ def create_sync_engine(application_name: str, **pool_options) -> Engine:
 
 # Created at import but connects lazily; a forked worker child replaces its pool
 # (see erp.core.celery_app) instead of sharing the parent's sockets.
-async_engine = create_async_db_engine("erp-web", pool_pre_ping=True, pool_size=10, max_overflow=10)
+async_engine = create_async_db_engine("erp-web", pool_size=10, max_overflow=10)
+ping_idle_connections(async_engine)
 AsyncSessionFactory = async_sessionmaker(async_engine, expire_on_commit=False)
 
 

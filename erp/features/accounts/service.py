@@ -140,20 +140,30 @@ async def revoke_tokens_named(user_id: int, name: str, *, session: AsyncSession)
     await session.commit()
 
 
-async def authenticate(secret: str, *, session: AsyncSession) -> UserDB:
-    """The active user a token belongs to, or AuthenticationError saying what is wrong."""
+@dataclass(frozen=True)
+class Authenticated:
+    user: UserDB
+    roles: dict[int, str]  # organization id -> role, for every membership of the user
+
+
+async def authenticate(secret: str, *, session: AsyncSession) -> Authenticated:
+    """The active user a token belongs to, with their roles, or AuthenticationError saying why.
+
+    One round trip: token, user and memberships come back together.
+    """
     if not tokens.looks_like_token(secret):
         raise AuthenticationError("malformed token: API tokens start with 'erp_'")
-    found = (
+    rows = (
         await session.execute(
-            select(ApiTokenDB, UserDB)
+            select(ApiTokenDB, UserDB, MembershipDB.organization_id, MembershipDB.role)
             .join(UserDB, UserDB.id == ApiTokenDB.user_id)
+            .outerjoin(MembershipDB, MembershipDB.user_id == UserDB.id)
             .where(ApiTokenDB.token_hash == tokens.token_digest(secret))
         )
-    ).first()
-    if found is None:
+    ).all()
+    if not rows:
         raise AuthenticationError("unknown token")
-    token, user = found
+    token, user = rows[0][0], rows[0][1]
     now = _utcnow()
     if token.revoked_at is not None:
         raise AuthenticationError("this token has been revoked")
@@ -164,7 +174,7 @@ async def authenticate(secret: str, *, session: AsyncSession) -> UserDB:
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         await session.execute(update(ApiTokenDB).where(ApiTokenDB.id == token.id).values(last_used_at=now))
         await session.commit()
-    return user
+    return Authenticated(user, {organization_id: role for _, _, organization_id, role in rows if organization_id is not None})
 
 
 async def ensure_superuser(

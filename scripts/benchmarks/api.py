@@ -1,0 +1,143 @@
+"""Dispatch throughput and latency of `POST /api/v1/tasks/ping` against the real uvicorn.
+
+Baseline, in the same run: raw `apply_async` of the same task from one process. The API path
+adds HTTP, token authentication, the organization lookup and the owner record. Clients are
+asyncio connections with keep-alive, in a process of their own. Own database (erp_bench) and
+Redis databases 14 and 15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scripts.benchmarks.common import use_benchmark_environment
+
+use_benchmark_environment()
+
+import httpx  # noqa: E402
+import redis  # noqa: E402
+
+from erp.core.config import settings  # noqa: E402
+from erp.core.db import run_with_session  # noqa: E402
+from erp.features.accounts import service as accounts  # noqa: E402
+from erp.features.ping.tasks import ping  # noqa: E402
+from scripts.benchmarks.beat import recreate_database  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def raw_apply_async_rate(messages: int) -> float:
+    for _ in range(200):  # warm up the connection
+        ping.apply_async()
+    started = time.perf_counter()
+    for _ in range(messages):
+        ping.apply_async()
+    return messages / (time.perf_counter() - started)
+
+
+def create_token() -> str:
+    async def action(session):
+        user = await accounts.ensure_superuser("bench@example.com", "Bench", "Bench", session=session)
+        _, secret = await accounts.create_token(user.id, "bench", None, session=session)
+        return secret
+
+    return run_with_session(action)
+
+
+async def _client(port: int, token: str, deadline: float, latencies: list[float], errors: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = (
+        f"POST /api/v1/tasks/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        latencies.append(time.perf_counter() - started)
+        if not head.startswith(b"HTTP/1.1 202"):
+            errors.append(int(head[9:12]))
+    writer.close()
+
+
+def _load(port: int, token: str, clients: int, seconds: float, results) -> None:
+    async def run() -> None:
+        latencies: list[float] = []
+        errors: list[int] = []
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        await asyncio.gather(*(_client(port, token, deadline, latencies, errors) for _ in range(clients)))
+        results.update(elapsed=time.perf_counter() - started, latencies=latencies, errors=errors)
+
+    asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--web-workers", type=int, default=2, help="uvicorn processes (WEB_CONCURRENCY)")
+    args = parser.parse_args()
+
+    recreate_database()
+    broker = redis.Redis.from_url(settings.broker_url)
+    broker.flushdb()
+    raw_rate = raw_apply_async_rate(5000)
+    broker.flushdb()
+    token = create_token()
+
+    port = 8765
+    web = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "erp.api.app:create_app", "--port", str(port),
+         "--workers", str(args.web_workers), "--log-level", "warning", "--no-access-log"],
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("bench_api: uvicorn did not start") from None
+                time.sleep(0.2)
+        with multiprocessing.Manager() as manager:
+            results = manager.dict()
+            _load_in_child(port, token, min(4, args.clients), 2, results)  # warm-up
+            results = manager.dict()
+            _load_in_child(port, token, args.clients, args.seconds, results)
+            results = dict(results)
+    finally:
+        web.terminate()
+        web.wait(30)
+    latencies = sorted(results["latencies"])
+    rate = len(latencies) / results["elapsed"]
+    queued = broker.llen("celery")
+    print(f"raw apply_async, one process: {raw_rate:,.0f} tasks/s (baseline)")
+    print(
+        f"POST /api/v1/tasks/ping, {args.clients} clients, {args.web_workers} uvicorn workers, {args.seconds:g} s: "
+        f"{rate:,.0f} requests/s, p50 {statistics.median(latencies) * 1000:.1f} ms, "
+        f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, non-202: {len(results['errors'])}"
+    )
+    print(f"API / raw ratio: {rate / raw_rate:.2f} (target >= 0.7); messages queued: {queued:,}")
+
+
+def _load_in_child(port: int, token: str, clients: int, seconds: float, results) -> None:
+    child = multiprocessing.get_context("spawn").Process(target=_load, args=(port, token, clients, seconds, results))
+    child.start()
+    child.join()
+
+
+if __name__ == "__main__":
+    main()
