@@ -71,9 +71,6 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, _domain_exception)
 
 
-# For `responses=` in route declarations, so OpenAPI documents the error shape.
-ERROR_RESPONSES = {
-    status: {"model": ErrorResponse, "description": code.replace("_", " ")}
-    for status, code in _CODES.items()
-    if status in (401, 403, 404, 409, 422, 503)
-}
+def error_responses(*status_codes: int) -> dict:
+    """For `responses=` in route declarations, so OpenAPI documents the error shape."""
+    return {status: {"model": ErrorResponse, "description": _CODES[status].replace("_", " ")} for status in status_codes}

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from erp.api import task_owners
-from erp.api.errors import ERROR_RESPONSES
+from erp.api.errors import error_responses
 from erp.core.auth import Caller, CurrentCaller
 from erp.core.celery_app import celery_app
 
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 # Publishing retries for about two seconds (task_publish_retry_policy); past this the caller
 # gets a 503 instead of a request that hangs while Redis is away.
 BROKER_TIMEOUT_SECONDS = 3.0
-ERRORS = {code: ERROR_RESPONSES[code] for code in (401, 403, 404, 503)}
+ERRORS = error_responses(401, 403, 404, 503)
 
 
 class TaskAccepted(BaseModel):

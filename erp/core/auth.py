@@ -14,13 +14,10 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from erp.core.db import get_session
+from erp.core.db import DbSession
 from erp.features.accounts import service
 from erp.features.accounts.models import UserDB
-
-Session = Annotated[AsyncSession, Depends(get_session)]
 
 
 @dataclass(frozen=True)
@@ -37,7 +34,7 @@ def _unauthorized(message: str) -> HTTPException:
 
 
 async def authenticate(
-    session: Session,
+    session: DbSession,
     authorization: Annotated[str | None, Header(description="Bearer <API token>")] = None,
 ) -> service.Authenticated:
     if authorization is None:
@@ -63,7 +60,7 @@ CurrentUser = Annotated[UserDB, Depends(get_current_active_user)]
 
 async def get_caller(
     authenticated: Authenticated,
-    session: Session,
+    session: DbSession,
     x_organization_id: Annotated[int | None, Header(description="the organization to act in")] = None,
 ) -> Caller:
     user, roles = authenticated.user, authenticated.roles
@@ -94,6 +91,9 @@ async def require_superuser(caller: CurrentCaller) -> Caller:
     if not caller.is_superuser:
         raise HTTPException(403, "only superusers may do this")
     return caller
+
+
+SuperuserCaller = Annotated[Caller, Depends(require_superuser)]
 
 
 async def require_org_admin(caller: CurrentCaller) -> Caller:

@@ -107,22 +107,23 @@ class Settings(BaseSettings):
 
     # --- derived URLs -------------------------------------------------------------------------
 
+    def _database_url(self, scheme: str, ssl_parameter: str) -> str:
+        # asyncpg calls libpq's `sslmode` `ssl`; Heroku-style URLs may carry either.
+        query = dict(parse_qsl(urlsplit(self.DATABASE_URL).query))
+        for name in ("ssl", "sslmode"):
+            if name in query and name != ssl_parameter:
+                query[ssl_parameter] = query.pop(name)
+        return _replace_scheme(self.DATABASE_URL, scheme, query)
+
     @cached_property
     def async_database_url(self) -> str:
         """`postgresql+asyncpg://`, for the web process and the tasks' service layer."""
-        query = dict(parse_qsl(urlsplit(self.DATABASE_URL).query))
-        # asyncpg names libpq's `sslmode` `ssl`; Heroku-style URLs may carry sslmode.
-        if "sslmode" in query:
-            query["ssl"] = query.pop("sslmode")
-        return _replace_scheme(self.DATABASE_URL, "postgresql+asyncpg", query)
+        return self._database_url("postgresql+asyncpg", "ssl")
 
     @cached_property
     def sync_database_url(self) -> str:
         """`postgresql+psycopg2://`, for Alembic and beat."""
-        query = dict(parse_qsl(urlsplit(self.DATABASE_URL).query))
-        if "ssl" in query:
-            query["sslmode"] = query.pop("ssl")
-        return _replace_scheme(self.DATABASE_URL, "postgresql+psycopg2", query)
+        return self._database_url("postgresql+psycopg2", "sslmode")
 
     @cached_property
     def redis_url(self) -> str:

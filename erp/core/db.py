@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
+
+from fastapi import Depends
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.exc import DisconnectionError
@@ -95,6 +97,9 @@ async def get_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: one session per request, rolled back unless the service committed."""
     async with AsyncSessionFactory() as session:
         yield session
+
+
+DbSession = Annotated[AsyncSession, Depends(get_session)]
 
 
 T = TypeVar("T")

@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
-from erp.api.errors import ERROR_RESPONSES
+from erp.api.errors import error_responses
 from erp.api.tasks import TaskAccepted, send_with_timeout
-from erp.core.auth import Caller, require_superuser
+from erp.core.auth import SuperuserCaller
 from erp.core.celery_app import celery_app
-from erp.core.db import get_session
+from erp.core.db import DbSession
 from erp.tasks import service
 from erp.tasks.scheduler_models import PeriodicTaskDB
 from erp.tasks.schemas import (
@@ -28,9 +27,7 @@ from erp.tasks.schemas import (
 
 router = APIRouter(prefix="/api/v1/admin/periodic-tasks", tags=["periodic tasks"])
 
-Session = Annotated[AsyncSession, Depends(get_session)]
-Superuser = Annotated[Caller, Depends(require_superuser)]
-ERRORS = {code: ERROR_RESPONSES[code] for code in (401, 403, 404, 422)}
+ERRORS = error_responses(401, 403, 404, 422)
 
 
 def to_out(task: PeriodicTaskDB) -> PeriodicTaskOut:
@@ -57,14 +54,14 @@ def _parse_if_match(if_match: str | None) -> int | None:
 
 
 @router.get("/task-names", response_model=list[str], summary="Task names a schedule may use", responses=ERRORS)
-async def list_task_names(caller: Superuser) -> list[str]:
+async def list_task_names(caller: SuperuserCaller) -> list[str]:
     return service.registered_task_names()
 
 
 @router.get("", response_model=PeriodicTaskPage, summary="List periodic tasks", responses=ERRORS)
 async def list_periodic_tasks(
-    caller: Superuser,
-    session: Session,
+    caller: SuperuserCaller,
+    session: DbSession,
     enabled: bool | None = None,
     task: Annotated[str | None, Query(max_length=200, description="exact task name")] = None,
     name: Annotated[str | None, Query(max_length=200, description="part of the name, any case")] = None,
@@ -82,16 +79,16 @@ async def list_periodic_tasks(
     status_code=status.HTTP_201_CREATED,
     response_model=PeriodicTaskOut,
     summary="Create a periodic task",
-    responses={**ERRORS, 409: ERROR_RESPONSES[409]},
+    responses=error_responses(401, 403, 404, 409, 422),
 )
-async def create_periodic_task(data: PeriodicTaskCreate, caller: Superuser, session: Session, response: Response) -> PeriodicTaskOut:
+async def create_periodic_task(data: PeriodicTaskCreate, caller: SuperuserCaller, session: DbSession, response: Response) -> PeriodicTaskOut:
     task = await service.create_periodic_task(data, caller, session=session)
     response.headers["Location"] = f"{router.prefix}/{task.id}"
     return _with_etag(response, task)
 
 
 @router.get("/{task_id}", response_model=PeriodicTaskOut, summary="Get a periodic task (ETag: its version)", responses=ERRORS)
-async def get_periodic_task(task_id: int, caller: Superuser, session: Session, response: Response) -> PeriodicTaskOut:
+async def get_periodic_task(task_id: int, caller: SuperuserCaller, session: DbSession, response: Response) -> PeriodicTaskOut:
     return _with_etag(response, await service.get_periodic_task(task_id, session=session))
 
 
@@ -101,13 +98,13 @@ async def get_periodic_task(task_id: int, caller: Superuser, session: Session, r
     summary="Change a periodic task (send If-Match or `version`)",
     description="The version you read must still be current, or the answer is 409 and nothing changes. "
     "Send it as `If-Match: \"<version>\"` (the ETag) or as `version` in the body.",
-    responses={**ERRORS, 409: ERROR_RESPONSES[409], 428: {"description": "neither If-Match nor version given"}},
+    responses={**error_responses(401, 403, 404, 409, 422), 428: {"description": "neither If-Match nor version given"}},
 )
 async def update_periodic_task(
     task_id: int,
     data: PeriodicTaskUpdate,
-    caller: Superuser,
-    session: Session,
+    caller: SuperuserCaller,
+    session: DbSession,
     response: Response,
     if_match: Annotated[str | None, Header()] = None,
 ) -> PeriodicTaskOut:
@@ -124,22 +121,22 @@ async def update_periodic_task(
     "/{task_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a periodic task",
-    responses={**ERRORS, 409: ERROR_RESPONSES[409]},
+    responses=error_responses(401, 403, 404, 409, 422),
 )
 async def delete_periodic_task(
-    task_id: int, caller: Superuser, session: Session, if_match: Annotated[str | None, Header()] = None
+    task_id: int, caller: SuperuserCaller, session: DbSession, if_match: Annotated[str | None, Header()] = None
 ) -> Response:
     await service.delete_periodic_task(task_id, _parse_if_match(if_match), caller, session=session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/{task_id}/enable", response_model=PeriodicTaskOut, summary="Enable a periodic task", responses=ERRORS)
-async def enable_periodic_task(task_id: int, caller: Superuser, session: Session, response: Response) -> PeriodicTaskOut:
+async def enable_periodic_task(task_id: int, caller: SuperuserCaller, session: DbSession, response: Response) -> PeriodicTaskOut:
     return _with_etag(response, await service.set_enabled(task_id, True, caller, session=session))
 
 
 @router.post("/{task_id}/disable", response_model=PeriodicTaskOut, summary="Disable a periodic task", responses=ERRORS)
-async def disable_periodic_task(task_id: int, caller: Superuser, session: Session, response: Response) -> PeriodicTaskOut:
+async def disable_periodic_task(task_id: int, caller: SuperuserCaller, session: DbSession, response: Response) -> PeriodicTaskOut:
     return _with_etag(response, await service.set_enabled(task_id, False, caller, session=session))
 
 
@@ -148,9 +145,9 @@ async def disable_periodic_task(task_id: int, caller: Superuser, session: Sessio
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskAccepted,
     summary="Run a periodic task now, with its own options; counted",
-    responses={**ERRORS, 503: ERROR_RESPONSES[503]},
+    responses=error_responses(401, 403, 404, 422, 503),
 )
-async def run_periodic_task(task_id: int, caller: Superuser, session: Session, request: Request) -> TaskAccepted:
+async def run_periodic_task(task_id: int, caller: SuperuserCaller, session: DbSession, request: Request) -> TaskAccepted:
     async def send(task: PeriodicTaskDB) -> str:
         return await send_with_timeout(
             celery_app.send_task,
@@ -172,7 +169,7 @@ async def run_periodic_task(task_id: int, caller: Superuser, session: Session, r
 
 @router.get("/{task_id}/preview", response_model=RunPreview, summary="The next N run times", responses=ERRORS)
 async def preview_runs(
-    task_id: int, caller: Superuser, session: Session, count: Annotated[int, Query(ge=1, le=service.MAX_PREVIEW)] = 10
+    task_id: int, caller: SuperuserCaller, session: DbSession, count: Annotated[int, Query(ge=1, le=service.MAX_PREVIEW)] = 10
 ) -> RunPreview:
     return RunPreview(next_runs=await service.preview_runs(task_id, count, session=session))
 
@@ -182,8 +179,8 @@ async def preview_runs(
 )
 async def list_changes(
     task_id: int,
-    caller: Superuser,
-    session: Session,
+    caller: SuperuserCaller,
+    session: DbSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[PeriodicTaskChangeOut]:

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.scheduling import empty_broker, get_task, wait_for
+from tests.integration.scheduling import empty_broker, wait_for
 from tests.processes import ManagedProcess, free_port, start_beat, start_worker
 
 pytestmark = pytest.mark.e2e

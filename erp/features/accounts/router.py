@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response, status
 
-from fastapi import APIRouter, Depends, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from erp.api.errors import ERROR_RESPONSES
-from erp.core.auth import Caller, CurrentUser, require_superuser
-from erp.core.db import get_session
+from erp.api.errors import error_responses
+from erp.core.auth import CurrentUser, SuperuserCaller
+from erp.core.db import DbSession
 from erp.features.accounts import service
 from erp.features.accounts.schemas import (
     Me,
@@ -25,9 +22,7 @@ from erp.features.accounts.schemas import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
-Session = Annotated[AsyncSession, Depends(get_session)]
-Superuser = Annotated[Caller, Depends(require_superuser)]
-ERRORS = {code: ERROR_RESPONSES[code] for code in (401, 403, 404, 422)}
+ERRORS = error_responses(401, 403, 404, 422)
 
 
 def _token_created(row, secret: str) -> TokenCreated:
@@ -35,7 +30,7 @@ def _token_created(row, secret: str) -> TokenCreated:
 
 
 @router.get("/me", response_model=Me, summary="You, and the organizations you belong to", responses=ERRORS)
-async def read_me(user: CurrentUser, session: Session) -> Me:
+async def read_me(user: CurrentUser, session: DbSession) -> Me:
     memberships = await service.memberships_of(user.id, session=session)
     return Me(user=UserOut.model_validate(user), memberships=[MembershipOut(**vars(m)) for m in memberships])
 
@@ -44,50 +39,50 @@ async def read_me(user: CurrentUser, session: Session) -> Me:
     "/me/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated,
     summary="Create an API token (its secret is shown once)", responses=ERRORS,
 )
-async def create_my_token(data: TokenCreate, user: CurrentUser, session: Session) -> TokenCreated:
+async def create_my_token(data: TokenCreate, user: CurrentUser, session: DbSession) -> TokenCreated:
     row, secret = await service.create_token(user.id, data.name, data.expires_in_days, session=session)
     return _token_created(row, secret)
 
 
 @router.get("/me/tokens", response_model=list[TokenOut], summary="Your API tokens (never their secrets)", responses=ERRORS)
-async def list_my_tokens(user: CurrentUser, session: Session) -> list[TokenOut]:
+async def list_my_tokens(user: CurrentUser, session: DbSession) -> list[TokenOut]:
     return [TokenOut.model_validate(row) for row in await service.list_tokens(user.id, session=session)]
 
 
 @router.delete(
     "/me/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke one of your tokens", responses=ERRORS
 )
-async def revoke_my_token(token_id: int, user: CurrentUser, session: Session) -> Response:
+async def revoke_my_token(token_id: int, user: CurrentUser, session: DbSession) -> Response:
     await service.revoke_token(user.id, token_id, session=session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
     "/admin/organizations", status_code=status.HTTP_201_CREATED, response_model=OrganizationOut,
-    summary="Create an organization", responses={**ERRORS, 409: ERROR_RESPONSES[409]},
+    summary="Create an organization", responses=error_responses(401, 403, 404, 409, 422),
 )
-async def create_organization(data: OrganizationCreate, caller: Superuser, session: Session) -> OrganizationOut:
+async def create_organization(data: OrganizationCreate, caller: SuperuserCaller, session: DbSession) -> OrganizationOut:
     return OrganizationOut.model_validate(await service.create_organization(data.name, session=session))
 
 
 @router.get("/admin/organizations", response_model=list[OrganizationOut], summary="List organizations", responses=ERRORS)
-async def list_organizations(caller: Superuser, session: Session) -> list[OrganizationOut]:
+async def list_organizations(caller: SuperuserCaller, session: DbSession) -> list[OrganizationOut]:
     return [OrganizationOut.model_validate(row) for row in await service.list_organizations(session=session)]
 
 
 @router.post(
     "/admin/users", status_code=status.HTTP_201_CREATED, response_model=UserOut,
-    summary="Create a user", responses={**ERRORS, 409: ERROR_RESPONSES[409]},
+    summary="Create a user", responses=error_responses(401, 403, 404, 409, 422),
 )
-async def create_user(data: UserCreate, caller: Superuser, session: Session) -> UserOut:
+async def create_user(data: UserCreate, caller: SuperuserCaller, session: DbSession) -> UserOut:
     return UserOut.model_validate(await service.create_user(data.email, data.full_name, data.is_superuser, session=session))
 
 
 @router.post(
     "/admin/organizations/{organization_id}/members", status_code=status.HTTP_201_CREATED, response_model=MembershipOut,
-    summary="Add a user to an organization", responses={**ERRORS, 409: ERROR_RESPONSES[409]},
+    summary="Add a user to an organization", responses=error_responses(401, 403, 404, 409, 422),
 )
-async def add_member(organization_id: int, data: MembershipCreate, caller: Superuser, session: Session) -> MembershipOut:
+async def add_member(organization_id: int, data: MembershipCreate, caller: SuperuserCaller, session: DbSession) -> MembershipOut:
     await service.add_member(organization_id, data.user_id, data.role, session=session)
     organization = await service.get_organization(organization_id, session=session)
     return MembershipOut(organization_id=organization_id, organization_name=organization.name, role=data.role)
@@ -97,6 +92,6 @@ async def add_member(organization_id: int, data: MembershipCreate, caller: Super
     "/admin/users/{user_id}/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated,
     summary="Create an API token for a user (its secret is shown once)", responses=ERRORS,
 )
-async def create_token_for_user(user_id: int, data: TokenCreate, caller: Superuser, session: Session) -> TokenCreated:
+async def create_token_for_user(user_id: int, data: TokenCreate, caller: SuperuserCaller, session: DbSession) -> TokenCreated:
     row, secret = await service.create_token(user_id, data.name, data.expires_in_days, session=session)
     return _token_created(row, secret)
