@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException
 
-from erp.core.db import DbSession
+from erp.core.db import AutocommitSessionFactory, DbSession
 from erp.features.accounts import service
 from erp.features.accounts.models import UserDB
 
@@ -34,7 +34,6 @@ def _unauthorized(message: str) -> HTTPException:
 
 
 async def authenticate(
-    session: DbSession,
     authorization: Annotated[str | None, Header(description="Bearer <API token>")] = None,
 ) -> service.Authenticated:
     if authorization is None:
@@ -43,7 +42,8 @@ async def authenticate(
     if scheme.lower() != "bearer" or not secret.strip():
         raise _unauthorized("malformed Authorization header: expected 'Bearer <API token>'")
     try:
-        return await service.authenticate(secret.strip(), session=session)
+        async with AutocommitSessionFactory() as session:
+            return await service.authenticate(secret.strip(), session=session)
     except service.AuthenticationError as error:
         raise _unauthorized(str(error)) from None
 
@@ -51,8 +51,8 @@ async def authenticate(
 Authenticated = Annotated[service.Authenticated, Depends(authenticate)]
 
 
-async def get_current_active_user(authenticated: Authenticated) -> UserDB:
-    return authenticated.user
+async def get_current_active_user(authenticated: Authenticated, session: DbSession) -> UserDB:
+    return await service.get_user(authenticated.user_id, session=session)
 
 
 CurrentUser = Annotated[UserDB, Depends(get_current_active_user)]
@@ -63,22 +63,22 @@ async def get_caller(
     session: DbSession,
     x_organization_id: Annotated[int | None, Header(description="the organization to act in")] = None,
 ) -> Caller:
-    user, roles = authenticated.user, authenticated.roles
+    roles = authenticated.roles
     if x_organization_id is None:
         if len(roles) > 1:
             raise HTTPException(400, "you belong to several organizations: send X-Organization-Id to choose one")
         organization_id = next(iter(roles), None)
     elif x_organization_id in roles:
         organization_id = x_organization_id
-    elif user.is_superuser:
+    elif authenticated.is_superuser:
         await service.get_organization(x_organization_id, session=session)  # 404 if it does not exist
         organization_id = x_organization_id
     else:
         raise HTTPException(403, f"you are not a member of organization {x_organization_id}")
     return Caller(
-        user_id=user.id,
-        email=user.email,
-        is_superuser=user.is_superuser,
+        user_id=authenticated.user_id,
+        email=authenticated.email,
+        is_superuser=authenticated.is_superuser,
         organization_id=organization_id,
         role=roles.get(organization_id),
     )

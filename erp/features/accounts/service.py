@@ -142,20 +142,34 @@ async def revoke_tokens_named(user_id: int, name: str, *, session: AsyncSession)
 
 @dataclass(frozen=True)
 class Authenticated:
-    user: UserDB
+    user_id: int
+    email: str
+    is_superuser: bool
     roles: dict[int, str]  # organization id -> role, for every membership of the user
 
 
 async def authenticate(secret: str, *, session: AsyncSession) -> Authenticated:
     """The active user a token belongs to, with their roles, or AuthenticationError saying why.
 
-    One round trip: token, user and memberships come back together.
+    It runs on every request: one round trip of plain columns (token, user and memberships
+    together), no ORM objects.
     """
     if not tokens.looks_like_token(secret):
         raise AuthenticationError("malformed token: API tokens start with 'erp_'")
     rows = (
         await session.execute(
-            select(ApiTokenDB, UserDB, MembershipDB.organization_id, MembershipDB.role)
+            select(
+                ApiTokenDB.id,
+                ApiTokenDB.revoked_at,
+                ApiTokenDB.expires_at,
+                ApiTokenDB.last_used_at,
+                UserDB.id,
+                UserDB.email,
+                UserDB.is_active,
+                UserDB.is_superuser,
+                MembershipDB.organization_id,
+                MembershipDB.role,
+            )
             .join(UserDB, UserDB.id == ApiTokenDB.user_id)
             .outerjoin(MembershipDB, MembershipDB.user_id == UserDB.id)
             .where(ApiTokenDB.token_hash == tokens.token_digest(secret))
@@ -163,18 +177,19 @@ async def authenticate(secret: str, *, session: AsyncSession) -> Authenticated:
     ).all()
     if not rows:
         raise AuthenticationError("unknown token")
-    token, user = rows[0][0], rows[0][1]
+    token_id, revoked_at, expires_at, last_used_at, user_id, email, is_active, is_superuser = rows[0][:8]
     now = _utcnow()
-    if token.revoked_at is not None:
+    if revoked_at is not None:
         raise AuthenticationError("this token has been revoked")
-    if token.expires_at is not None and now >= token.expires_at:
+    if expires_at is not None and now >= expires_at:
         raise AuthenticationError("this token has expired")
-    if not user.is_active:
+    if not is_active:
         raise AuthenticationError("this user is deactivated")
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-        await session.execute(update(ApiTokenDB).where(ApiTokenDB.id == token.id).values(last_used_at=now))
+    if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
+        await session.execute(update(ApiTokenDB).where(ApiTokenDB.id == token_id).values(last_used_at=now))
         await session.commit()
-    return Authenticated(user, {organization_id: role for _, _, organization_id, role in rows if organization_id is not None})
+    roles = {row.organization_id: row.role for row in rows if row.organization_id is not None}
+    return Authenticated(user_id, email, is_superuser, roles)
 
 
 async def ensure_superuser(
