@@ -87,9 +87,15 @@ def update_task(engine, name: str, **values) -> None:
         session.execute(update(PeriodicTaskDB).where(PeriodicTaskDB.name == name).values(**values))
 
 
-def get_task(engine, name: str) -> PeriodicTaskDB:
+def find_task(engine, name: str) -> PeriodicTaskDB | None:
     with Session(engine, expire_on_commit=False) as session:
-        return session.scalars(select(PeriodicTaskDB).where(PeriodicTaskDB.name == name)).one()
+        return session.scalars(select(PeriodicTaskDB).where(PeriodicTaskDB.name == name)).one_or_none()
+
+
+def get_task(engine, name: str) -> PeriodicTaskDB:
+    task = find_task(engine, name)
+    assert task is not None, f"no periodic task named {name!r}"
+    return task
 
 
 def utcnow() -> datetime:

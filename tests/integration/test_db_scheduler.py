@@ -20,6 +20,7 @@ from tests.integration.scheduling import (
     add_crontab_task,
     add_interval_task,
     empty_broker,
+    find_task,
     get_task,
     queued_runs,
     update_task,
@@ -172,7 +173,7 @@ def test_config_entries_are_mirrored_and_an_admin_choice_survives_restart(empty_
     add_interval_task(sync_engine, "no-longer-configured", every=60, from_config=True)
     process = start_beat()
     try:
-        wait_for(lambda: get_task(sync_engine, "erp.health_check").next_run_at, timeout=5)
+        wait_for(lambda: (row := find_task(sync_engine, "erp.health_check")) and row.next_run_at, timeout=10)
     finally:
         process.stop()
     row = get_task(sync_engine, "erp.health_check")

@@ -8,7 +8,15 @@ import pytest
 
 from erp.core.celery_app import celery_app
 from erp.tasks.db_scheduler import DatabaseScheduler, periodic_run_id
-from tests.integration.scheduling import add_interval_task, broker, empty_broker, get_task, queued_runs, update_task, utcnow
+from tests.integration.scheduling import (
+    add_interval_task,
+    broker,
+    empty_broker,
+    get_task,
+    queued_runs,
+    update_task,
+    utcnow,
+)
 
 
 @pytest.fixture

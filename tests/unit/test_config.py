@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from erp.core.config import Settings, describe_validation_error
 
+
 @pytest.fixture(autouse=True)
 def _no_settings_in_environment(monkeypatch):
     """These tests pass every value explicitly; the suite's own environment must not leak in."""
