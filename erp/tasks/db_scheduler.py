@@ -38,6 +38,7 @@ from celery.schedules import schedule as celery_schedule
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import Engine, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -130,7 +131,7 @@ class DatabaseScheduler(Scheduler):
 
     @property
     def info(self) -> str:
-        return f"    . db -> {self.engine.url.render_as_string(hide_password=True) if self.engine else 'PostgreSQL'}"
+        return f"    . db -> {make_url(settings.sync_database_url).render_as_string(hide_password=True)}"
 
     def sync(self) -> None:
         # Every change is committed as it happens; nothing to flush.

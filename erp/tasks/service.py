@@ -160,7 +160,7 @@ async def list_periodic_tasks(
     if task is not None:
         query = query.where(PeriodicTaskDB.task == task)
     if name is not None:
-        query = query.where(PeriodicTaskDB.name.ilike(f"%{name}%"))
+        query = query.where(PeriodicTaskDB.name.icontains(name, autoescape=True))
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     rows = await session.scalars(query.order_by(PeriodicTaskDB.id).limit(limit).offset(offset))
     return list(rows), total
@@ -243,7 +243,7 @@ async def run_periodic_task_now(
 
 
 async def preview_runs(task_id: int, count: int, *, session: AsyncSession) -> list[datetime]:
-    """The next `count` run times as beat would fire them (none once disabled or finished)."""
+    """The next `count` run times as beat would fire them (for a disabled task: once enabled)."""
     task = await get_periodic_task(task_id, session=session)
     spec = task.get_schedule()
     upcoming: list[datetime] = []
