@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException
 
-from erp.core.db import AutocommitSessionFactory, DbSession
+from erp.core.db import AsyncSessionFactory, DbSession, autocommit_engine
 from erp.features.accounts import service
 from erp.features.accounts.models import UserDB
 
@@ -42,8 +42,8 @@ async def authenticate(
     if scheme.lower() != "bearer" or not secret.strip():
         raise _unauthorized("malformed Authorization header: expected 'Bearer <API token>'")
     try:
-        async with AutocommitSessionFactory() as session:
-            return await service.authenticate(secret.strip(), session=session)
+        async with autocommit_engine.connect() as connection:
+            return await service.authenticate(secret.strip(), connection=connection)
     except service.AuthenticationError as error:
         raise _unauthorized(str(error)) from None
 
@@ -60,7 +60,6 @@ CurrentUser = Annotated[UserDB, Depends(get_current_active_user)]
 
 async def get_caller(
     authenticated: Authenticated,
-    session: DbSession,
     x_organization_id: Annotated[int | None, Header(description="the organization to act in")] = None,
 ) -> Caller:
     roles = authenticated.roles
@@ -71,7 +70,8 @@ async def get_caller(
     elif x_organization_id in roles:
         organization_id = x_organization_id
     elif authenticated.is_superuser:
-        await service.get_organization(x_organization_id, session=session)  # 404 if it does not exist
+        async with AsyncSessionFactory() as session:  # rare: no session for every request
+            await service.get_organization(x_organization_id, session=session)  # 404 if missing
         organization_id = x_organization_id
     else:
         raise HTTPException(403, f"you are not a member of organization {x_organization_id}")

@@ -90,11 +90,9 @@ def create_sync_engine(application_name: str, **pool_options) -> Engine:
 async_engine = create_async_db_engine("erp-web", pool_size=10, max_overflow=10)
 ping_idle_connections(async_engine)
 AsyncSessionFactory = async_sessionmaker(async_engine, expire_on_commit=False)
-# For the reads every request makes (authentication): without a transaction they cost no
-# BEGIN and ROLLBACK round trips.
-AutocommitSessionFactory = async_sessionmaker(
-    async_engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-)
+# For the query every request makes (authentication): a bare connection outside a
+# transaction costs no BEGIN and ROLLBACK round trips and no ORM session.
+autocommit_engine = async_engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from erp.core.errors import ConflictError, NotFoundError
 from erp.features.accounts import tokens
@@ -148,16 +148,16 @@ class Authenticated:
     roles: dict[int, str]  # organization id -> role, for every membership of the user
 
 
-async def authenticate(secret: str, *, session: AsyncSession) -> Authenticated:
+async def authenticate(secret: str, *, connection: AsyncConnection) -> Authenticated:
     """The active user a token belongs to, with their roles, or AuthenticationError saying why.
 
     It runs on every request: one round trip of plain columns (token, user and memberships
-    together), no ORM objects.
+    together) on a connection outside any transaction, no ORM session.
     """
     if not tokens.looks_like_token(secret):
         raise AuthenticationError("malformed token: API tokens start with 'erp_'")
     rows = (
-        await session.execute(
+        await connection.execute(
             select(
                 ApiTokenDB.id,
                 ApiTokenDB.revoked_at,
@@ -186,8 +186,7 @@ async def authenticate(secret: str, *, session: AsyncSession) -> Authenticated:
     if not is_active:
         raise AuthenticationError("this user is deactivated")
     if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
-        await session.execute(update(ApiTokenDB).where(ApiTokenDB.id == token_id).values(last_used_at=now))
-        await session.commit()
+        await connection.execute(update(ApiTokenDB).where(ApiTokenDB.id == token_id).values(last_used_at=now))
     roles = {row.organization_id: row.role for row in rows if row.organization_id is not None}
     return Authenticated(user_id, email, is_superuser, roles)
 
