@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,3 +44,12 @@ def backend_pid_task() -> list[int]:
 @celery_app.task(name="tests.sleep_in_database", soft_time_limit=1, time_limit=30)
 def sleep_in_database_task(seconds: float) -> None:
     run_service(sleep_in_database, seconds)
+
+
+@celery_app.task(name="tests.start_sleep_finish")
+def start_sleep_finish_task(label: str, seconds: float) -> int:
+    """Records its start (committed at once), sleeps, records its end: a task one can kill mid-run."""
+    run_service(insert_probe, f"{label}:started:{os.getpid()}", False)
+    time.sleep(seconds)
+    run_service(insert_probe, f"{label}:done", False)
+    return os.getpid()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -56,3 +58,33 @@ def test_soft_time_limit_cancels_the_coroutine_and_its_query(prefork_worker, syn
     assert sleeping == 0
     # The same child keeps working afterwards.
     assert bridge_tasks.backend_pid_task.delay().get(timeout=20)
+
+
+@pytest.fixture
+def probe_table(sync_engine):
+    with sync_engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE IF EXISTS {bridge_tasks.PROBE_TABLE}"))
+        connection.execute(text(f"CREATE TABLE {bridge_tasks.PROBE_TABLE} (id serial PRIMARY KEY, value text)"))
+    yield
+    with sync_engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE {bridge_tasks.PROBE_TABLE}"))
+
+
+def probe_values(sync_engine) -> list[str]:
+    with sync_engine.connect() as connection:
+        return list(connection.execute(text(f"SELECT value FROM {bridge_tasks.PROBE_TABLE} ORDER BY id")).scalars())
+
+
+def test_a_task_whose_worker_child_is_killed_runs_again_to_completion(prefork_worker, probe_table, sync_engine):
+    result = bridge_tasks.start_sleep_finish_task.delay("killed", 3)
+    deadline = time.monotonic() + 20
+    while not (started := [v for v in probe_values(sync_engine) if v.startswith("killed:started:")]):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    first_child = int(started[0].rsplit(":", 1)[1])
+    os.kill(first_child, signal.SIGKILL)  # mid-task: after its start was recorded, before its end
+    # Late acks with reject-on-worker-lost: the message goes back to the queue and runs again.
+    final_child = result.get(timeout=30)
+    assert final_child != first_child
+    values = probe_values(sync_engine)
+    assert values == [f"killed:started:{first_child}", f"killed:started:{final_child}", "killed:done"]
