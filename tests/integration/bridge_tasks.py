@@ -15,6 +15,12 @@ from erp.core.celery_app import celery_app
 PROBE_TABLE = "bridge_probe"
 
 
+def probe_values(sync_engine) -> list[str]:
+    """What the test tasks wrote, in order (read by the tests, not by the tasks)."""
+    with sync_engine.connect() as connection:
+        return list(connection.execute(text(f"SELECT value FROM {PROBE_TABLE} ORDER BY id")).scalars())
+
+
 async def insert_probe(value: str, fail: bool, *, session: AsyncSession) -> int:
     await session.execute(text(f"INSERT INTO {PROBE_TABLE} (value) VALUES (:value)"), {"value": value})
     if fail:

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
 
 from erp.core import bridge
 from erp.features.ping.tasks import ping
 from tests.integration import bridge_tasks
-
-
-@pytest.fixture
-def probe_table(sync_engine):
-    with sync_engine.begin() as connection:
-        connection.execute(text(f"DROP TABLE IF EXISTS {bridge_tasks.PROBE_TABLE}"))
-        connection.execute(text(f"CREATE TABLE {bridge_tasks.PROBE_TABLE} (id serial PRIMARY KEY, value text)"))
-    yield
-    with sync_engine.begin() as connection:
-        connection.execute(text(f"DROP TABLE {bridge_tasks.PROBE_TABLE}"))
-
-
-def probe_values(sync_engine) -> list[str]:
-    with sync_engine.connect() as connection:
-        return list(connection.execute(text(f"SELECT value FROM {bridge_tasks.PROBE_TABLE} ORDER BY id")).scalars())
+from tests.integration.bridge_tasks import probe_values
 
 
 def test_in_process_worker_runs_ping_through_the_database(in_process_worker):

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from erp.core import bridge
 from tests.integration import bridge_tasks
+from tests.integration.bridge_tasks import probe_values
 from tests.processes import start_worker
 
 
@@ -58,21 +59,6 @@ def test_soft_time_limit_cancels_the_coroutine_and_its_query(prefork_worker, syn
     assert sleeping == 0
     # The same child keeps working afterwards.
     assert bridge_tasks.backend_pid_task.delay().get(timeout=20)
-
-
-@pytest.fixture
-def probe_table(sync_engine):
-    with sync_engine.begin() as connection:
-        connection.execute(text(f"DROP TABLE IF EXISTS {bridge_tasks.PROBE_TABLE}"))
-        connection.execute(text(f"CREATE TABLE {bridge_tasks.PROBE_TABLE} (id serial PRIMARY KEY, value text)"))
-    yield
-    with sync_engine.begin() as connection:
-        connection.execute(text(f"DROP TABLE {bridge_tasks.PROBE_TABLE}"))
-
-
-def probe_values(sync_engine) -> list[str]:
-    with sync_engine.connect() as connection:
-        return list(connection.execute(text(f"SELECT value FROM {bridge_tasks.PROBE_TABLE} ORDER BY id")).scalars())
 
 
 def test_a_task_whose_worker_child_is_killed_runs_again_to_completion(prefork_worker, probe_table, sync_engine):

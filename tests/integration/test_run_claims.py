@@ -7,24 +7,15 @@ from datetime import timedelta
 import pytest
 
 from erp.core.celery_app import celery_app
-from erp.tasks.db_scheduler import DatabaseScheduler, periodic_run_id
+from erp.tasks.db_scheduler import periodic_run_id
 from tests.integration.scheduling import (
     add_interval_task,
     broker,
-    empty_broker,
     get_task,
     queued_runs,
     update_task,
     utcnow,
 )
-
-
-@pytest.fixture
-def scheduler(clean_tables, redis_clean):
-    empty_broker()
-    instance = DatabaseScheduler(app=celery_app)
-    yield instance
-    instance.close()
 
 
 @pytest.fixture

@@ -8,21 +8,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy.orm import Session
 
-from erp.core.celery_app import celery_app
 from erp.tasks.db_scheduler import DatabaseScheduler
 from erp.tasks.scheduler_models import ClockedScheduleDB, PeriodicTaskDB
-from tests.integration.scheduling import add_interval_task, empty_broker, get_task, queued_runs, utcnow
-
-
-@pytest.fixture
-def scheduler(clean_tables, redis_clean):
-    empty_broker()
-    instance = DatabaseScheduler(app=celery_app)
-    yield instance
-    instance.close()
+from tests.integration.scheduling import add_interval_task, get_task, queued_runs, utcnow
 
 
 def step(scheduler: DatabaseScheduler, now) -> None:

@@ -1,0 +1,31 @@
+"""Fixtures shared by several integration modules."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from erp.core.celery_app import celery_app
+from erp.tasks.db_scheduler import DatabaseScheduler
+from tests.integration import bridge_tasks
+from tests.integration.scheduling import empty_broker
+
+
+@pytest.fixture
+def probe_table(sync_engine):
+    """The table the bridge test tasks write to, fresh for each test."""
+    with sync_engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE IF EXISTS {bridge_tasks.PROBE_TABLE}"))
+        connection.execute(text(f"CREATE TABLE {bridge_tasks.PROBE_TABLE} (id serial PRIMARY KEY, value text)"))
+    yield
+    with sync_engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE {bridge_tasks.PROBE_TABLE}"))
+
+
+@pytest.fixture
+def scheduler(clean_tables, redis_clean):
+    """A DatabaseScheduler in this process, whose steps a test calls with its own `now`."""
+    empty_broker()
+    instance = DatabaseScheduler(app=celery_app)
+    yield instance
+    instance.close()
