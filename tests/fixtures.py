@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
-
-from alembic import command
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 

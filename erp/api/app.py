@@ -6,8 +6,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from erp.api import health, tasks
+from erp.api import health, task_owners, tasks
 from erp.api.errors import install_error_handlers
+from erp.core import broker
 from erp.core.db import async_engine
 from erp.core.logging import configure_logging
 from erp.features.accounts import router as accounts_router
@@ -19,6 +20,8 @@ from erp.tasks import router as periodic_tasks_router
 async def _lifespan(app: FastAPI):
     yield
     await async_engine.dispose()
+    await task_owners.close()
+    await broker.close()
 
 
 def create_app() -> FastAPI:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-import redis
-
+from erp.core import broker
 from erp.core.config import settings
 
 OWNER_KEY = "erp:task-owner:{task_id}"
@@ -18,9 +17,7 @@ USER_TASKS_KEY = "erp:user-tasks:{user_id}"
 # How many recent task ids per user GET /api/v1/tasks can list.
 RECENT_TASKS_KEPT = 1000
 
-_client = redis.Redis.from_url(
-    settings.result_backend_url, socket_connect_timeout=2, socket_timeout=3, decode_responses=True
-)
+_client = broker.connect(settings.result_backend_url)
 
 
 @dataclass(frozen=True)
@@ -32,7 +29,7 @@ class TaskOwner:
     created_at: float  # unix time
 
 
-def record_owner(owner: TaskOwner) -> None:
+async def record_owner(owner: TaskOwner) -> None:
     """Store the owner, and the task id in the user's recent list (one round trip)."""
     ttl = settings.CELERY_RESULT_EXPIRES_SECONDS
     owner_key = OWNER_KEY.format(task_id=owner.task_id)
@@ -44,19 +41,19 @@ def record_owner(owner: TaskOwner) -> None:
     pipeline.zadd(recent_key, {owner.task_id: owner.created_at})
     pipeline.zremrangebyrank(recent_key, 0, -RECENT_TASKS_KEPT - 1)
     pipeline.expire(recent_key, ttl)
-    pipeline.execute()
+    await pipeline.execute()
 
 
-def forget_owner(task_id: str, user_id: int) -> None:
+async def forget_owner(owner: TaskOwner) -> None:
     """Undo `record_owner` for a task that could not be sent."""
     pipeline = _client.pipeline(transaction=False)
-    pipeline.delete(OWNER_KEY.format(task_id=task_id))
-    pipeline.zrem(USER_TASKS_KEY.format(user_id=user_id), task_id)
-    pipeline.execute()
+    pipeline.delete(OWNER_KEY.format(task_id=owner.task_id))
+    pipeline.zrem(USER_TASKS_KEY.format(user_id=owner.user_id), owner.task_id)
+    await pipeline.execute()
 
 
-def get_owner(task_id: str) -> TaskOwner | None:
-    fields = _client.hgetall(OWNER_KEY.format(task_id=task_id))
+async def get_owner(task_id: str) -> TaskOwner | None:
+    fields = await _client.hgetall(OWNER_KEY.format(task_id=task_id))
     if not fields:
         return None
     return TaskOwner(
@@ -68,7 +65,11 @@ def get_owner(task_id: str) -> TaskOwner | None:
     )
 
 
-def recent_task_ids(user_id: int, limit: int, *, since: float | None = None) -> list[str]:
+async def recent_task_ids(user_id: int, limit: int) -> list[str]:
     """The user's task ids, newest first, still within the result expiry."""
-    oldest = since if since is not None else time.time() - settings.CELERY_RESULT_EXPIRES_SECONDS
-    return _client.zrevrangebyscore(USER_TASKS_KEY.format(user_id=user_id), "+inf", oldest, start=0, num=limit)
+    oldest = time.time() - settings.CELERY_RESULT_EXPIRES_SECONDS
+    return await _client.zrevrangebyscore(USER_TASKS_KEY.format(user_id=user_id), "+inf", oldest, start=0, num=limit)
+
+
+async def close() -> None:
+    await _client.aclose()

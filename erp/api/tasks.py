@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from celery import Task
 from celery.result import AsyncResult
@@ -19,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from erp.api import task_owners
 from erp.api.errors import error_responses
+from erp.core import broker
 from erp.core.auth import Caller, CurrentCaller
 from erp.core.celery_app import celery_app
 
@@ -28,6 +30,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 # gets a 503 instead of a request that hangs while Redis is away.
 BROKER_TIMEOUT_SECONDS = 3.0
 ERRORS = error_responses(401, 403, 404, 503)
+T = TypeVar("T")
 
 
 class TaskAccepted(BaseModel):
@@ -47,7 +50,9 @@ class TaskError(BaseModel):
 
 class TaskStatus(BaseModel):
     task_id: str
-    state: str = Field(examples=["SUCCESS"], description="PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, RETRY or REVOKED")
+    state: str = Field(
+        examples=["SUCCESS"], description="PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, RETRY or REVOKED"
+    )
     task_name: str | None = Field(None, examples=["erp.ping"])
     progress: dict[str, Any] | None = Field(None, description="the meta of the latest PROGRESS update")
     result: Any = None
@@ -64,28 +69,28 @@ def broker_unavailable(error: BaseException) -> HTTPException:
     return HTTPException(503, f"the task queue is unavailable, try again shortly ({type(error).__name__})")
 
 
-async def _off_the_loop(fn: Callable, *args: Any, **kwargs: Any) -> Any:
-    """Run blocking Redis I/O in the thread pool with a deadline; 503 when Redis is away."""
+# What a slow or absent Redis raises, through kombu (OperationalError) or redis-py.
+BROKER_ERRORS = (OperationalError, RedisError, OSError, asyncio.TimeoutError)
+
+
+async def _within_deadline(awaitable: Awaitable[T]) -> T:
+    """Await a Redis call; 503 when Redis fails or does not answer in time."""
     try:
-        return await asyncio.wait_for(run_in_threadpool(fn, *args, **kwargs), BROKER_TIMEOUT_SECONDS)
-    except (OperationalError, RedisError, OSError, asyncio.TimeoutError) as error:
+        return await asyncio.wait_for(awaitable, BROKER_TIMEOUT_SECONDS)
+    except BROKER_ERRORS as error:
         raise broker_unavailable(error) from error
 
 
+async def _off_the_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking Celery call (results, control, kombu) in the thread pool, with the deadline."""
+    return await _within_deadline(run_in_threadpool(fn, *args, **kwargs))
+
+
 async def send_with_timeout(send: Callable[..., AsyncResult], *args: Any, **options: Any) -> str:
-    """Publish through `send` (apply_async, send_task) off the event loop; returns the task id."""
+    """Publish through kombu (apply_async, send_task) with any options; returns the task id."""
     task_id = options.pop("task_id", None) or str(uuid.uuid4())
     await _off_the_loop(send, *args, task_id=task_id, **options)
     return task_id
-
-
-def _record_and_send(owner: task_owners.TaskOwner, task: Task, args: tuple, kwargs: dict) -> None:
-    task_owners.record_owner(owner)
-    try:
-        task.apply_async(args=args, kwargs=kwargs, task_id=owner.task_id)
-    except BaseException:
-        task_owners.forget_owner(owner.task_id, owner.user_id)
-        raise
 
 
 async def dispatch(request: Request, caller: Caller, task: Task, *args: Any, **kwargs: Any) -> TaskAccepted:
@@ -97,7 +102,16 @@ async def dispatch(request: Request, caller: Caller, task: Task, *args: Any, **k
         organization_id=caller.organization_id,
         created_at=time.time(),
     )
-    await _off_the_loop(_record_and_send, owner, task, args, kwargs)
+    try:
+        async with asyncio.timeout(BROKER_TIMEOUT_SECONDS):
+            # The owner first: a status request right after the 202 must not be a 404.
+            await task_owners.record_owner(owner)
+            await broker.send_task(task, args, kwargs, owner.task_id)
+    except BROKER_ERRORS as error:
+        # Not queued: drop the owner record (if Redis is gone, it expires with the results).
+        with contextlib.suppress(*BROKER_ERRORS):
+            await asyncio.wait_for(task_owners.forget_owner(owner), 1)
+        raise broker_unavailable(error) from error
     return TaskAccepted.for_task(request, owner.task_id)
 
 
@@ -132,23 +146,26 @@ def _read_status(task_id: str, owner: task_owners.TaskOwner | None, show_traceba
     return status
 
 
-def _status_for(caller: Caller, task_id: str) -> TaskStatus:
-    owner = task_owners.get_owner(task_id)
+async def _owner_visible_to(caller: Caller, task_id: str) -> task_owners.TaskOwner | None:
+    """The task's owner record, or 404/403 when `caller` may not see the task."""
+    owner = await _within_deadline(task_owners.get_owner(task_id))
     if owner is None and not caller.is_superuser:
         # Superusers may look at any id (periodic runs sent by beat have no owner record).
         raise HTTPException(404, f"no task {task_id} was started through this API, or its result has expired")
     if owner is not None and not _may_see(caller, owner):
         raise HTTPException(403, "this task was started by another user and organization")
-    return _read_status(task_id, owner, show_traceback=caller.is_superuser)
+    return owner
+
+
+async def _status_for(caller: Caller, task_id: str) -> TaskStatus:
+    owner = await _owner_visible_to(caller, task_id)
+    return await _off_the_loop(_read_status, task_id, owner, caller.is_superuser)
 
 
 @router.get("", response_model=TaskList, summary="Your recent tasks, newest first", responses=ERRORS)
 async def list_my_tasks(caller: CurrentCaller, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> TaskList:
-    def read() -> TaskList:
-        ids = task_owners.recent_task_ids(caller.user_id, limit)
-        return TaskList(items=[_status_for(caller, task_id) for task_id in ids])
-
-    return await _off_the_loop(read)
+    ids = await _within_deadline(task_owners.recent_task_ids(caller.user_id, limit))
+    return TaskList(items=[await _status_for(caller, task_id) for task_id in ids])
 
 
 @router.get(
@@ -159,7 +176,7 @@ async def list_my_tasks(caller: CurrentCaller, limit: Annotated[int, Query(ge=1,
     responses=ERRORS,
 )
 async def get_task_status(task_id: uuid.UUID, caller: CurrentCaller) -> TaskStatus:
-    return await _off_the_loop(_status_for, caller, str(task_id))
+    return await _status_for(caller, str(task_id))
 
 
 @router.post(
@@ -170,9 +187,6 @@ async def get_task_status(task_id: uuid.UUID, caller: CurrentCaller) -> TaskStat
     responses=ERRORS,
 )
 async def revoke_task(task_id: uuid.UUID, caller: CurrentCaller) -> TaskStatus:
-    def revoke() -> TaskStatus:
-        status = _status_for(caller, str(task_id))
-        celery_app.control.revoke(str(task_id))
-        return status
-
-    return await _off_the_loop(revoke)
+    status = await _status_for(caller, str(task_id))
+    await _off_the_loop(celery_app.control.revoke, str(task_id))
+    return status

@@ -23,11 +23,11 @@ use_benchmark_environment()
 import psycopg2  # noqa: E402
 import psycopg2.extras  # noqa: E402
 import redis  # noqa: E402
+from alembic import command  # noqa: E402
 from alembic.config import Config  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from alembic import command  # noqa: E402
 from erp.core.celery_app import celery_app  # noqa: E402
 from erp.core.config import settings  # noqa: E402
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from alembic import command
 from erp.models import Base
 from tests.fixtures import alembic_config
 

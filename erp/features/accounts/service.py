@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -148,6 +148,26 @@ class Authenticated:
     roles: dict[int, str]  # organization id -> role, for every membership of the user
 
 
+# Built once: SQLAlchemy then reuses its compiled form without re-deriving a cache key per request.
+_TOKEN_OWNER_QUERY = (
+    select(
+        ApiTokenDB.id,
+        ApiTokenDB.revoked_at,
+        ApiTokenDB.expires_at,
+        ApiTokenDB.last_used_at,
+        UserDB.id,
+        UserDB.email,
+        UserDB.is_active,
+        UserDB.is_superuser,
+        MembershipDB.organization_id,
+        MembershipDB.role,
+    )
+    .join(UserDB, UserDB.id == ApiTokenDB.user_id)
+    .outerjoin(MembershipDB, MembershipDB.user_id == UserDB.id)
+    .where(ApiTokenDB.token_hash == bindparam("token_hash"))
+)
+
+
 async def authenticate(secret: str, *, connection: AsyncConnection) -> Authenticated:
     """The active user a token belongs to, with their roles, or AuthenticationError saying why.
 
@@ -156,25 +176,7 @@ async def authenticate(secret: str, *, connection: AsyncConnection) -> Authentic
     """
     if not tokens.looks_like_token(secret):
         raise AuthenticationError("malformed token: API tokens start with 'erp_'")
-    rows = (
-        await connection.execute(
-            select(
-                ApiTokenDB.id,
-                ApiTokenDB.revoked_at,
-                ApiTokenDB.expires_at,
-                ApiTokenDB.last_used_at,
-                UserDB.id,
-                UserDB.email,
-                UserDB.is_active,
-                UserDB.is_superuser,
-                MembershipDB.organization_id,
-                MembershipDB.role,
-            )
-            .join(UserDB, UserDB.id == ApiTokenDB.user_id)
-            .outerjoin(MembershipDB, MembershipDB.user_id == UserDB.id)
-            .where(ApiTokenDB.token_hash == tokens.token_digest(secret))
-        )
-    ).all()
+    rows = (await connection.execute(_TOKEN_OWNER_QUERY, {"token_hash": tokens.token_digest(secret)})).all()
     if not rows:
         raise AuthenticationError("unknown token")
     token_id, revoked_at, expires_at, last_used_at, user_id, email, is_active, is_superuser = rows[0][:8]
