@@ -26,8 +26,9 @@ from erp.core.celery_app import celery_app
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
-# Publishing retries for about two seconds (task_publish_retry_policy); past this the caller
-# gets a 503 instead of a request that hangs while Redis is away.
+# Longer than kombu's publish retries (about two seconds, task_publish_retry_policy) and the
+# async clients' connect timeout (erp.core.broker.connect); past this the caller gets a 503
+# instead of a request that hangs while Redis is away.
 BROKER_TIMEOUT_SECONDS = 3.0
 ERRORS = error_responses(401, 403, 404, 503)
 T = TypeVar("T")
