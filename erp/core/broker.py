@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import uuid
 from typing import Any
 
 import redis.asyncio as redis
 from celery import Task
 from celery.events import Event
+from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from kombu.utils.json import dumps
 
@@ -97,14 +97,12 @@ def _route(task: Task, args: tuple, kwargs: dict) -> tuple[str, dict]:
     }
 
 
-def _event_channel(routing_key: str) -> str:
-    """The pub/sub channel kombu's Redis transport uses for a fanout exchange."""
-    database = _broker.connection_pool.connection_kwargs.get("db", 0)
-    return f"/{database}.{EVENT_EXCHANGE}/{routing_key}"
+# The pub/sub channel kombu's Redis transport uses for the fanout event exchange.
+_TASK_SENT_CHANNEL = f"/{_broker.connection_pool.connection_kwargs.get('db', 0)}.{EVENT_EXCHANGE}/task.sent"
 
 
 def _sent_event(fields: dict) -> str:
-    hostname = f"gen{os.getpid()}@{socket.gethostname()}"  # what Celery's own dispatcher calls itself
+    hostname = anon_nodename()  # what Celery's own event dispatcher calls this process
     event = Event(
         "task-sent",
         hostname=hostname,
@@ -143,7 +141,7 @@ async def send_task(task: Task, args: tuple, kwargs: dict, task_id: str) -> None
     )
     if sent_event is not None:
         sent_event.update(queue=queue, exchange="", routing_key=queue)
-        pipeline.publish(_event_channel("task.sent"), _sent_event(sent_event))
+        pipeline.publish(_TASK_SENT_CHANNEL, _sent_event(sent_event))
     await pipeline.execute()
 
 
