@@ -134,17 +134,27 @@ def test_beat_killed_and_restarted_follows_the_misfire_policy_without_duplicates
     # When the restarted beat sent its first message: catch-up runs were scheduled before it.
     resumed_at = min(seen for seen in watcher.first_seen.values() if seen > restarted_at)
 
-    def caught_up(policy: str) -> list[dict]:
-        return [
-            run
-            for run in runs
-            if run["name"] == f"misfire-{policy}" and killed_at < run["scheduled_at"] <= resumed_at
-        ]
+    # The moment the restarted beat planned its catch-up comes before `resumed_at`, by the time
+    # the message took to be seen: a run falling due in between is on time, not caught up. The
+    # first tick plans every task at one moment, so the latest missed time it catches up to is
+    # run_all's cap-th run after the kill, for all three tasks.
+    run_all_after_kill = sorted(
+        run["scheduled_at"] for run in runs if run["name"] == "misfire-run_all" and run["scheduled_at"] > killed_at
+    )
+    planned_up_to = run_all_after_kill[cap - 1]
 
-    late_beyond_grace = [run for run in caught_up("skip") if (resumed_at - run["scheduled_at"]).total_seconds() > grace + 0.1]
+    def caught_up(policy: str, until) -> list[dict]:
+        return [run for run in runs if run["name"] == f"misfire-{policy}" and killed_at < run["scheduled_at"] <= until]
+
+    late_beyond_grace = [
+        run for run in caught_up("skip", resumed_at) if (resumed_at - run["scheduled_at"]).total_seconds() > grace + 0.1
+    ]
     assert late_beyond_grace == [], "skip sends no missed run"
-    assert len(caught_up("run_once")) == 1, "run_once sends one run for all it missed"
-    assert len(caught_up("run_all")) == cap, "run_all sends the missed runs, up to the cap"
+    assert len(caught_up("run_once", planned_up_to)) == 1, "run_once sends one run for all it missed"
+    assert len(caught_up("run_all", planned_up_to)) == cap, "run_all sends the missed runs, up to the cap"
+    # ...the latest `cap` of them: earlier missed times were dropped, these are one second apart.
+    assert run_all_after_kill[0] - killed_at > timedelta(seconds=1)
+    assert planned_up_to - run_all_after_kill[0] == timedelta(seconds=cap - 1)
     # After catching up, every task is back on its one-second grid.
     for policy in ("run_once", "skip", "run_all"):
         later = [run["scheduled_at"] for run in runs if run["name"] == f"misfire-{policy}" and run["scheduled_at"] > resumed_at]
