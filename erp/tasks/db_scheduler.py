@@ -33,6 +33,7 @@ from select import select as wait_until_readable
 
 import redis
 from celery.beat import Scheduler
+from celery.result import denied_join_result
 from celery.schedules import crontab as celery_crontab
 from celery.schedules import schedule as celery_schedule
 from kombu.exceptions import OperationalError as BrokerError
@@ -289,15 +290,19 @@ class DatabaseScheduler(Scheduler):
             "periodic_task_name": task.name,
             "periodic_task_scheduled_at": run.scheduled_at.isoformat(),
         }
-        self.app.send_task(
-            task.task,
-            args=run.args,
-            kwargs=run.kwargs,
-            task_id=run.id,
-            headers=headers,
-            producer=self.producer,
-            **task.message_options(),
-        )
+        # Beat never waits on a result. Saying so keeps Celery's Redis backend from subscribing
+        # to every run's result (celery#4261): a round trip per run, and an unsubscribe in
+        # AsyncResult.__del__ that could swallow the SystemExit of beat's SIGTERM handler.
+        with denied_join_result():
+            self.app.send_task(
+                task.task,
+                args=run.args,
+                kwargs=run.kwargs,
+                task_id=run.id,
+                headers=headers,
+                producer=self.producer,
+                **task.message_options(),
+            )
 
     def _mark_sent(self, runs: list[_Run]) -> None:
         if not runs:

@@ -62,6 +62,27 @@ def test_a_new_schedule_produces_messages_with_derived_ids(beat, sync_engine):
     assert row.total_run_count >= 3 and row.last_run_at is not None
 
 
+def test_beat_does_not_subscribe_to_the_results_of_what_it_sends(beat, sync_engine):
+    """Celery's Redis backend subscribes to every sent task's result unless told nobody will wait
+    (celery#4261): a round trip per run, and the unsubscribe in AsyncResult.__del__ could swallow
+    the SystemExit of beat's SIGTERM handler, leaving beat running until it was killed."""
+    from erp.core.config import settings
+
+    monitor_client = redis.Redis.from_url(settings.result_backend_url)
+    subscribes: list[str] = []
+    with monitor_client.monitor() as monitor:
+        add_interval_task(sync_engine, "no-subscribe", every=1)
+        # MONITOR shows every command the server runs, until beat has sent three runs.
+        for command in monitor.listen():
+            if command["command"].upper().startswith("SUBSCRIBE"):
+                subscribes.append(command["command"])
+            if len(queued_runs("no-subscribe")) >= 3:
+                break
+    monitor_client.close()
+    run_ids = {run["id"] for run in queued_runs("no-subscribe")}
+    assert [command for command in subscribes if any(run_id in command for run_id in run_ids)] == []
+
+
 def test_an_edit_changes_the_cadence_within_about_a_second(beat, sync_engine):
     add_interval_task(sync_engine, "edited", every=1, period="hours")
     wait_for(lambda: len(queued_runs("edited")) == 1, timeout=5, message="the first run")
