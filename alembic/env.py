@@ -16,9 +16,11 @@ target_metadata = Base.metadata
 
 
 def run_migrations_offline() -> None:
-    from erp.core.config import settings
+    from erp.core.config import get_settings
 
-    context.configure(url=settings.sync_database_url, target_metadata=target_metadata, literal_binds=True, compare_type=True)
+    context.configure(
+        url=get_settings().sync_database_url, target_metadata=target_metadata, literal_binds=True, compare_type=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -12,9 +12,9 @@ import os
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from erp.core.auth import Caller
+from erp.accounts import service as accounts
+from erp.core.caller import Caller
 from erp.core.db import run_with_session
-from erp.features.accounts import service as accounts
 from erp.tasks import service as periodic_tasks
 from erp.tasks.scheduler_models import PeriodicTaskDB
 from erp.tasks.schemas import IntervalIn, PeriodicTaskCreate

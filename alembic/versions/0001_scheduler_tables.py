@@ -5,16 +5,16 @@ Revises:
 Create Date: 2026-11-24
 """
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
-down_revision: Union[str, None] = None
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 SCHEDULE_TABLES = {
     "interval_schedules": "interval_id",
@@ -143,16 +143,28 @@ def upgrade() -> None:
             "misfire_policy IN ('run_once', 'skip', 'run_all')", name=op.f("ck_periodic_tasks_misfire_policy_known")
         ),
         sa.ForeignKeyConstraint(
-            ["clocked_id"], ["clocked_schedules.id"], name=op.f("fk_periodic_tasks_clocked_id_clocked_schedules"), ondelete="RESTRICT"
+            ["clocked_id"],
+            ["clocked_schedules.id"],
+            name=op.f("fk_periodic_tasks_clocked_id_clocked_schedules"),
+            ondelete="RESTRICT",
         ),
         sa.ForeignKeyConstraint(
-            ["crontab_id"], ["crontab_schedules.id"], name=op.f("fk_periodic_tasks_crontab_id_crontab_schedules"), ondelete="RESTRICT"
+            ["crontab_id"],
+            ["crontab_schedules.id"],
+            name=op.f("fk_periodic_tasks_crontab_id_crontab_schedules"),
+            ondelete="RESTRICT",
         ),
         sa.ForeignKeyConstraint(
-            ["interval_id"], ["interval_schedules.id"], name=op.f("fk_periodic_tasks_interval_id_interval_schedules"), ondelete="RESTRICT"
+            ["interval_id"],
+            ["interval_schedules.id"],
+            name=op.f("fk_periodic_tasks_interval_id_interval_schedules"),
+            ondelete="RESTRICT",
         ),
         sa.ForeignKeyConstraint(
-            ["solar_id"], ["solar_schedules.id"], name=op.f("fk_periodic_tasks_solar_id_solar_schedules"), ondelete="RESTRICT"
+            ["solar_id"],
+            ["solar_schedules.id"],
+            name=op.f("fk_periodic_tasks_solar_id_solar_schedules"),
+            ondelete="RESTRICT",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_periodic_tasks")),
         sa.UniqueConstraint("name", name=op.f("uq_periodic_tasks_name")),
@@ -164,7 +176,10 @@ def upgrade() -> None:
         postgresql_where=sa.text("enabled AND next_run_at IS NOT NULL"),
     )
     op.create_index(
-        "ix_periodic_tasks_unscheduled", "periodic_tasks", ["id"], postgresql_where=sa.text("enabled AND next_run_at IS NULL")
+        "ix_periodic_tasks_unscheduled",
+        "periodic_tasks",
+        ["id"],
+        postgresql_where=sa.text("enabled AND next_run_at IS NULL"),
     )
     for column in SCHEDULE_TABLES.values():
         op.create_index(op.f(f"ix_periodic_tasks_{column}"), "periodic_tasks", [column])

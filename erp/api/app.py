@@ -1,25 +1,31 @@
-"""The FastAPI application factory: `uvicorn --factory erp.api.app:create_app`."""
+"""The FastAPI application factory: `uvicorn --factory erp.api.app:create_app`.
+
+Wiring only: routers, error handlers, logging and shutdown. Everything a route does lives in
+the package of its subject (erp.accounts, erp.tasks, erp.features.<name>).
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from erp.api import health, task_owners, tasks
-from erp.api.errors import install_error_handlers
-from erp.core import broker
-from erp.core.db import async_engine
+from erp.accounts import router as accounts_router
+from erp.core import broker, health, task_owners
+from erp.core.db import dispose_web_engine
+from erp.core.http_errors import install_error_handlers
 from erp.core.logging import configure_logging
-from erp.features.accounts import router as accounts_router
 from erp.features.ping import router as ping_router
+from erp.tasks import health_router as beat_health_router
 from erp.tasks import router as periodic_tasks_router
+from erp.tasks import status_router as task_status_router
 
 
 @asynccontextmanager
-async def _lifespan(app: FastAPI):
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
-    await async_engine.dispose()
+    await dispose_web_engine()
     await task_owners.close()
     await broker.close()
 
@@ -34,10 +40,11 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(beat_health_router.router)
     # Feature routers before the generic task-status router: `/api/v1/tasks/ping` must not be
     # read as a task id.
     app.include_router(ping_router.router)
-    app.include_router(tasks.router)
+    app.include_router(task_status_router.router)
     app.include_router(accounts_router.router)
     app.include_router(periodic_tasks_router.router)
     return app

@@ -26,7 +26,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import uvloop
 from asgiref.sync import SyncToAsync, async_to_sync
@@ -34,7 +34,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from erp.core.db import create_async_db_engine, ping_idle_connections
 
-P = ParamSpec("P")
 R = TypeVar("R")
 
 # One task runs at a time in a prefork child; the spare connection covers a cancelled task
@@ -53,9 +52,7 @@ class _ProcessLoop:
         self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="erp-bridge-loop", daemon=True)
         self.thread.start()
-        self.engine: AsyncEngine = create_async_db_engine(
-            "erp-worker", pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW
-        )
+        self.engine: AsyncEngine = create_async_db_engine("erp-worker", pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
         ping_idle_connections(self.engine)
         self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
 
@@ -94,7 +91,7 @@ class _RunningCall:
     """What the task thread needs to cancel its coroutine on the loop."""
 
     def __init__(self) -> None:
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[Any] | None = None
         self.finished = threading.Event()
 
 
@@ -102,8 +99,8 @@ async def _call_in_session(
     session_factory: async_sessionmaker[AsyncSession],
     running: _RunningCall,
     fn: Callable[..., Awaitable[R]],
-    args: tuple,
-    kwargs: dict,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> R:
     running.task = asyncio.current_task()
     try:
@@ -116,7 +113,7 @@ async def _call_in_session(
         running.finished.set()
 
 
-def run_service(fn: Callable[Concatenate[..., P], Awaitable[R]], /, *args: Any, **kwargs: Any) -> R:
+def run_service(fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any) -> R:
     """Await `fn(*args, session=..., **kwargs)` from synchronous code, in a fresh session."""
     process_loop = _current_process_loop()
     # Point async_to_sync at this process's loop instead of a new loop per call.

@@ -15,9 +15,8 @@ saying so; beat, the periodic-task "run now" and tasks that queue tasks publish 
 
 from __future__ import annotations
 
-import base64
+import functools
 import os
-import uuid
 from typing import Any
 
 import redis.asyncio as redis
@@ -25,17 +24,11 @@ from celery import Task
 from celery.events import Event
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
-from kombu.utils.json import dumps
 
+from erp.core import broker_wire
 from erp.core.celery_app import celery_app
-from erp.core.config import settings
+from erp.core.config import get_settings
 
-# What kombu puts in every message it writes to Redis.
-BODY_ENCODING = "base64"
-CONTENT_TYPE = "application/json"
-# kombu's delivery modes: 2 (persistent) for tasks, 1 (transient) for events.
-PERSISTENT, TRANSIENT = 2, 1
-EVENT_EXCHANGE = "celeryev"
 # Options a route or task may set that `send_task` passes on; any other is refused.
 SUPPORTED_OPTIONS = {"queue", "serializer", "time_limit", "soft_time_limit", "ignore_result"}
 
@@ -47,41 +40,28 @@ def connect(url: str) -> redis.Redis:
     connection before reusing it, so one a Redis restart cut is replaced instead of failing the
     request; the timeouts keep a missing Redis from holding a request for long.
     """
-    return redis.Redis.from_url(
+    client: redis.Redis = redis.Redis.from_url(
         url,
         client_name="erp-web",
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=3,
     )
+    return client
 
 
-_broker = connect(settings.broker_url)
+@functools.cache
+def _broker() -> redis.Redis:
+    return connect(get_settings().broker_url)
 
 
-def _envelope(
-    body: Any, headers: dict, properties: dict, *, exchange: str, routing_key: str, delivery_mode: int
-) -> str:
-    """A message as kombu's Redis transport stores it."""
-    return dumps(
-        {
-            "body": base64.b64encode(dumps(body).encode()).decode(),
-            "content-encoding": "utf-8",
-            "content-type": CONTENT_TYPE,
-            "headers": headers,
-            "properties": {
-                **properties,
-                "delivery_mode": delivery_mode,
-                "delivery_info": {"exchange": exchange, "routing_key": routing_key},
-                "priority": 0,
-                "body_encoding": BODY_ENCODING,
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-    )
+@functools.cache
+def _task_sent_channel() -> str:
+    """The pub/sub channel kombu's Redis transport uses for task-sent events."""
+    return broker_wire.event_channel(_broker().connection_pool.connection_kwargs.get("db", 0), "task.sent")
 
 
-def _route(task: Task, args: tuple, kwargs: dict) -> tuple[str, dict]:
+def _route(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The queue `task` is routed to (task_routes included), and its message options."""
     # What apply_async starts from: the task's own queue, limits, serializer, ignore_result.
     options = {**task._get_exec_options(), "ignore_result": task.ignore_result}
@@ -97,11 +77,7 @@ def _route(task: Task, args: tuple, kwargs: dict) -> tuple[str, dict]:
     }
 
 
-# The pub/sub channel kombu's Redis transport uses for the fanout event exchange.
-_TASK_SENT_CHANNEL = f"/{_broker.connection_pool.connection_kwargs.get('db', 0)}.{EVENT_EXCHANGE}/task.sent"
-
-
-def _sent_event(fields: dict) -> str:
+def _sent_event(fields: dict[str, Any]) -> str:
     hostname = anon_nodename()  # what Celery's own event dispatcher calls this process
     event = Event(
         "task-sent",
@@ -111,12 +87,17 @@ def _sent_event(fields: dict) -> str:
         clock=celery_app.clock.forward(),
         **fields,
     )
-    return _envelope(
-        event, {"hostname": hostname}, {}, exchange=EVENT_EXCHANGE, routing_key="task.sent", delivery_mode=TRANSIENT
+    return broker_wire.envelope(
+        event,
+        {"hostname": hostname},
+        {},
+        exchange=broker_wire.EVENT_EXCHANGE,
+        routing_key="task.sent",
+        delivery_mode=broker_wire.TRANSIENT,
     )
 
 
-async def send_task(task: Task, args: tuple, kwargs: dict, task_id: str) -> None:
+async def send_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str) -> None:
     """Queue `task(*args, **kwargs)` as `task.apply_async(args, kwargs, task_id=task_id)` would.
 
     Raises TypeError for arguments the task does not accept, before anything is sent, and
@@ -134,17 +115,21 @@ async def send_task(task: Task, args: tuple, kwargs: dict, task_id: str) -> None
         create_sent_event=celery_app.conf.task_send_sent_event,
         **options,
     )
-    pipeline = _broker.pipeline(transaction=False)
+    pipeline = _broker().pipeline(transaction=False)
     # Celery sends a direct-queue task through the default exchange, keyed by the queue name.
     pipeline.lpush(
-        queue, _envelope(body, headers, properties, exchange="", routing_key=queue, delivery_mode=PERSISTENT)
+        queue,
+        broker_wire.envelope(
+            body, headers, properties, exchange="", routing_key=queue, delivery_mode=broker_wire.PERSISTENT
+        ),
     )
     if sent_event is not None:
         sent_event.update(queue=queue, exchange="", routing_key=queue)
-        pipeline.publish(_TASK_SENT_CHANNEL, _sent_event(sent_event))
+        pipeline.publish(_task_sent_channel(), _sent_event(sent_event))
     await pipeline.execute()
 
 
 async def close() -> None:
     """Close the pooled connections (the web process's shutdown)."""
-    await _broker.aclose()
+    if _broker.cache_info().currsize:
+        await _broker().aclose()

@@ -2,10 +2,15 @@
 
 Every setting is listed in `.env.example` and in the README. A wrong or missing value stops
 start-up with one line naming the variable (`load_settings`).
+
+Nothing is read at import: `get_settings()` reads on first use and caches, so a test or a
+benchmark sets its environment first (or calls `get_settings.cache_clear()` after changing it)
+instead of patching `os.environ` before importing any erp module.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from functools import cached_property
 from typing import Literal
@@ -33,10 +38,7 @@ def _replace_scheme(url: str, scheme: str, query: dict[str, str] | None = None) 
 
 
 class Settings(BaseSettings):
-    # ERP_ENV_FILE lets the tests ignore a developer's .env.
-    model_config = SettingsConfigDict(
-        env_file=os.environ.get("ERP_ENV_FILE", ".env"), extra="ignore", case_sensitive=True
-    )
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
 
     DATABASE_URL: str
     REDIS_URL: str | None = None
@@ -165,10 +167,15 @@ def describe_validation_error(error: ValidationError) -> str:
 
 def load_settings() -> Settings:
     """Read the settings, or stop the process with one line naming what is wrong."""
+    # ERP_ENV_FILE lets the tests and benchmarks ignore a developer's .env.
+    env_file = os.environ.get("ERP_ENV_FILE", ".env")
     try:
-        return Settings()
+        return Settings(_env_file=env_file)
     except ValidationError as error:
         raise SystemExit(f"erp: configuration error: {describe_validation_error(error)}") from None
 
 
-settings = load_settings()
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read on first use."""
+    return load_settings()

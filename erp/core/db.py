@@ -1,7 +1,8 @@
 """Engines and session factories.
 
-- The web process uses `async_engine` / `AsyncSessionFactory`: one session per request
-  (`get_session`).
+- The web process uses `web_engine()` / `web_session_factory()`: one session per request
+  (`get_session`). Both are made on first use, never at import, so importing a module costs no
+  settings, engine or connection.
 - Celery tasks reach the database only through `erp.core.bridge`, which owns a per-process
   engine bound to its own event loop.
 - Beat and Alembic use a synchronous psycopg2 engine (`create_sync_engine`).
@@ -10,9 +11,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends
 from sqlalchemy import Engine, MetaData, create_engine, event
@@ -21,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
-from erp.core.config import settings
+from erp.core.config import get_settings
 
 # Stable constraint names, so Alembic autogenerate produces migrations that downgrade cleanly.
 NAMING_CONVENTION = {
@@ -37,18 +39,18 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     # Fetch server-made values (ids, created_at, updated_at) with RETURNING when a row is
     # written: async sessions cannot lazy-load them afterwards.
-    __mapper_args__ = {"eager_defaults": True}
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy's own declaration
 
 
 # A pooled connection idle longer than this is pinged before use (see ping_idle_connections).
 IDLE_PING_AFTER_SECONDS = 2.0
 
 
-def _note_checkin(dbapi_connection, connection_record) -> None:
+def _note_checkin(dbapi_connection: Any, connection_record: Any) -> None:
     connection_record.info["checked_in_at"] = time.monotonic()
 
 
-def _ping_if_idle(dbapi_connection, connection_record, connection_proxy) -> None:
+def _ping_if_idle(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
     idle_for = time.monotonic() - connection_record.info.get("checked_in_at", time.monotonic())
     if idle_for > IDLE_PING_AFTER_SECONDS:
         try:
@@ -69,35 +71,55 @@ def ping_idle_connections(engine: AsyncEngine) -> None:
     event.listen(engine.sync_engine, "checkout", _ping_if_idle)
 
 
-def create_async_db_engine(application_name: str, **pool_options) -> AsyncEngine:
+def create_async_db_engine(application_name: str, **pool_options: Any) -> AsyncEngine:
     return create_async_engine(
-        settings.async_database_url,
+        get_settings().async_database_url,
         connect_args={"server_settings": {"application_name": application_name}},
         **pool_options,
     )
 
 
-def create_sync_engine(application_name: str, **pool_options) -> Engine:
+def create_sync_engine(application_name: str, **pool_options: Any) -> Engine:
     return create_engine(
-        settings.sync_database_url,
+        get_settings().sync_database_url,
         connect_args={"application_name": application_name},
         **pool_options,
     )
 
 
-# Created at import but connects lazily; a forked worker child replaces its pool
-# (see erp.core.celery_app) instead of sharing the parent's sockets.
-async_engine = create_async_db_engine("erp-web", pool_size=10, max_overflow=10)
-ping_idle_connections(async_engine)
-AsyncSessionFactory = async_sessionmaker(async_engine, expire_on_commit=False)
-# For the query every request makes (authentication): a bare connection outside a
-# transaction costs no BEGIN and ROLLBACK round trips and no ORM session.
-autocommit_engine = async_engine.execution_options(isolation_level="AUTOCOMMIT")
+@functools.cache
+def web_engine() -> AsyncEngine:
+    """The web process's pooled engine, made on first use (it connects lazily too).
+
+    A forked worker child replaces its pool (see erp.core.celery_app) instead of sharing the
+    parent's sockets.
+    """
+    engine = create_async_db_engine("erp-web", pool_size=10, max_overflow=10)
+    ping_idle_connections(engine)
+    return engine
+
+
+@functools.cache
+def web_session_factory() -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(web_engine(), expire_on_commit=False)
+
+
+@functools.cache
+def autocommit_engine() -> AsyncEngine:
+    """For the query every request makes (authentication): a bare connection outside a
+    transaction costs no BEGIN and ROLLBACK round trips and no ORM session."""
+    return web_engine().execution_options(isolation_level="AUTOCOMMIT")
+
+
+async def dispose_web_engine() -> None:
+    """Close the web engine's connections (the web process's shutdown)."""
+    if web_engine.cache_info().currsize:
+        await web_engine().dispose()
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: one session per request, rolled back unless the service committed."""
-    async with AsyncSessionFactory() as session:
+    async with web_session_factory()() as session:
         yield session
 
 

@@ -6,8 +6,8 @@ import logging
 import re
 import sys
 
-from erp.core.config import settings
-from erp.features.accounts.tokens import TOKEN_PATTERN
+from erp.core.config import get_settings
+from erp.core.tokens import TOKEN_PATTERN
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s"
 
@@ -32,4 +32,4 @@ def configure_logging() -> None:
     handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.LOG_LEVEL)
+    root.setLevel(get_settings().LOG_LEVEL)

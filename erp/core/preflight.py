@@ -11,9 +11,9 @@ import sys
 
 import redis
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
-from erp.core.config import settings
+from erp.core.config import get_settings
 
 CONNECT_TIMEOUT_SECONDS = 3
 
@@ -23,16 +23,16 @@ def _redacted(url: str) -> str:
 
 
 def check_redis() -> None:
-    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    client = redis.Redis.from_url(get_settings().broker_url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS)
     try:
         client.ping()
     except redis.RedisError as error:
-        raise SystemExit(f"erp: cannot reach Redis at {_redacted(settings.broker_url)}: {error}") from None
+        raise SystemExit(f"erp: cannot reach Redis at {_redacted(get_settings().broker_url)}: {error}") from None
     finally:
         client.close()
 
 
-def _create_database_if_missing(url) -> None:
+def _create_database_if_missing(url: URL) -> None:
     server = create_engine(
         url.set(database="postgres"),
         isolation_level="AUTOCOMMIT",
@@ -53,7 +53,7 @@ def _create_database_if_missing(url) -> None:
 
 def ensure_database(create: bool) -> None:
     """Connect to the database; with `create`, create it first if the server lacks it."""
-    url = make_url(settings.sync_database_url)
+    url = make_url(get_settings().sync_database_url)
     engine = create_engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
     try:
         if create:
@@ -62,7 +62,9 @@ def ensure_database(create: bool) -> None:
             connection.execute(text("SELECT 1"))
     except Exception as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SystemExit(f"erp: cannot reach PostgreSQL at {url.render_as_string(hide_password=True)}: {message}") from None
+        raise SystemExit(
+            f"erp: cannot reach PostgreSQL at {url.render_as_string(hide_password=True)}: {message}"
+        ) from None
     finally:
         engine.dispose()
 

@@ -19,11 +19,12 @@ logger = logging.getLogger(__name__)
 
 
 async def check_database(*, session: AsyncSession) -> bool:
-    return (await session.execute(text("SELECT 1"))).scalar_one() == 1
+    value: int = (await session.execute(text("SELECT 1"))).scalar_one()
+    return value == 1
 
 
 @celery_app.task(name="erp.health_check")
-def health_check() -> dict:
+def health_check() -> dict[str, bool]:
     database_ok = run_service(check_database)
     logger.info("periodic health check: database ok=%s", database_ok)
     return {"database": database_ok}

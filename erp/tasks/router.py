@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
-from erp.api.errors import error_responses
-from erp.api.tasks import TaskAccepted, send_with_timeout
-from erp.core.auth import SuperuserCaller
+from erp.accounts.dependencies import SuperuserCaller
 from erp.core.celery_app import celery_app
 from erp.core.db import DbSession
+from erp.core.dispatch import TaskAccepted, off_the_loop
+from erp.core.http_errors import error_responses
 from erp.tasks import service
-from erp.tasks.scheduler_models import PeriodicTaskDB
+from erp.tasks.periodic_messages import send_periodic_run
+from erp.tasks.scheduler_models import PeriodicTaskDB, schedule_row_fields
 from erp.tasks.schemas import (
-    SCHEDULE_KINDS,
     PeriodicTaskChangeOut,
     PeriodicTaskCreate,
     PeriodicTaskOut,
@@ -31,11 +32,10 @@ ERRORS = error_responses(401, 403, 404, 422)
 
 
 def to_out(task: PeriodicTaskDB) -> PeriodicTaskOut:
-    kind = next(kind for kind in SCHEDULE_KINDS if getattr(task, f"{kind}_id") is not None)
-    schedule_row = getattr(task, kind)
-    fields = {column.key: getattr(schedule_row, column.key) for column in schedule_row.__table__.columns if column.key != "id"}
+    row = task.schedule_row
+    schedule = ScheduleOut(kind=task.schedule_kind, id=row.id, fields=schedule_row_fields(row))
     return PeriodicTaskOut.model_validate(
-        {**{c.key: getattr(task, c.key) for c in task.__table__.columns}, "schedule": ScheduleOut(kind=kind, id=schedule_row.id, fields=fields)}
+        {**{column.key: getattr(task, column.key) for column in task.__table__.columns}, "schedule": schedule}
     )
 
 
@@ -44,13 +44,14 @@ def _with_etag(response: Response, task: PeriodicTaskDB) -> PeriodicTaskOut:
     return to_out(task)
 
 
-def _parse_if_match(if_match: str | None) -> int | None:
+def parse_if_match(if_match: str | None) -> int | None:
+    """The version an `If-Match` header names (`"3"`, `W/"3"` or `3`); 400 for anything else."""
     if if_match is None:
         return None
     try:
         return int(if_match.strip().removeprefix("W/").strip('"'))
     except ValueError:
-        raise HTTPException(400, f"If-Match must be the ETag you read, like \"3\"; got {if_match!r}") from None
+        raise HTTPException(400, f'If-Match must be the ETag you read, like "3"; got {if_match!r}') from None
 
 
 @router.get("/task-names", response_model=list[str], summary="Task names a schedule may use", responses=ERRORS)
@@ -81,108 +82,134 @@ async def list_periodic_tasks(
     summary="Create a periodic task",
     responses=error_responses(401, 403, 404, 409, 422),
 )
-async def create_periodic_task(data: PeriodicTaskCreate, caller: SuperuserCaller, session: DbSession, response: Response) -> PeriodicTaskOut:
+async def create_periodic_task(
+    data: PeriodicTaskCreate, caller: SuperuserCaller, session: DbSession, response: Response
+) -> PeriodicTaskOut:
     task = await service.create_periodic_task(data, caller, session=session)
     response.headers["Location"] = f"{router.prefix}/{task.id}"
     return _with_etag(response, task)
 
 
-@router.get("/{task_id}", response_model=PeriodicTaskOut, summary="Get a periodic task (ETag: its version)", responses=ERRORS)
-async def get_periodic_task(task_id: int, caller: SuperuserCaller, session: DbSession, response: Response) -> PeriodicTaskOut:
-    return _with_etag(response, await service.get_periodic_task(task_id, session=session))
+@router.get(
+    "/{periodic_task_id}",
+    response_model=PeriodicTaskOut,
+    summary="Get a periodic task (ETag: its version)",
+    responses=ERRORS,
+)
+async def get_periodic_task(
+    periodic_task_id: int, caller: SuperuserCaller, session: DbSession, response: Response
+) -> PeriodicTaskOut:
+    return _with_etag(response, await service.get_periodic_task(periodic_task_id, session=session))
 
 
 @router.patch(
-    "/{task_id}",
+    "/{periodic_task_id}",
     response_model=PeriodicTaskOut,
     summary="Change a periodic task (send If-Match or `version`)",
     description="The version you read must still be current, or the answer is 409 and nothing changes. "
-    "Send it as `If-Match: \"<version>\"` (the ETag) or as `version` in the body.",
+    'Send it as `If-Match: "<version>"` (the ETag) or as `version` in the body.',
     responses={**error_responses(401, 403, 404, 409, 422), 428: {"description": "neither If-Match nor version given"}},
 )
 async def update_periodic_task(
-    task_id: int,
+    periodic_task_id: int,
     data: PeriodicTaskUpdate,
     caller: SuperuserCaller,
     session: DbSession,
     response: Response,
     if_match: Annotated[str | None, Header()] = None,
 ) -> PeriodicTaskOut:
-    expected = _parse_if_match(if_match)
+    expected = parse_if_match(if_match)
     if expected is None:
         expected = data.version
     if expected is None:
-        raise HTTPException(428, "send the version you read, as If-Match or as `version`, so no one's change is overwritten")
-    task = await service.update_periodic_task(task_id, data, expected, caller, session=session)
+        raise HTTPException(
+            428, "send the version you read, as If-Match or as `version`, so no one's change is overwritten"
+        )
+    task = await service.update_periodic_task(periodic_task_id, data, expected, caller, session=session)
     return _with_etag(response, task)
 
 
 @router.delete(
-    "/{task_id}",
+    "/{periodic_task_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a periodic task",
     responses=error_responses(401, 403, 404, 409, 422),
 )
 async def delete_periodic_task(
-    task_id: int, caller: SuperuserCaller, session: DbSession, if_match: Annotated[str | None, Header()] = None
+    periodic_task_id: int, caller: SuperuserCaller, session: DbSession, if_match: Annotated[str | None, Header()] = None
 ) -> Response:
-    await service.delete_periodic_task(task_id, _parse_if_match(if_match), caller, session=session)
+    await service.delete_periodic_task(periodic_task_id, parse_if_match(if_match), caller, session=session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{task_id}/enable", response_model=PeriodicTaskOut, summary="Enable a periodic task", responses=ERRORS)
-async def enable_periodic_task(task_id: int, caller: SuperuserCaller, session: DbSession, response: Response) -> PeriodicTaskOut:
-    return _with_etag(response, await service.set_enabled(task_id, True, caller, session=session))
-
-
-@router.post("/{task_id}/disable", response_model=PeriodicTaskOut, summary="Disable a periodic task", responses=ERRORS)
-async def disable_periodic_task(task_id: int, caller: SuperuserCaller, session: DbSession, response: Response) -> PeriodicTaskOut:
-    return _with_etag(response, await service.set_enabled(task_id, False, caller, session=session))
+@router.post(
+    "/{periodic_task_id}/enable", response_model=PeriodicTaskOut, summary="Enable a periodic task", responses=ERRORS
+)
+async def enable_periodic_task(
+    periodic_task_id: int, caller: SuperuserCaller, session: DbSession, response: Response
+) -> PeriodicTaskOut:
+    return _with_etag(response, await service.set_enabled(periodic_task_id, True, caller, session=session))
 
 
 @router.post(
-    "/{task_id}/run",
+    "/{periodic_task_id}/disable", response_model=PeriodicTaskOut, summary="Disable a periodic task", responses=ERRORS
+)
+async def disable_periodic_task(
+    periodic_task_id: int, caller: SuperuserCaller, session: DbSession, response: Response
+) -> PeriodicTaskOut:
+    return _with_etag(response, await service.set_enabled(periodic_task_id, False, caller, session=session))
+
+
+@router.post(
+    "/{periodic_task_id}/run",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskAccepted,
     summary="Run a periodic task now, with its own options; counted",
     responses=error_responses(401, 403, 404, 422, 503),
 )
-async def run_periodic_task(task_id: int, caller: SuperuserCaller, session: DbSession, request: Request) -> TaskAccepted:
+async def run_periodic_task(
+    periodic_task_id: int, caller: SuperuserCaller, session: DbSession, request: Request
+) -> TaskAccepted:
     async def send(task: PeriodicTaskDB) -> str:
-        return await send_with_timeout(
-            celery_app.send_task,
-            task.task,
+        # A manual run is scheduled for now; its id is random, so it never collides with beat's.
+        run_id = str(uuid.uuid4())
+        await off_the_loop(
+            send_periodic_run,
+            celery_app,
+            task,
+            run_id=run_id,
+            scheduled_at=datetime.now(UTC),
             args=task.get_args(),
             kwargs=task.get_kwargs(),
-            # A manual run is scheduled for now; its id is random, so it never collides with beat's.
-            headers={
-                **(task.headers or {}),
-                "periodic_task_name": task.name,
-                "periodic_task_scheduled_at": datetime.now(timezone.utc).isoformat(),
-            },
-            **task.message_options(),
         )
+        return run_id
 
-    message_id = await service.run_periodic_task_now(task_id, caller, send, session=session)
+    message_id = await service.run_periodic_task_now(periodic_task_id, caller, send, session=session)
     return TaskAccepted.for_task(request, message_id)
 
 
-@router.get("/{task_id}/preview", response_model=RunPreview, summary="The next N run times", responses=ERRORS)
+@router.get("/{periodic_task_id}/preview", response_model=RunPreview, summary="The next N run times", responses=ERRORS)
 async def preview_runs(
-    task_id: int, caller: SuperuserCaller, session: DbSession, count: Annotated[int, Query(ge=1, le=service.MAX_PREVIEW)] = 10
+    periodic_task_id: int,
+    caller: SuperuserCaller,
+    session: DbSession,
+    count: Annotated[int, Query(ge=1, le=service.MAX_PREVIEW)] = 10,
 ) -> RunPreview:
-    return RunPreview(next_runs=await service.preview_runs(task_id, count, session=session))
+    return RunPreview(next_runs=await service.preview_runs(periodic_task_id, count, session=session))
 
 
 @router.get(
-    "/{task_id}/changes", response_model=list[PeriodicTaskChangeOut], summary="Who changed what, newest first", responses=ERRORS
+    "/{periodic_task_id}/changes",
+    response_model=list[PeriodicTaskChangeOut],
+    summary="Who changed what, newest first",
+    responses=ERRORS,
 )
 async def list_changes(
-    task_id: int,
+    periodic_task_id: int,
     caller: SuperuserCaller,
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[PeriodicTaskChangeOut]:
-    rows = await service.list_changes(task_id, session=session, limit=limit, offset=offset)
+    rows = await service.list_changes(periodic_task_id, session=session, limit=limit, offset=offset)
     return [PeriodicTaskChangeOut.model_validate(row, from_attributes=True) for row in rows]

@@ -31,8 +31,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from erp.core.db import Base
 from erp.tasks import schedules
-
-INTERVAL_PERIODS = ("days", "hours", "minutes", "seconds", "microseconds")
+from erp.tasks.schedule_kinds import (
+    INTERVAL_PERIODS,
+    MISFIRE_POLICIES,
+    MISFIRE_RUN_ONCE,
+    SCHEDULE_KINDS,
+    ScheduleKind,
+    schedule_column,
+)
 
 
 class BrokenScheduleError(ValueError):
@@ -50,9 +56,6 @@ class IntervalScheduleDB(Base):
     every: Mapped[int] = mapped_column(Integer)
     period: Mapped[str] = mapped_column(String(24))
 
-    def to_spec(self) -> schedules.IntervalSpec:
-        return schedules.IntervalSpec(every=self.every, period=self.period)
-
 
 class CrontabScheduleDB(Base):
     __tablename__ = "crontab_schedules"
@@ -65,25 +68,12 @@ class CrontabScheduleDB(Base):
     month_of_year: Mapped[str] = mapped_column(String(64), default="*")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
 
-    def to_spec(self) -> schedules.CrontabSpec:
-        return schedules.CrontabSpec(
-            minute=self.minute,
-            hour=self.hour,
-            day_of_week=self.day_of_week,
-            day_of_month=self.day_of_month,
-            month_of_year=self.month_of_year,
-            timezone=self.timezone,
-        )
-
 
 class ClockedScheduleDB(Base):
     __tablename__ = "clocked_schedules"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     clocked_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-    def to_spec(self) -> schedules.ClockedSpec:
-        return schedules.ClockedSpec(clocked_time=self.clocked_time)
 
 
 class SolarScheduleDB(Base):
@@ -98,19 +88,28 @@ class SolarScheduleDB(Base):
     latitude: Mapped[float] = mapped_column(Float)
     longitude: Mapped[float] = mapped_column(Float)
 
-    def to_spec(self) -> schedules.SolarSpec:
-        return schedules.SolarSpec(event=self.event, latitude=self.latitude, longitude=self.longitude)
+
+ScheduleRow = IntervalScheduleDB | CrontabScheduleDB | ClockedScheduleDB | SolarScheduleDB
+SCHEDULE_MODELS: dict[ScheduleKind, type[ScheduleRow]] = {
+    "interval": IntervalScheduleDB,
+    "crontab": CrontabScheduleDB,
+    "clocked": ClockedScheduleDB,
+    "solar": SolarScheduleDB,
+}
+
+
+def schedule_row_fields(row: ScheduleRow) -> dict[str, Any]:
+    """A schedule row's own columns (its id left out)."""
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns if column.key != "id"}
 
 
 class PeriodicTaskDB(Base):
     __tablename__ = "periodic_tasks"
     __table_args__ = (
-        CheckConstraint(
-            "num_nonnulls(interval_id, crontab_id, clocked_id, solar_id) = 1", name="exactly_one_schedule"
-        ),
+        CheckConstraint("num_nonnulls(interval_id, crontab_id, clocked_id, solar_id) = 1", name="exactly_one_schedule"),
         CheckConstraint("priority IS NULL OR priority BETWEEN 0 AND 255", name="priority_range"),
         CheckConstraint("expire_seconds IS NULL OR expire_seconds > 0", name="expire_seconds_positive"),
-        CheckConstraint(f"misfire_policy IN {schedules.MISFIRE_POLICIES}", name="misfire_policy_known"),
+        CheckConstraint(f"misfire_policy IN {MISFIRE_POLICIES}", name="misfire_policy_known"),
         # Beat's only questions: what is due, and what needs its next run computed.
         Index("ix_periodic_tasks_due", "next_run_at", postgresql_where=text("enabled AND next_run_at IS NOT NULL")),
         Index("ix_periodic_tasks_unscheduled", "id", postgresql_where=text("enabled AND next_run_at IS NULL")),
@@ -135,9 +134,7 @@ class PeriodicTaskDB(Base):
     # Why beat stopped or disabled the task (expired, finished, broken row); NULL while healthy.
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
-    misfire_policy: Mapped[str] = mapped_column(
-        String(16), default=schedules.MISFIRE_RUN_ONCE, server_default=schedules.MISFIRE_RUN_ONCE
-    )
+    misfire_policy: Mapped[str] = mapped_column(String(16), default=MISFIRE_RUN_ONCE, server_default=MISFIRE_RUN_ONCE)
     last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     total_run_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -145,9 +142,13 @@ class PeriodicTaskDB(Base):
     version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     from_config: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
 
-    interval_id: Mapped[int | None] = mapped_column(ForeignKey("interval_schedules.id", ondelete="RESTRICT"), index=True)
+    interval_id: Mapped[int | None] = mapped_column(
+        ForeignKey("interval_schedules.id", ondelete="RESTRICT"), index=True
+    )
     crontab_id: Mapped[int | None] = mapped_column(ForeignKey("crontab_schedules.id", ondelete="RESTRICT"), index=True)
     clocked_id: Mapped[int | None] = mapped_column(ForeignKey("clocked_schedules.id", ondelete="RESTRICT"), index=True)
     solar_id: Mapped[int | None] = mapped_column(ForeignKey("solar_schedules.id", ondelete="RESTRICT"), index=True)
@@ -157,13 +158,24 @@ class PeriodicTaskDB(Base):
     clocked: Mapped[ClockedScheduleDB | None] = relationship(lazy="joined")
     solar: Mapped[SolarScheduleDB | None] = relationship(lazy="joined")
 
-    def get_schedule(self) -> schedules.ScheduleSpec:
-        for schedule in (self.interval, self.crontab, self.clocked, self.solar):
-            if schedule is not None:
-                return schedule.to_spec()
+    @property
+    def schedule_kind(self) -> ScheduleKind:
+        for kind in SCHEDULE_KINDS:
+            if getattr(self, schedule_column(kind)) is not None:
+                return kind
         raise BrokenScheduleError(f"periodic task {self.name!r} has no schedule")
 
-    def message_options(self) -> dict:
+    @property
+    def schedule_row(self) -> ScheduleRow:
+        row: ScheduleRow | None = getattr(self, self.schedule_kind)
+        if row is None:
+            raise BrokenScheduleError(f"periodic task {self.name!r} has no schedule")
+        return row
+
+    def get_schedule(self) -> schedules.ScheduleSpec:
+        return schedules.spec_from_fields(self.schedule_kind, schedule_row_fields(self.schedule_row))
+
+    def message_options(self) -> dict[str, Any]:
         """The routing and expiry options every message of this task is sent with."""
         options = {
             "queue": self.queue,
@@ -174,10 +186,10 @@ class PeriodicTaskDB(Base):
         }
         return {name: value for name, value in options.items() if value is not None}
 
-    def get_args(self) -> list:
+    def get_args(self) -> list[Any]:
         return decode_args(self.args)
 
-    def get_kwargs(self) -> dict:
+    def get_kwargs(self) -> dict[str, Any]:
         return decode_kwargs(self.kwargs)
 
 
@@ -192,17 +204,17 @@ def compute_next_run_at(task: PeriodicTaskDB, now: datetime) -> datetime | None:
     if isinstance(spec, schedules.IntervalSpec) and task.last_run_at is not None:
         # Keep the cadence of a task that has run: its next run is one interval after the last.
         next_run = schedules.next_run_after(spec, task.last_run_at)
-        return max(next_run, task.start_time) if task.start_time else next_run
+        return max(next_run, task.start_time) if next_run is not None and task.start_time else next_run
     return schedules.first_run_at(spec, now=now, start_time=task.start_time)
 
 
-def decode_args(value: Any) -> list:
+def decode_args(value: Any) -> list[Any]:
     if not isinstance(value, list):
         raise BrokenScheduleError(f"args must be a JSON array, found {type(value).__name__}: {value!r:.80}")
     return value
 
 
-def decode_kwargs(value: Any) -> dict:
+def decode_kwargs(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BrokenScheduleError(f"kwargs must be a JSON object, found {type(value).__name__}: {value!r:.80}")
     return value

@@ -26,23 +26,28 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from dataclasses import fields as dataclass_fields
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import ephem
 from celery.schedules import crontab_parser
 from celery.schedules import solar as celery_solar
 
-UTC = timezone.utc
+from erp.tasks.schedule_kinds import (
+    INTERVAL_PERIODS,
+    MISFIRE_POLICIES,
+    MISFIRE_RUN_ALL,
+    MISFIRE_RUN_ONCE,
+    MISFIRE_SKIP,
+    SOLAR_EVENTS,
+    ScheduleKind,
+)
 
-MISFIRE_RUN_ONCE = "run_once"
-MISFIRE_SKIP = "skip"
-MISFIRE_RUN_ALL = "run_all"
-MISFIRE_POLICIES = (MISFIRE_RUN_ONCE, MISFIRE_SKIP, MISFIRE_RUN_ALL)
-
-INTERVAL_PERIODS = ("days", "hours", "minutes", "seconds", "microseconds")
-SOLAR_EVENTS = tuple(celery_solar._horizons)
+UTC = UTC
 # Longest a valid crontab can go without firing: Feb 29 on a given weekday recurs within 28 years.
 _CRONTAB_HORIZON_DAYS = 366 * 29
 # DST shifts are at most two hours; scanning this far around a candidate covers any gap or fold.
@@ -84,6 +89,25 @@ class SolarSpec:
 
 
 ScheduleSpec = IntervalSpec | CrontabSpec | ClockedSpec | SolarSpec
+SPEC_TYPES: dict[ScheduleKind, type[ScheduleSpec]] = {
+    "interval": IntervalSpec,
+    "crontab": CrontabSpec,
+    "clocked": ClockedSpec,
+    "solar": SolarSpec,
+}
+
+
+def spec_from_fields(kind: ScheduleKind, fields: Mapping[str, Any]) -> ScheduleSpec:
+    """The spec of a schedule given by its fields (a table row's columns, a request's body)."""
+    spec_type = SPEC_TYPES[kind]
+    return spec_type(
+        **{field.name: fields[field.name] for field in dataclass_fields(spec_type) if field.name in fields}
+    )
+
+
+def spec_fields(spec: ScheduleSpec) -> dict[str, Any]:
+    """The fields of a spec, as a schedule table stores them."""
+    return {field.name: getattr(spec, field.name) for field in dataclass_fields(spec)}
 
 
 @dataclass(frozen=True)
@@ -118,7 +142,7 @@ class _Crontab:
 def _parse_field(spec: CrontabSpec, field: str, max_value: int, min_value: int, allowed: str) -> set[int]:
     text = str(getattr(spec, field)).strip()
     try:
-        values = crontab_parser(max_value, min_value).parse(text)
+        values: set[int] = crontab_parser(max_value, min_value).parse(text)
     except Exception as error:  # crontab_parser raises ValueError, KeyError or ParseException
         raise ScheduleError(f"crontab {field} {text!r} is not valid ({allowed}): {error}") from None
     if not values or any(value < min_value or value >= max_value + min_value for value in values):
@@ -174,7 +198,7 @@ def validate(spec: ScheduleSpec) -> None:
 # --- crontab ----------------------------------------------------------------------------------
 
 
-def _wall_times(cron: _Crontab, start: datetime):
+def _wall_times(cron: _Crontab, start: datetime) -> Iterator[datetime]:
     """Matching naive wall-clock times at or after `start`, in wall-clock order."""
     day = start.date()
     for _ in range(_CRONTAB_HORIZON_DAYS):
@@ -243,7 +267,7 @@ def _solar_after(spec: SolarSpec, after: datetime) -> datetime | None:
             # Polar day or night: no such event today; look again from the next day.
             start += timedelta(days=1)
             continue
-        moment = found.datetime().replace(tzinfo=UTC)
+        moment: datetime = found.datetime().replace(tzinfo=UTC)
         if moment > after:
             return moment
         start = moment + timedelta(seconds=1)
@@ -324,8 +348,7 @@ def plan_runs(
     grace = timedelta(seconds=grace_seconds)
     if isinstance(spec, ClockedSpec):
         on_time = now - next_run_at <= grace
-        send = (next_run_at,) if on_time or misfire_policy != MISFIRE_SKIP else ()
-        return RunPlan(send, None)
+        return RunPlan((next_run_at,) if on_time or misfire_policy != MISFIRE_SKIP else (), None)
     if next_run_at > now:
         return RunPlan((), next_run_at)
     due = _recent_due_times(spec, next_run_at, now, max_catch_up)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from erp.tasks import schedules
+from erp.tasks.schedule_kinds import SCHEDULE_COLUMNS, IntervalPeriod, MisfirePolicy, SolarEvent
 
 # Bounds on what one row may carry: big enough for real arguments, small enough that a
 # mistaken paste cannot bloat every message beat sends.
@@ -26,10 +27,7 @@ def _bounded_json(value: Any, what: str) -> Any:
 class IntervalIn(BaseModel):
     kind: Literal["interval"]
     every: int = Field(gt=0, le=10**9, examples=[10])
-    period: Literal["days", "hours", "minutes", "seconds", "microseconds"] = "seconds"
-
-    def to_spec(self) -> schedules.IntervalSpec:
-        return schedules.IntervalSpec(every=self.every, period=self.period)
+    period: IntervalPeriod = "seconds"
 
 
 class CrontabIn(BaseModel):
@@ -40,9 +38,6 @@ class CrontabIn(BaseModel):
     day_of_month: str = Field("*", max_length=124)
     month_of_year: str = Field("*", max_length=64)
     timezone: str = Field("UTC", max_length=64, examples=["Europe/Berlin"])
-
-    def to_spec(self) -> schedules.CrontabSpec:
-        return schedules.CrontabSpec(**self.model_dump(exclude={"kind"}))
 
 
 class ClockedIn(BaseModel):
@@ -56,32 +51,20 @@ class ClockedIn(BaseModel):
             raise ValueError("clocked_time needs a UTC offset, e.g. 2030-01-01T09:00:00+01:00")
         return value
 
-    def to_spec(self) -> schedules.ClockedSpec:
-        return schedules.ClockedSpec(clocked_time=self.clocked_time)
-
 
 class SolarIn(BaseModel):
     kind: Literal["solar"]
-    event: Literal[
-        "dawn_astronomical",
-        "dawn_nautical",
-        "dawn_civil",
-        "sunrise",
-        "solar_noon",
-        "sunset",
-        "dusk_civil",
-        "dusk_nautical",
-        "dusk_astronomical",
-    ]
+    event: SolarEvent
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
 
-    def to_spec(self) -> schedules.SolarSpec:
-        return schedules.SolarSpec(event=self.event, latitude=self.latitude, longitude=self.longitude)
-
 
 ScheduleIn = Annotated[IntervalIn | CrontabIn | ClockedIn | SolarIn, Field(discriminator="kind")]
-SCHEDULE_KINDS = ("interval", "crontab", "clocked", "solar")
+
+
+def schedule_spec(schedule: IntervalIn | CrontabIn | ClockedIn | SolarIn) -> schedules.ScheduleSpec:
+    """The spec an inline schedule describes."""
+    return schedules.spec_from_fields(schedule.kind, schedule.model_dump(exclude={"kind"}))
 
 
 class _TaskFields(BaseModel):
@@ -103,7 +86,7 @@ class _TaskFields(BaseModel):
     start_time: datetime | None = None
     enabled: bool | None = None
     description: str | None = Field(None, max_length=2000)
-    misfire_policy: Literal["run_once", "skip", "run_all"] | None = None
+    misfire_policy: MisfirePolicy | None = None
     schedule: ScheduleIn | None = Field(None, description="an inline schedule (one of the four kinds)")
     interval_id: int | None = Field(None, description="or: reference an existing interval schedule")
     crontab_id: int | None = None
@@ -112,19 +95,19 @@ class _TaskFields(BaseModel):
 
     @field_validator("args", "kwargs", "headers")
     @classmethod
-    def _size(cls, value: Any, info) -> Any:
-        return value if value is None else _bounded_json(value, info.field_name)
+    def _size(cls, value: Any, info: ValidationInfo) -> Any:
+        return value if value is None else _bounded_json(value, str(info.field_name))
 
     @field_validator("expires", "start_time")
     @classmethod
-    def _aware(cls, value: datetime | None, info) -> datetime | None:
+    def _aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError(f"{info.field_name} needs a UTC offset, e.g. 2030-01-01T09:00:00Z")
         return value
 
     @model_validator(mode="after")
-    def _at_most_one_schedule(self):
-        given = [name for name in ("schedule", *(f"{kind}_id" for kind in SCHEDULE_KINDS)) if getattr(self, name) is not None]
+    def _at_most_one_schedule(self) -> Self:
+        given = [name for name in ("schedule", *SCHEDULE_COLUMNS) if getattr(self, name) is not None]
         if len(given) > 1:
             raise ValueError(f"give one schedule, not {len(given)}: {', '.join(given)}")
         return self
@@ -135,9 +118,11 @@ class PeriodicTaskCreate(_TaskFields):
     task: str = Field(min_length=1, max_length=NAME_MAX, examples=["erp.ping"])
 
     @model_validator(mode="after")
-    def _one_schedule(self):
-        if all(getattr(self, name) is None for name in ("schedule", *(f"{kind}_id" for kind in SCHEDULE_KINDS))):
-            raise ValueError("a schedule is required: `schedule` inline or one of interval_id, crontab_id, clocked_id, solar_id")
+    def _one_schedule(self) -> Self:
+        if all(getattr(self, name) is None for name in ("schedule", *SCHEDULE_COLUMNS)):
+            raise ValueError(
+                "a schedule is required: `schedule` inline or one of interval_id, crontab_id, clocked_id, solar_id"
+            )
         return self
 
     model_config = ConfigDict(
@@ -167,7 +152,7 @@ class ScheduleOut(BaseModel):
     fields: dict[str, Any] = Field(examples=[{"every": 10, "period": "seconds"}])
 
 
-class PeriodicTaskOut(BaseModel):
+class PeriodicTaskOut(BaseModel):  # type: ignore[no-redef]  # a field named kwargs, as the plugin's __init__ parameter
     id: int
     name: str
     task: str

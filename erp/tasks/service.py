@@ -7,7 +7,7 @@ changed (beat is NOTIFYed by a trigger and picks it up at once), and writes a ch
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
@@ -17,31 +17,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from erp.core.celery_app import celery_app
 from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
 from erp.tasks import schedules
+from erp.tasks.schedule_kinds import SCHEDULE_COLUMNS, SCHEDULE_KINDS, schedule_column
 from erp.tasks.scheduler_models import (
-    ClockedScheduleDB,
-    CrontabScheduleDB,
-    IntervalScheduleDB,
+    SCHEDULE_MODELS,
     PeriodicTaskChangeDB,
     PeriodicTaskDB,
-    SolarScheduleDB,
     compute_next_run_at,
 )
-from erp.tasks.schemas import SCHEDULE_KINDS, PeriodicTaskCreate, PeriodicTaskUpdate
+from erp.tasks.schemas import PeriodicTaskCreate, PeriodicTaskUpdate, schedule_spec
 
-SCHEDULE_MODELS = {
-    "interval": IntervalScheduleDB,
-    "crontab": CrontabScheduleDB,
-    "clocked": ClockedScheduleDB,
-    "solar": SolarScheduleDB,
-}
 # Changing any of these can move the next run.
-RESCHEDULING_FIELDS = {"start_time", "enabled", "one_off", *(f"{kind}_id" for kind in SCHEDULE_KINDS)}
+RESCHEDULING_FIELDS = {"start_time", "enabled", "one_off", *SCHEDULE_COLUMNS}
 MAX_PREVIEW = 100
 
 
 class Actor(Protocol):
-    user_id: int | None
-    email: str | None
+    """Who made a change, as the change log records it (a Caller, or beat's own identity)."""
+
+    @property
+    def user_id(self) -> int | None: ...
+
+    @property
+    def email(self) -> str | None: ...
 
 
 class PeriodicTaskNotFound(NotFoundError):
@@ -63,7 +60,7 @@ def registered_task_names() -> list[str]:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _check_task_name(task: str) -> None:
@@ -75,9 +72,9 @@ def _check_task_name(task: str) -> None:
 
 async def _schedule_columns(data: PeriodicTaskCreate | PeriodicTaskUpdate, *, session: AsyncSession) -> dict[str, Any]:
     """The four schedule foreign keys for an inline or referenced schedule (validated)."""
-    columns: dict[str, Any] = {f"{kind}_id": None for kind in SCHEDULE_KINDS}
+    columns: dict[str, Any] = dict.fromkeys(SCHEDULE_COLUMNS)
     if data.schedule is not None:
-        spec = data.schedule.to_spec()
+        spec = schedule_spec(data.schedule)
         try:
             schedules.validate(spec)
         except schedules.ScheduleError as error:
@@ -85,14 +82,15 @@ async def _schedule_columns(data: PeriodicTaskCreate | PeriodicTaskUpdate, *, se
         row = SCHEDULE_MODELS[data.schedule.kind](**data.schedule.model_dump(exclude={"kind"}))
         session.add(row)
         await session.flush()
-        columns[f"{data.schedule.kind}_id"] = row.id
+        columns[schedule_column(data.schedule.kind)] = row.id
         return columns
     for kind in SCHEDULE_KINDS:
-        schedule_id = getattr(data, f"{kind}_id")
+        column = schedule_column(kind)
+        schedule_id = getattr(data, column)
         if schedule_id is not None:
             if await session.get(SCHEDULE_MODELS[kind], schedule_id) is None:
-                raise InvalidPeriodicTask(f"{kind}_id {schedule_id} does not exist")
-            columns[f"{kind}_id"] = schedule_id
+                raise InvalidPeriodicTask(f"{column} {schedule_id} does not exist")
+            columns[column] = schedule_id
             return columns
     raise InvalidPeriodicTask("a schedule is required")
 
@@ -100,7 +98,7 @@ async def _schedule_columns(data: PeriodicTaskCreate | PeriodicTaskUpdate, *, se
 async def _refresh_next_run(task: PeriodicTaskDB, *, session: AsyncSession) -> None:
     """Recompute next_run_at after the schedule could have changed (relationships reloaded)."""
     await session.flush()
-    await session.refresh(task, ["interval", "crontab", "clocked", "solar"])
+    await session.refresh(task, list(SCHEDULE_KINDS))
     if not task.enabled:
         task.next_run_at = None
         return
@@ -113,7 +111,7 @@ async def _refresh_next_run(task: PeriodicTaskDB, *, session: AsyncSession) -> N
     task.disabled_reason = None
 
 
-def _record(task: PeriodicTaskDB, action: str, actor: Actor, changes: dict, *, session: AsyncSession) -> None:
+def _record(task: PeriodicTaskDB, action: str, actor: Actor, changes: dict[str, Any], *, session: AsyncSession) -> None:
     session.add(
         PeriodicTaskChangeDB(
             periodic_task_id=task.id,
@@ -140,14 +138,14 @@ async def _commit_or_conflict(name: str, *, session: AsyncSession) -> None:
         raise
 
 
-async def get_periodic_task(task_id: int, *, session: AsyncSession, lock: bool = False) -> PeriodicTaskDB:
+async def get_periodic_task(periodic_task_id: int, *, session: AsyncSession, lock: bool = False) -> PeriodicTaskDB:
     """The task; with `lock`, its row stays locked until commit (two admins edit in turn)."""
-    query = select(PeriodicTaskDB).where(PeriodicTaskDB.id == task_id)
+    query = select(PeriodicTaskDB).where(PeriodicTaskDB.id == periodic_task_id)
     if lock:
         query = query.with_for_update(of=PeriodicTaskDB).execution_options(populate_existing=True)
     task = await session.scalar(query)
     if task is None:
-        raise PeriodicTaskNotFound(f"periodic task {task_id} does not exist")
+        raise PeriodicTaskNotFound(f"periodic task {periodic_task_id} does not exist")
     return task
 
 
@@ -163,14 +161,14 @@ async def list_periodic_tasks(
         query = query.where(PeriodicTaskDB.name.icontains(name, autoescape=True))
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     rows = await session.scalars(query.order_by(PeriodicTaskDB.id).limit(limit).offset(offset))
-    return list(rows), total
+    return list(rows), total or 0
 
 
 async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, session: AsyncSession) -> PeriodicTaskDB:
     _check_task_name(data.task)
     if await session.scalar(select(PeriodicTaskDB.id).where(PeriodicTaskDB.name == data.name)) is not None:
         raise PeriodicTaskConflict(f"a periodic task named {data.name!r} already exists")
-    fields = data.model_dump(exclude_none=True, exclude={"schedule", *(f"{kind}_id" for kind in SCHEDULE_KINDS)})
+    fields = data.model_dump(exclude_none=True, exclude={"schedule", *SCHEDULE_COLUMNS})
     task = PeriodicTaskDB(**fields, **await _schedule_columns(data, session=session))
     session.add(task)
     await _refresh_next_run(task, session=session)
@@ -181,18 +179,18 @@ async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, sessio
 
 
 async def update_periodic_task(
-    task_id: int, data: PeriodicTaskUpdate, expected_version: int, actor: Actor, *, session: AsyncSession
+    periodic_task_id: int, data: PeriodicTaskUpdate, expected_version: int, actor: Actor, *, session: AsyncSession
 ) -> PeriodicTaskDB:
-    task = await get_periodic_task(task_id, session=session, lock=True)
+    task = await get_periodic_task(periodic_task_id, session=session, lock=True)
     if task.version != expected_version:
         raise PeriodicTaskConflict(
-            f"periodic task {task_id} is at version {task.version}, not {expected_version}: "
+            f"periodic task {periodic_task_id} is at version {task.version}, not {expected_version}: "
             "someone else changed it; read it again and reapply your change"
         )
-    values = data.model_dump(exclude_unset=True, exclude={"version", "schedule", *(f"{kind}_id" for kind in SCHEDULE_KINDS)})
+    values = data.model_dump(exclude_unset=True, exclude={"version", "schedule", *SCHEDULE_COLUMNS})
     if "task" in values:
         _check_task_name(values["task"])
-    if data.schedule is not None or any(getattr(data, f"{kind}_id") is not None for kind in SCHEDULE_KINDS):
+    if data.schedule is not None or any(getattr(data, column) is not None for column in SCHEDULE_COLUMNS):
         values.update(await _schedule_columns(data, session=session))
     changes = {
         field: [_jsonable(getattr(task, field)), _jsonable(value)]
@@ -210,30 +208,34 @@ async def update_periodic_task(
     return task
 
 
-async def set_enabled(task_id: int, enabled: bool, actor: Actor, *, session: AsyncSession) -> PeriodicTaskDB:
-    task = await get_periodic_task(task_id, session=session)
+async def set_enabled(periodic_task_id: int, enabled: bool, actor: Actor, *, session: AsyncSession) -> PeriodicTaskDB:
+    task = await get_periodic_task(periodic_task_id, session=session)
     return await update_periodic_task(
-        task_id, PeriodicTaskUpdate(enabled=enabled), task.version, actor, session=session
+        periodic_task_id, PeriodicTaskUpdate(enabled=enabled), task.version, actor, session=session
     )
 
 
-async def delete_periodic_task(task_id: int, expected_version: int | None, actor: Actor, *, session: AsyncSession) -> None:
-    task = await get_periodic_task(task_id, session=session, lock=True)
+async def delete_periodic_task(
+    periodic_task_id: int, expected_version: int | None, actor: Actor, *, session: AsyncSession
+) -> None:
+    task = await get_periodic_task(periodic_task_id, session=session, lock=True)
     if expected_version is not None and task.version != expected_version:
-        raise PeriodicTaskConflict(f"periodic task {task_id} is at version {task.version}, not {expected_version}")
+        raise PeriodicTaskConflict(
+            f"periodic task {periodic_task_id} is at version {task.version}, not {expected_version}"
+        )
     _record(task, "delete", actor, {}, session=session)
     await session.delete(task)
     await session.commit()
 
 
 async def run_periodic_task_now(
-    task_id: int, actor: Actor, send: Callable[[PeriodicTaskDB], Awaitable[str]], *, session: AsyncSession
+    periodic_task_id: int, actor: Actor, send: Callable[[PeriodicTaskDB], Awaitable[str]], *, session: AsyncSession
 ) -> str:
     """Send one run now with the task's own options and count it; returns the message id.
 
     The run is counted in the same transaction that is committed only after the send worked.
     """
-    task = await get_periodic_task(task_id, session=session, lock=True)
+    task = await get_periodic_task(periodic_task_id, session=session, lock=True)
     message_id = await send(task)
     task.total_run_count += 1
     task.last_run_at = _utcnow()
@@ -242,9 +244,9 @@ async def run_periodic_task_now(
     return message_id
 
 
-async def preview_runs(task_id: int, count: int, *, session: AsyncSession) -> list[datetime]:
+async def preview_runs(periodic_task_id: int, count: int, *, session: AsyncSession) -> list[datetime]:
     """The next `count` run times as beat would fire them (for a disabled task: once enabled)."""
-    task = await get_periodic_task(task_id, session=session)
+    task = await get_periodic_task(periodic_task_id, session=session)
     spec = task.get_schedule()
     upcoming: list[datetime] = []
     moment = task.next_run_at or compute_next_run_at(task, _utcnow())
@@ -258,10 +260,12 @@ async def preview_runs(task_id: int, count: int, *, session: AsyncSession) -> li
     return upcoming
 
 
-async def list_changes(task_id: int, *, session: AsyncSession, limit: int, offset: int) -> list[PeriodicTaskChangeDB]:
+async def list_changes(
+    periodic_task_id: int, *, session: AsyncSession, limit: int, offset: int
+) -> list[PeriodicTaskChangeDB]:
     rows = await session.scalars(
         select(PeriodicTaskChangeDB)
-        .where(PeriodicTaskChangeDB.periodic_task_id == task_id)
+        .where(PeriodicTaskChangeDB.periodic_task_id == periodic_task_id)
         .order_by(PeriodicTaskChangeDB.id.desc())
         .limit(limit)
         .offset(offset)

@@ -19,18 +19,15 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+import redis
+
+from erp.accounts import service as accounts
+from erp.core.config import get_settings
+from erp.core.db import run_with_session
+from erp.features.ping.tasks import ping
+from scripts.benchmarks.beat import recreate_database
 from scripts.benchmarks.common import use_benchmark_environment
-
-use_benchmark_environment()
-
-import httpx  # noqa: E402
-import redis  # noqa: E402
-
-from erp.core.config import settings  # noqa: E402
-from erp.core.db import run_with_session  # noqa: E402
-from erp.features.accounts import service as accounts  # noqa: E402
-from erp.features.ping.tasks import ping  # noqa: E402
-from scripts.benchmarks.beat import recreate_database  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,6 +93,7 @@ def _load(port: int, token: str, clients: int, seconds: float, results) -> None:
 
 
 def main() -> None:
+    use_benchmark_environment()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=15)
@@ -103,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
 
     recreate_database()
-    broker = redis.Redis.from_url(settings.broker_url)
+    broker = redis.Redis.from_url(get_settings().broker_url)
     broker.flushdb()
     raw_before = raw_apply_async_rate(5000)
     broker.flushdb()

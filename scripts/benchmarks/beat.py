@@ -16,20 +16,17 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg2
+import psycopg2.extras
+import redis
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from erp.core.celery_app import celery_app
+from erp.core.config import get_settings
 from scripts.benchmarks.common import use_benchmark_environment
-
-use_benchmark_environment()
-
-import psycopg2  # noqa: E402
-import psycopg2.extras  # noqa: E402
-import redis  # noqa: E402
-from alembic import command  # noqa: E402
-from alembic.config import Config  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-
-from erp.core.celery_app import celery_app  # noqa: E402
-from erp.core.config import settings  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "celery"
@@ -37,7 +34,7 @@ BURST = 10_000
 
 
 def recreate_database() -> None:
-    url = make_url(settings.sync_database_url)
+    url = make_url(get_settings().sync_database_url)
     server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with server.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
@@ -49,7 +46,9 @@ def recreate_database() -> None:
 
 
 def connect():
-    return psycopg2.connect(make_url(settings.sync_database_url).set(drivername="postgresql").render_as_string(hide_password=False))
+    return psycopg2.connect(
+        make_url(get_settings().sync_database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
 
 
 def execute(statement: str, parameters: tuple = ()) -> None:
@@ -65,7 +64,7 @@ def execute(statement: str, parameters: tuple = ()) -> None:
 
 
 def broker() -> redis.Redis:
-    return redis.Redis.from_url(settings.broker_url)
+    return redis.Redis.from_url(get_settings().broker_url)
 
 
 def queued() -> int:
@@ -110,8 +109,19 @@ def raw_send_rate(messages: int) -> float:
 
 def start_beat() -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "erp.core.celery_app", "beat", "-S",
-         "erp.tasks.db_scheduler.DatabaseScheduler", "--loglevel", "WARNING", "--pidfile="],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "erp.core.celery_app",
+            "beat",
+            "-S",
+            "erp.tasks.db_scheduler.DatabaseScheduler",
+            "--loglevel",
+            "WARNING",
+            "--pidfile=",
+        ],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
@@ -186,6 +196,7 @@ def measure(rows: int, idle_seconds: float, edits: int) -> dict:
 
 
 def main() -> None:
+    use_benchmark_environment()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1000,10000,100000", help="table sizes, comma-separated")
     parser.add_argument("--idle-seconds", type=float, default=10)
@@ -195,8 +206,10 @@ def main() -> None:
     broker().flushdb()
     raw_rate = raw_send_rate(BURST)
     print(f"raw send_task rate, one process: {raw_rate:,.0f} messages/s (baseline)")
-    print(f"{'schedules':>10} {'first msg':>10} {'burst':>7} {'burst rate':>12} {'vs raw':>7} "
-          f"{'edit p50':>9} {'edit max':>9} {'idle CPU':>9} {'idle RSS':>9}")
+    print(
+        f"{'schedules':>10} {'first msg':>10} {'burst':>7} {'burst rate':>12} {'vs raw':>7} "
+        f"{'edit p50':>9} {'edit max':>9} {'idle CPU':>9} {'idle RSS':>9}"
+    )
     for size in (int(value) for value in args.sizes.split(",")):
         result = measure(size, args.idle_seconds, args.edits)
         print(

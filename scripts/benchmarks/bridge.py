@@ -11,19 +11,16 @@ import multiprocessing
 import statistics
 import time
 
+from asgiref.sync import async_to_sync
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import NullPool
+
+from erp.core.bridge import run_service, shutdown_bridge
+from erp.core.db import create_async_db_engine, create_sync_engine
+from erp.core.preflight import ensure_database
 from scripts.benchmarks.common import use_benchmark_environment
-
-use_benchmark_environment()
-
-from asgiref.sync import async_to_sync  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-from sqlalchemy.ext.asyncio import async_sessionmaker  # noqa: E402
-from sqlalchemy.orm import sessionmaker  # noqa: E402
-from sqlalchemy.pool import NullPool  # noqa: E402
-
-from erp.core.bridge import run_service, shutdown_bridge  # noqa: E402
-from erp.core.db import create_async_db_engine, create_sync_engine  # noqa: E402
-from erp.core.preflight import ensure_database  # noqa: E402
 
 QUERY = text("SELECT 1")
 
@@ -76,6 +73,7 @@ def run(tasks: int, rounds: int, results) -> None:
 
 
 def main() -> None:
+    use_benchmark_environment()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=2000, help="tasks per round")
     parser.add_argument("--rounds", type=int, default=5)

@@ -1,4 +1,4 @@
-"""Shared set-up for the benchmarks: their own database and Redis databases, set before erp loads."""
+"""Shared set-up for the benchmarks: their own database and Redis databases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ BENCH_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://root@127
 
 
 def use_benchmark_environment() -> None:
-    """Point erp at the benchmark database and Redis databases 14 and 15 (call before importing erp)."""
+    """Point erp (this process and those it starts) at the benchmark database and Redis databases
+    14 and 15; call it before anything reads a setting."""
+    from erp.core.config import get_settings
+
     os.environ.update(
         {
             "ERP_ENV_FILE": "/nonexistent/.env",
@@ -21,3 +24,4 @@ def use_benchmark_environment() -> None:
     )
     for name in ("REDIS_TLS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
         os.environ.pop(name, None)
+    get_settings.cache_clear()

@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from tests.integration.scheduling import empty_broker, wait_for
-from tests.processes import ManagedProcess, free_port, start_beat, start_worker
+from tests.support.processes import ManagedProcess, free_port, start_beat, start_worker
+from tests.support.scheduling import empty_broker, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,19 @@ def stopped_cleanly(process: ManagedProcess) -> bool:
 def start_web(env: dict | None = None) -> tuple[ManagedProcess, str]:
     port = free_port()
     web = ManagedProcess(
-        "web", [sys.executable, "-m", "uvicorn", "--factory", "erp.api.app:create_app", "--host", "127.0.0.1", "--port", str(port)], env
+        "web",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "erp.api.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env,
     )
     web.wait_for_output("Application startup complete", timeout=30)
     return web, f"http://127.0.0.1:{port}"
@@ -71,7 +83,9 @@ def test_a_schedule_created_over_http_is_fired_by_beat_and_run_by_the_worker(sta
 def test_health_endpoints(stack):
     ready = httpx.get(f"{stack['url']}/health/ready", timeout=5)
     assert ready.status_code == 200 and ready.json()["checks"] == {"postgresql": "ok", "redis": "ok"}
-    beat = wait_for(lambda: (r := httpx.get(f"{stack['url']}/health/beat", timeout=5)).status_code == 200 and r, timeout=15)
+    beat = wait_for(
+        lambda: (r := httpx.get(f"{stack['url']}/health/beat", timeout=5)).status_code == 200 and r, timeout=15
+    )
     assert beat.json()["instances"][0]["seconds_ago"] < 30
 
 

@@ -7,8 +7,8 @@ from sqlalchemy import text
 
 from erp.core.celery_app import celery_app
 from erp.tasks.db_scheduler import DatabaseScheduler
-from tests.integration import bridge_tasks
-from tests.integration.scheduling import empty_broker
+from tests.support import bridge_tasks
+from tests.support.scheduling import empty_broker
 
 
 @pytest.fixture

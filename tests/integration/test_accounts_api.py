@@ -9,9 +9,9 @@ import sys
 import pytest
 from sqlalchemy import text
 
-from erp.features.accounts import tokens
-from tests.conftest import TEST_ENV
-from tests.processes import REPO_ROOT
+from erp.core import tokens
+from tests.support.environment import TEST_ENV
+from tests.support.processes import REPO_ROOT
 
 
 @pytest.fixture
@@ -33,7 +33,9 @@ def test_me_shows_the_user_and_memberships(api_client, clean_tables, make_user):
     member = make_user(role="admin", organization="Acme")
     body = api_client.get("/api/v1/me", headers=member.headers).json()
     assert body["user"]["id"] == member.user_id
-    assert body["memberships"] == [{"organization_id": member.organization_id, "organization_name": "Acme", "role": "admin"}]
+    assert body["memberships"] == [
+        {"organization_id": member.organization_id, "organization_name": "Acme", "role": "admin"}
+    ]
 
 
 def test_a_token_is_shown_once_stored_hashed_and_revocable(api_client, clean_tables, make_user, sync_engine):
@@ -81,7 +83,9 @@ def test_superusers_manage_organizations_users_and_members(api_client, superuser
     assert org.status_code == 201
     assert api_client.post("/api/v1/admin/organizations", json={"name": "Acme"}, headers=headers).status_code == 409
     assert [o["name"] for o in api_client.get("/api/v1/admin/organizations", headers=headers).json()] == ["Acme"]
-    user = api_client.post("/api/v1/admin/users", json={"email": "Ada@Example.com", "full_name": "Ada"}, headers=headers)
+    user = api_client.post(
+        "/api/v1/admin/users", json={"email": "Ada@Example.com", "full_name": "Ada"}, headers=headers
+    )
     assert user.status_code == 201 and user.json()["email"] == "ada@example.com"
     assert api_client.post("/api/v1/admin/users", json={"email": "ada@example.com"}, headers=headers).status_code == 409
     bad_email = api_client.post("/api/v1/admin/users", json={"email": "not an email"}, headers=headers)
@@ -91,7 +95,10 @@ def test_superusers_manage_organizations_users_and_members(api_client, superuser
     assert added.status_code == 201 and added.json()["role"] == "admin"
     assert api_client.post(members_url, json={"user_id": user.json()["id"]}, headers=headers).status_code == 409
     assert api_client.post(members_url, json={"user_id": 999999}, headers=headers).status_code == 404
-    assert api_client.post(members_url, json={"user_id": user.json()["id"], "role": "owner"}, headers=headers).status_code == 422
+    assert (
+        api_client.post(members_url, json={"user_id": user.json()["id"], "role": "owner"}, headers=headers).status_code
+        == 422
+    )
     token = api_client.post(f"/api/v1/admin/users/{user.json()['id']}/tokens", json={"name": "first"}, headers=headers)
     me = api_client.get("/api/v1/me", headers={"Authorization": f"Bearer {token.json()['token']}"}).json()
     assert me["user"]["email"] == "ada@example.com" and me["memberships"][0]["organization_name"] == "Acme"
@@ -100,7 +107,9 @@ def test_superusers_manage_organizations_users_and_members(api_client, superuser
 def test_admin_routes_are_403_for_non_superusers(api_client, clean_tables, make_user):
     org_admin = make_user(role="admin")
     for method, path in (("get", "/api/v1/admin/organizations"), ("post", "/api/v1/admin/users")):
-        response = getattr(api_client, method)(path, headers=org_admin.headers, **({"json": {"email": "x@y.io"}} if method == "post" else {}))
+        response = getattr(api_client, method)(
+            path, headers=org_admin.headers, **({"json": {"email": "x@y.io"}} if method == "post" else {})
+        )
         assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
 
 
@@ -108,8 +117,13 @@ def test_the_organization_comes_from_the_header_or_the_only_membership(api_clien
     first = make_user(role="member", organization="First")
     second = make_user(role="member", organization="Second")
     assert api_client.post("/api/v1/tasks/ping", headers=first.headers).status_code in (202, 503)
-    forbidden = api_client.post("/api/v1/tasks/ping", headers={**first.headers, "X-Organization-Id": str(second.organization_id)})
-    assert forbidden.status_code == 403 and f"not a member of organization {second.organization_id}" in forbidden.json()["error"]["message"]
+    forbidden = api_client.post(
+        "/api/v1/tasks/ping", headers={**first.headers, "X-Organization-Id": str(second.organization_id)}
+    )
+    assert (
+        forbidden.status_code == 403
+        and f"not a member of organization {second.organization_id}" in forbidden.json()["error"]["message"]
+    )
 
 
 def test_several_memberships_without_a_header_is_a_400(api_client, clean_tables, make_user, sync_engine):
@@ -122,13 +136,20 @@ def test_several_memberships_without_a_header_is_a_400(api_client, clean_tables,
         )
     response = api_client.post("/api/v1/tasks/ping", headers=user.headers)
     assert response.status_code == 400 and "X-Organization-Id" in response.json()["error"]["message"]
-    chosen = api_client.post("/api/v1/tasks/ping", headers={**user.headers, "X-Organization-Id": str(other.organization_id)})
+    chosen = api_client.post(
+        "/api/v1/tasks/ping", headers={**user.headers, "X-Organization-Id": str(other.organization_id)}
+    )
     assert chosen.status_code == 202
 
 
 def test_a_superuser_may_act_in_any_existing_organization(api_client, superuser, make_user):
     member = make_user(role="member", organization="Elsewhere")
-    assert api_client.post("/api/v1/tasks/ping", headers={**superuser.headers, "X-Organization-Id": str(member.organization_id)}).status_code == 202
+    assert (
+        api_client.post(
+            "/api/v1/tasks/ping", headers={**superuser.headers, "X-Organization-Id": str(member.organization_id)}
+        ).status_code
+        == 202
+    )
     missing = api_client.post("/api/v1/tasks/ping", headers={**superuser.headers, "X-Organization-Id": "987654"})
     assert missing.status_code == 404
 
@@ -136,7 +157,11 @@ def test_a_superuser_may_act_in_any_existing_organization(api_client, superuser,
 def test_the_cli_creates_a_superuser_whose_token_works(api_client, clean_tables):
     done = subprocess.run(
         [sys.executable, "-m", "erp", "create-superuser", "--email", "Root@Example.com", "--organization", "Operators"],
-        env={**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     secret = done.stdout.strip()
@@ -145,6 +170,10 @@ def test_the_cli_creates_a_superuser_whose_token_works(api_client, clean_tables)
     assert me["user"]["is_superuser"] and me["memberships"][0]["role"] == "admin"
     unknown = subprocess.run(
         [sys.executable, "-m", "erp", "create-token", "--email", "nobody@example.com"],
-        env={**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert unknown.returncode == 2 and unknown.stderr.strip() == "erp: no user with email 'nobody@example.com'"

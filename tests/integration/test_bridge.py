@@ -6,8 +6,8 @@ import pytest
 
 from erp.core import bridge
 from erp.features.ping.tasks import ping
-from tests.integration import bridge_tasks
-from tests.integration.bridge_tasks import probe_values
+from tests.support import bridge_tasks
+from tests.support.bridge_tasks import probe_values
 
 
 def test_in_process_worker_runs_ping_through_the_database(in_process_worker):

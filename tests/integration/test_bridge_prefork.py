@@ -11,21 +11,23 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import text
 
 from erp.core import bridge
-from tests.integration import bridge_tasks
-from tests.integration.bridge_tasks import probe_values
-from tests.processes import start_worker
+from tests.support import bridge_tasks
+from tests.support.bridge_tasks import probe_values
+from tests.support.processes import start_worker
 
 
 def worker_connections(sync_engine) -> int:
     with sync_engine.connect() as connection:
         return connection.execute(
-            text("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'erp-worker' AND datname = current_database()")
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'erp-worker' AND datname = current_database()"
+            )
         ).scalar_one()
 
 
 @pytest.fixture
 def prefork_worker(migrated_database, redis_clean):
-    worker = start_worker("--concurrency", "1", "-I", "tests.integration.bridge_tasks", name="prefork-worker")
+    worker = start_worker("--concurrency", "1", "-I", "tests.support.bridge_tasks", name="prefork-worker")
     yield worker
     assert worker.stop() == 0, worker.output()
 

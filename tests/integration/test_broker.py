@@ -17,9 +17,9 @@ from celery.events.state import State
 
 from erp.core import broker as async_broker
 from erp.core.celery_app import celery_app
-from erp.core.config import settings
+from erp.core.config import get_settings
 from erp.features.ping.tasks import ping
-from tests.integration.scheduling import empty_broker, wait_for
+from tests.support.scheduling import empty_broker, wait_for
 
 QUEUE = "celery"
 
@@ -27,7 +27,7 @@ QUEUE = "celery"
 @pytest.fixture
 def broker_client(redis_clean):
     empty_broker()
-    client = redis.Redis.from_url(settings.broker_url)
+    client = redis.Redis.from_url(get_settings().broker_url)
     yield client
     client.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import time
@@ -13,9 +14,10 @@ import redis
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from erp.tasks.db_scheduler import periodic_run_id
+from erp.tasks.periodic_messages import periodic_run_id
 from erp.tasks.scheduler_models import BeatHeartbeatDB, IntervalScheduleDB, PeriodicTaskDB
-from tests.integration.scheduling import (
+from tests.support.processes import ManagedProcess, free_port, start_beat
+from tests.support.scheduling import (
     QueueWatcher,
     add_crontab_task,
     add_interval_task,
@@ -27,7 +29,6 @@ from tests.integration.scheduling import (
     utcnow,
     wait_for,
 )
-from tests.processes import ManagedProcess, free_port, start_beat
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def test_a_new_schedule_produces_messages_with_derived_ids(beat, sync_engine):
     assert_no_duplicates(runs)
     assert all(run["id"] == periodic_run_id(task_id, run["scheduled_at"]) for run in runs)
     assert (runs[0]["args"], runs[0]["kwargs"], runs[0]["task"]) == ([1, "two"], {"three": 3}, "erp.ping")
-    gaps = {(later["scheduled_at"] - earlier["scheduled_at"]) for earlier, later in zip(runs, runs[1:])}
+    gaps = {(later["scheduled_at"] - earlier["scheduled_at"]) for earlier, later in itertools.pairwise(runs)}
     assert gaps == {timedelta(seconds=1)}, "runs stay on the one-second grid"
     row = get_task(sync_engine, "new-every-second")
     assert row.total_run_count >= 3 and row.last_run_at is not None
@@ -66,9 +67,9 @@ def test_beat_does_not_subscribe_to_the_results_of_what_it_sends(beat, sync_engi
     """Celery's Redis backend subscribes to every sent task's result unless told nobody will wait
     (celery#4261): a round trip per run, and the unsubscribe in AsyncResult.__del__ could swallow
     the SystemExit of beat's SIGTERM handler, leaving beat running until it was killed."""
-    from erp.core.config import settings
+    from erp.core.config import get_settings
 
-    monitor_client = redis.Redis.from_url(settings.result_backend_url)
+    monitor_client = redis.Redis.from_url(get_settings().result_backend_url)
     subscribes: list[str] = []
     with monitor_client.monitor() as monitor:
         add_interval_task(sync_engine, "no-subscribe", every=1)
@@ -178,8 +179,12 @@ def test_beat_killed_and_restarted_follows_the_misfire_policy_without_duplicates
     assert planned_up_to - run_all_after_kill[0] == timedelta(seconds=cap - 1)
     # After catching up, every task is back on its one-second grid.
     for policy in ("run_once", "skip", "run_all"):
-        later = [run["scheduled_at"] for run in runs if run["name"] == f"misfire-{policy}" and run["scheduled_at"] > resumed_at]
-        assert later and all(b - a == timedelta(seconds=1) for a, b in zip(later, later[1:]))
+        later = [
+            run["scheduled_at"]
+            for run in runs
+            if run["name"] == f"misfire-{policy}" and run["scheduled_at"] > resumed_at
+        ]
+        assert later and all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(later))
 
 
 def test_a_broken_row_is_disabled_with_a_reason_and_others_continue(beat, sync_engine):
@@ -242,7 +247,19 @@ def test_a_postgresql_restart_is_survived_without_duplicates(beat, sync_engine):
 
 def test_redis_down_does_not_mark_the_run_done(empty_scheduler, sync_engine, tmp_path):
     port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    command = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+    ]
     private_redis = ManagedProcess("private-redis", command)
     wait_for(lambda: _redis_answers(port), timeout=5)
     add_interval_task(sync_engine, "needs-redis", every=1)

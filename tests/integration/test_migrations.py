@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from erp.models import Base
-from tests.fixtures import alembic_config
+from tests.support.fixtures import alembic_config
 
 
 def test_models_and_migrations_agree(sync_engine):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.scheduling import empty_broker, queued_runs
+from tests.support.scheduling import empty_broker, queued_runs
 
 BASE = "/api/v1/admin/periodic-tasks"
 
@@ -28,7 +28,11 @@ def test_create_computes_the_next_run_and_sets_an_etag(api_client, admin):
     task = response.json()
     assert response.headers["ETag"] == '"1"'
     assert response.headers["Location"] == f"{BASE}/{task['id']}"
-    assert task["schedule"] == {"kind": "interval", "id": task["schedule"]["id"], "fields": {"every": 10, "period": "seconds"}}
+    assert task["schedule"] == {
+        "kind": "interval",
+        "id": task["schedule"]["id"],
+        "fields": {"every": 10, "period": "seconds"},
+    }
     assert task["next_run_at"] is not None and task["enabled"] and task["version"] == 1
 
 
@@ -44,7 +48,7 @@ def test_every_schedule_kind_can_be_created_inline(api_client, admin, schedule, 
     task = new_task(api_client, admin, name=f"kind {schedule['kind']}", schedule=schedule).json()
     assert task["schedule"]["kind"] == schedule["kind"]
     next_run = datetime.fromisoformat(task["next_run_at"])
-    assert next_run > datetime.now(timezone.utc)
+    assert next_run > datetime.now(UTC)
     if local_fields:
         from zoneinfo import ZoneInfo
 
@@ -84,7 +88,11 @@ def test_bad_input_is_a_422_that_says_what_is_wrong_and_writes_nothing(api_clien
 
 def test_a_name_clash_is_a_409(api_client, admin):
     new_task(api_client, admin)
-    response = api_client.post(BASE, json={"name": "every ten seconds", "task": "erp.ping", "schedule": {"kind": "interval", "every": 5}}, headers=admin.headers)
+    response = api_client.post(
+        BASE,
+        json={"name": "every ten seconds", "task": "erp.ping", "schedule": {"kind": "interval", "every": 5}},
+        headers=admin.headers,
+    )
     assert response.status_code == 409
     assert "already exists" in response.json()["error"]["message"]
 
@@ -111,7 +119,11 @@ def test_get_and_404(api_client, admin):
 def test_update_with_the_current_version_then_a_stale_one_is_409(api_client, admin):
     task = new_task(api_client, admin).json()
     url = f"{BASE}/{task['id']}"
-    first = api_client.patch(url, json={"schedule": {"kind": "interval", "every": 1, "period": "hours"}}, headers={**admin.headers, "If-Match": '"1"'})
+    first = api_client.patch(
+        url,
+        json={"schedule": {"kind": "interval", "every": 1, "period": "hours"}},
+        headers={**admin.headers, "If-Match": '"1"'},
+    )
     assert first.status_code == 200, first.text
     assert first.json()["version"] == 2 and first.headers["ETag"] == '"2"'
     assert first.json()["schedule"]["fields"] == {"every": 1, "period": "hours"}
@@ -151,10 +163,14 @@ def test_run_now_sends_with_the_tasks_options_and_counts_it(api_client, admin, r
 
 
 def test_preview_lists_the_next_run_times(api_client, admin):
-    start = (datetime.now(timezone.utc) + timedelta(days=1)).replace(microsecond=0)
-    task = new_task(api_client, admin, start_time=start.isoformat(), schedule={"kind": "interval", "every": 1, "period": "hours"}).json()
+    start = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    task = new_task(
+        api_client, admin, start_time=start.isoformat(), schedule={"kind": "interval", "every": 1, "period": "hours"}
+    ).json()
     preview = api_client.get(f"{BASE}/{task['id']}/preview", params={"count": 3}, headers=admin.headers).json()
-    assert [datetime.fromisoformat(moment) for moment in preview["next_runs"]] == [start + timedelta(hours=hours) for hours in range(3)]
+    assert [datetime.fromisoformat(moment) for moment in preview["next_runs"]] == [
+        start + timedelta(hours=hours) for hours in range(3)
+    ]
 
 
 def test_task_names_lists_registered_tasks(api_client, admin):
@@ -167,4 +183,6 @@ def test_only_superusers_may_manage_schedules(api_client, clean_tables, make_use
     member = make_user(role="admin")
     assert api_client.get(BASE, headers=member.headers).status_code == 403
     assert api_client.get(BASE).status_code == 401
-    assert api_client.get(BASE, headers={"Authorization": "Bearer erp_not-a-real-token-at-all-000000"}).status_code == 401
+    assert (
+        api_client.get(BASE, headers={"Authorization": "Bearer erp_not-a-real-token-at-all-000000"}).status_code == 401
+    )

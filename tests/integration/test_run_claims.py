@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from erp.core.celery_app import celery_app
-from erp.tasks.db_scheduler import periodic_run_id
-from tests.integration.scheduling import (
+from erp.tasks.periodic_messages import periodic_run_id
+from tests.support.scheduling import (
     add_interval_task,
     broker,
     get_task,
@@ -32,7 +32,7 @@ def claim(run_id: str, value: str) -> None:
 
 
 def test_a_pending_claim_whose_message_never_left_is_sent(scheduler, sync_engine, due_run):
-    task_id, scheduled_at, run_id = due_run
+    _task_id, scheduled_at, run_id = due_run
     claim(run_id, "pending:a-beat-that-died")
     scheduler.send_due(utcnow())
     assert [run["id"] for run in queued_runs("claimed")] == [run_id]
@@ -42,8 +42,12 @@ def test_a_pending_claim_whose_message_never_left_is_sent(scheduler, sync_engine
 
 
 def test_a_pending_claim_whose_message_is_queued_is_not_sent_again(scheduler, sync_engine, due_run):
-    task_id, scheduled_at, run_id = due_run
-    celery_app.send_task("erp.ping", task_id=run_id, headers={"periodic_task_name": "claimed", "periodic_task_scheduled_at": scheduled_at.isoformat()})
+    _task_id, scheduled_at, run_id = due_run
+    celery_app.send_task(
+        "erp.ping",
+        task_id=run_id,
+        headers={"periodic_task_name": "claimed", "periodic_task_scheduled_at": scheduled_at.isoformat()},
+    )
     claim(run_id, "pending:a-beat-that-died")
     scheduler.send_due(utcnow())
     assert [run["id"] for run in queued_runs("claimed")] == [run_id]
@@ -51,7 +55,7 @@ def test_a_pending_claim_whose_message_is_queued_is_not_sent_again(scheduler, sy
 
 
 def test_a_pending_claim_whose_task_already_has_a_result_is_not_sent_again(scheduler, sync_engine, due_run):
-    task_id, scheduled_at, run_id = due_run
+    _task_id, scheduled_at, run_id = due_run
     celery_app.backend.store_result(run_id, {"pong": True}, "SUCCESS")
     claim(run_id, "pending:a-beat-that-died")
     scheduler.send_due(utcnow())
@@ -60,7 +64,7 @@ def test_a_pending_claim_whose_task_already_has_a_result_is_not_sent_again(sched
 
 
 def test_a_sent_claim_is_not_sent_again(scheduler, sync_engine, due_run):
-    task_id, scheduled_at, run_id = due_run
+    _task_id, _scheduled_at, run_id = due_run
     claim(run_id, "sent")
     scheduler.send_due(utcnow())
     assert queued_runs("claimed") == []

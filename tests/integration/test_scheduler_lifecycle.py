@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from erp.tasks.db_scheduler import DatabaseScheduler
 from erp.tasks.scheduler_models import ClockedScheduleDB, PeriodicTaskDB
-from tests.integration.scheduling import add_interval_task, get_task, queued_runs, utcnow
+from tests.support.scheduling import add_interval_task, get_task, queued_runs, utcnow
 
 
 def step(scheduler: DatabaseScheduler, now) -> None:
@@ -33,7 +33,9 @@ def test_the_first_run_waits_for_start_time(scheduler, sync_engine):
 
 def test_no_run_after_expires_and_the_row_says_why(scheduler, sync_engine):
     now = utcnow().replace(microsecond=0)
-    add_interval_task(sync_engine, "expiring", every=1, period="minutes", expires=now + timedelta(minutes=2, seconds=30))
+    add_interval_task(
+        sync_engine, "expiring", every=1, period="minutes", expires=now + timedelta(minutes=2, seconds=30)
+    )
     for minute in range(5):
         step(scheduler, now + timedelta(minutes=minute, seconds=1))
     assert len(queued_runs("expiring")) == 3  # at 0, 1 and 2 minutes
@@ -55,7 +57,11 @@ def test_a_one_off_task_runs_once_then_disables(scheduler, sync_engine):
 def test_a_clocked_task_fires_at_its_time_once(scheduler, sync_engine):
     now = utcnow().replace(microsecond=0)
     with Session(sync_engine) as session, session.begin():
-        session.add(PeriodicTaskDB(name="clocked", task="erp.ping", clocked=ClockedScheduleDB(clocked_time=now + timedelta(hours=1))))
+        session.add(
+            PeriodicTaskDB(
+                name="clocked", task="erp.ping", clocked=ClockedScheduleDB(clocked_time=now + timedelta(hours=1))
+            )
+        )
     step(scheduler, now)
     assert queued_runs("clocked") == [] and get_task(sync_engine, "clocked").next_run_at == now + timedelta(hours=1)
     for minutes in (60, 61, 62):

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from erp.api import task_owners
+from erp.core import task_owners
 from erp.core.celery_app import celery_app
-from tests.integration.scheduling import wait_for
+from tests.support.scheduling import wait_for
 
 
 @pytest.fixture

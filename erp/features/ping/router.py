@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from erp.api.tasks import ERRORS, TaskAccepted, dispatch
-from erp.core.auth import CurrentCaller
+from erp.accounts.dependencies import CurrentCaller
+from erp.core.dispatch import ERRORS, TaskAccepted, dispatch
 from erp.features.ping.tasks import ping
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])

@@ -6,18 +6,24 @@ long as the result it guards (CELERY_RESULT_EXPIRES_SECONDS), so the two cannot 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 
+import redis.asyncio as redis
+
 from erp.core import broker
-from erp.core.config import settings
+from erp.core.config import get_settings
 
 OWNER_KEY = "erp:task-owner:{task_id}"
 USER_TASKS_KEY = "erp:user-tasks:{user_id}"
 # How many recent task ids per user GET /api/v1/tasks can list.
 RECENT_TASKS_KEPT = 1000
 
-_client = broker.connect(settings.result_backend_url)
+
+@functools.cache
+def _client() -> redis.Redis:
+    return broker.connect(get_settings().result_backend_url)
 
 
 @dataclass(frozen=True)
@@ -31,11 +37,11 @@ class TaskOwner:
 
 async def record_owner(owner: TaskOwner) -> None:
     """Store the owner, and the task id in the user's recent list (one round trip)."""
-    ttl = settings.CELERY_RESULT_EXPIRES_SECONDS
+    ttl = get_settings().CELERY_RESULT_EXPIRES_SECONDS
     owner_key = OWNER_KEY.format(task_id=owner.task_id)
     recent_key = USER_TASKS_KEY.format(user_id=owner.user_id)
     fields = {key: "" if value is None else str(value) for key, value in asdict(owner).items()}
-    pipeline = _client.pipeline(transaction=False)
+    pipeline = _client().pipeline(transaction=False)
     pipeline.hset(owner_key, mapping=fields)
     pipeline.expire(owner_key, ttl)
     pipeline.zadd(recent_key, {owner.task_id: owner.created_at})
@@ -46,14 +52,14 @@ async def record_owner(owner: TaskOwner) -> None:
 
 async def forget_owner(owner: TaskOwner) -> None:
     """Undo `record_owner` for a task that could not be sent."""
-    pipeline = _client.pipeline(transaction=False)
+    pipeline = _client().pipeline(transaction=False)
     pipeline.delete(OWNER_KEY.format(task_id=owner.task_id))
     pipeline.zrem(USER_TASKS_KEY.format(user_id=owner.user_id), owner.task_id)
     await pipeline.execute()
 
 
 async def get_owner(task_id: str) -> TaskOwner | None:
-    fields = await _client.hgetall(OWNER_KEY.format(task_id=task_id))
+    fields: dict[str, str] = await _client().hgetall(OWNER_KEY.format(task_id=task_id))  # type: ignore[misc]
     if not fields:
         return None
     return TaskOwner(
@@ -67,9 +73,13 @@ async def get_owner(task_id: str) -> TaskOwner | None:
 
 async def recent_task_ids(user_id: int, limit: int) -> list[str]:
     """The user's task ids, newest first, still within the result expiry."""
-    oldest = time.time() - settings.CELERY_RESULT_EXPIRES_SECONDS
-    return await _client.zrevrangebyscore(USER_TASKS_KEY.format(user_id=user_id), "+inf", oldest, start=0, num=limit)
+    oldest = time.time() - get_settings().CELERY_RESULT_EXPIRES_SECONDS
+    task_ids: list[str] = await _client().zrevrangebyscore(
+        USER_TASKS_KEY.format(user_id=user_id), "+inf", oldest, start=0, num=limit
+    )
+    return task_ids
 
 
 async def close() -> None:
-    await _client.aclose()
+    if _client.cache_info().currsize:
+        await _client().aclose()

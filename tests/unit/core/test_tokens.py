@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import logging
 
+from erp.core import tokens
 from erp.core.logging import RedactSecrets
-from erp.features.accounts import tokens
 
 
 def test_tokens_are_random_recognisable_and_hashed():

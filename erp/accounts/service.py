@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from erp.accounts.models import ApiTokenDB, MembershipDB, OrganizationDB, UserDB
+from erp.core import tokens
 from erp.core.errors import ConflictError, NotFoundError
-from erp.features.accounts import tokens
-from erp.features.accounts.models import ApiTokenDB, MembershipDB, OrganizationDB, UserDB
 
 # last_used_at is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -29,7 +29,7 @@ class Membership:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 async def _commit_unique(session: AsyncSession, message: str) -> None:

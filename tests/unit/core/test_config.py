@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from erp.core.config import Settings, describe_validation_error
+from tests.support.processes import REPO_ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +48,9 @@ def test_sslmode_is_translated_for_asyncpg():
 
 
 def test_redis_from_parts():
-    settings = make(REDIS_HOST="cache", REDIS_PORT=6380, REDIS_PASSWORD="s3cret", REDIS_CELERY_BROKER_DB=2, REDIS_CELERY_RESULT_DB=3)
+    settings = make(
+        REDIS_HOST="cache", REDIS_PORT=6380, REDIS_PASSWORD="s3cret", REDIS_CELERY_BROKER_DB=2, REDIS_CELERY_RESULT_DB=3
+    )
     assert settings.broker_url == "redis://:s3cret@cache:6380/2"
     assert settings.result_backend_url == "redis://:s3cret@cache:6380/3"
 
@@ -78,7 +81,11 @@ def test_explicit_celery_urls_are_kept():
         ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL", "redis://"),
         ({"TIME_ZONE": "Mars/Olympus"}, "TIME_ZONE", "not an IANA time zone"),
         ({"REDIS_PORT": "70000"}, "REDIS_PORT", "less than or equal to 65535"),
-        ({"CELERY_BEAT_DB_SCHEDULER_SYNC_EVERY_SECONDS": "0"}, "CELERY_BEAT_DB_SCHEDULER_SYNC_EVERY_SECONDS", "greater than 0"),
+        (
+            {"CELERY_BEAT_DB_SCHEDULER_SYNC_EVERY_SECONDS": "0"},
+            "CELERY_BEAT_DB_SCHEDULER_SYNC_EVERY_SECONDS",
+            "greater than 0",
+        ),
         (
             {"CELERY_TASK_SOFT_TIME_LIMIT_SECONDS": 400, "CELERY_TASK_TIME_LIMIT_SECONDS": 300},
             "CELERY_TASK_SOFT_TIME_LIMIT_SECONDS",
@@ -100,9 +107,21 @@ def test_missing_database_url_is_named():
 
 
 def test_a_bad_setting_stops_start_up_with_one_line():
-    env = {"PATH": "/usr/bin:/bin", "ERP_ENV_FILE": "/nonexistent", "DATABASE_URL": "postgresql://h/d", "TIME_ZONE": "Nowhere/Land"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ERP_ENV_FILE": "/nonexistent",
+        "DATABASE_URL": "postgresql://h/d",
+        "TIME_ZONE": "Nowhere/Land",
+    }
     done = subprocess.run(
-        [sys.executable, "-c", "import erp.core.config"], env=env, capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).parents[2])
+        [sys.executable, "-c", "from erp.core.config import get_settings; get_settings()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=str(REPO_ROOT),
     )
     assert done.returncode == 1
-    assert done.stderr.strip() == "erp: configuration error: TIME_ZONE: 'Nowhere/Land' is not an IANA time zone (e.g. UTC, Europe/Berlin)"
+    assert (
+        done.stderr.strip()
+        == "erp: configuration error: TIME_ZONE: 'Nowhere/Land' is not an IANA time zone (e.g. UTC, Europe/Berlin)"
+    )

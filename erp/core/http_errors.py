@@ -38,19 +38,22 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def error_response(status_code: int, message: str, details: Any = None, headers: dict | None = None) -> JSONResponse:
+def error_response(
+    status_code: int, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(code=_CODES.get(status_code, "error"), message=message, details=details))
     return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
 
 
-async def _http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
     return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
-async def _validation_exception(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
     details = [
-        {"location": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
-        for error in exc.errors()
+        {"location": ".".join(str(part) for part in error["loc"]), "message": error["msg"]} for error in exc.errors()
     ]
     summary = "; ".join(f"{item['location']}: {item['message']}" for item in details)
     return error_response(422, f"invalid request: {summary}", details)
@@ -71,6 +74,8 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, _domain_exception)
 
 
-def error_responses(*status_codes: int) -> dict:
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """For `responses=` in route declarations, so OpenAPI documents the error shape."""
-    return {status: {"model": ErrorResponse, "description": _CODES[status].replace("_", " ")} for status in status_codes}
+    return {
+        status: {"model": ErrorResponse, "description": _CODES[status].replace("_", " ")} for status in status_codes
+    }

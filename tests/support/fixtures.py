@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis
@@ -12,7 +13,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _recreate_database(sync_url: str) -> None:
@@ -34,7 +35,7 @@ def alembic_config() -> Config:
 def stop_leftover_processes():
     """Whatever a failed test left running is stopped when the run ends."""
     yield
-    from tests.processes import ManagedProcess
+    from tests.support.processes import ManagedProcess
 
     for process in ManagedProcess.started:
         process.stop(timeout=5)
@@ -43,11 +44,11 @@ def stop_leftover_processes():
 @pytest.fixture(scope="session")
 def migrated_database() -> str:
     """The test database, dropped, created and migrated to head once per run."""
-    from erp.core.config import settings
+    from erp.core.config import get_settings
 
-    _recreate_database(settings.sync_database_url)
+    _recreate_database(get_settings().sync_database_url)
     command.upgrade(alembic_config(), "head")
-    return settings.sync_database_url
+    return get_settings().sync_database_url
 
 
 @pytest.fixture(scope="session")
@@ -60,9 +61,9 @@ def sync_engine(migrated_database):
 @pytest.fixture(scope="session")
 def redis_clean():
     """Flush the suite's broker and result databases once per run."""
-    from erp.core.config import settings
+    from erp.core.config import get_settings
 
-    for url in (settings.broker_url, settings.result_backend_url):
+    for url in (get_settings().broker_url, get_settings().result_backend_url):
         client = redis.Redis.from_url(url)
         client.flushdb()
         client.close()
@@ -127,8 +128,8 @@ def make_user(sync_engine):
     """
     from sqlalchemy.orm import Session
 
-    from erp.features.accounts import tokens
-    from erp.features.accounts.models import ApiTokenDB, MembershipDB, OrganizationDB, UserDB
+    from erp.accounts.models import ApiTokenDB, MembershipDB, OrganizationDB, UserDB
+    from erp.core import tokens
 
     numbers = itertools.count(1)
 
@@ -136,7 +137,11 @@ def make_user(sync_engine):
         number = next(numbers)
         secret = tokens.new_token()
         with Session(sync_engine) as session, session.begin():
-            user = UserDB(email=f"user{number}-{secret[-6:].lower()}@example.com", full_name=f"User {number}", is_superuser=superuser)
+            user = UserDB(
+                email=f"user{number}-{secret[-6:].lower()}@example.com",
+                full_name=f"User {number}",
+                is_superuser=superuser,
+            )
             session.add(user)
             session.flush()
             organization_id = None
@@ -150,7 +155,12 @@ def make_user(sync_engine):
                 session.add(MembershipDB(user_id=user.id, organization_id=org.id, role=role))
                 organization_id = org.id
             session.add(
-                ApiTokenDB(user_id=user.id, name="test", prefix=tokens.display_prefix(secret), token_hash=tokens.token_digest(secret))
+                ApiTokenDB(
+                    user_id=user.id,
+                    name="test",
+                    prefix=tokens.display_prefix(secret),
+                    token_hash=tokens.token_digest(secret),
+                )
             )
             user_id = user.id
         return AuthUser(user_id=user_id, organization_id=organization_id, token=secret)

@@ -10,8 +10,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import ClassVar
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CELERY = [sys.executable, "-m", "celery", "-A", "erp.core.celery_app"]
 
 
@@ -25,7 +26,7 @@ class ManagedProcess:
     """A child process whose output goes to a file the test can wait on and show on failure."""
 
     # Every process started in this run, so none outlives it (see stop_leftover_processes).
-    started: list[ManagedProcess] = []
+    started: ClassVar[list[ManagedProcess]] = []
 
     def __init__(self, name: str, command: list[str], env: dict | None = None) -> None:
         self.name = name
@@ -50,7 +51,9 @@ class ManagedProcess:
             if text in self.output():
                 return
             if self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.process.returncode}) before {text!r}:\n{self.output()}")
+                raise AssertionError(
+                    f"{self.name} exited ({self.process.returncode}) before {text!r}:\n{self.output()}"
+                )
             time.sleep(0.1)
         raise AssertionError(f"{self.name} did not print {text!r} within {timeout} s:\n{self.output()[-4000:]}")
 
@@ -70,7 +73,9 @@ class ManagedProcess:
 
 def start_worker(*extra: str, name: str = "worker", env: dict | None = None) -> ManagedProcess:
     worker = ManagedProcess(
-        name, [*CELERY, "worker", "--pool", "prefork", "--loglevel", "INFO", "--without-mingle", "--without-gossip", *extra], env
+        name,
+        [*CELERY, "worker", "--pool", "prefork", "--loglevel", "INFO", "--without-mingle", "--without-gossip", *extra],
+        env,
     )
     worker.wait_for_output("ready.", timeout=60)
     return worker

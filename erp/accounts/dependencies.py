@@ -1,4 +1,4 @@
-"""Who is calling: the dependencies every router uses.
+"""Who is calling: the authentication dependencies every router uses.
 
     caller: Caller = Depends(get_caller)          # any active user, in an organization
     caller: Caller = Depends(require_superuser)   # operators (schedules, accounts)
@@ -10,23 +10,14 @@ acts in is the `X-Organization-Id` header, or the caller's only organization.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException
 
-from erp.core.db import AsyncSessionFactory, DbSession, autocommit_engine
-from erp.features.accounts import service
-from erp.features.accounts.models import UserDB
-
-
-@dataclass(frozen=True)
-class Caller:
-    user_id: int
-    email: str
-    is_superuser: bool
-    organization_id: int | None
-    role: str | None  # "member" or "admin" in organization_id; None for a superuser outside it
+from erp.accounts import service
+from erp.accounts.models import UserDB
+from erp.core.caller import Caller
+from erp.core.db import DbSession, autocommit_engine, web_session_factory
 
 
 def _unauthorized(message: str) -> HTTPException:
@@ -42,7 +33,7 @@ async def authenticate(
     if scheme.lower() != "bearer" or not secret.strip():
         raise _unauthorized("malformed Authorization header: expected 'Bearer <API token>'")
     try:
-        async with autocommit_engine.connect() as connection:
+        async with autocommit_engine().connect() as connection:
             return await service.authenticate(secret.strip(), connection=connection)
     except service.AuthenticationError as error:
         raise _unauthorized(str(error)) from None
@@ -70,7 +61,7 @@ async def get_caller(
     elif x_organization_id in roles:
         organization_id = x_organization_id
     elif authenticated.is_superuser:
-        async with AsyncSessionFactory() as session:  # rare: no session for every request
+        async with web_session_factory()() as session:  # rare: no session for every request
             await service.get_organization(x_organization_id, session=session)  # 404 if missing
         organization_id = x_organization_id
     else:
@@ -80,7 +71,7 @@ async def get_caller(
         email=authenticated.email,
         is_superuser=authenticated.is_superuser,
         organization_id=organization_id,
-        role=roles.get(organization_id),
+        role=None if organization_id is None else roles.get(organization_id),
     )
 
 

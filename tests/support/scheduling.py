@@ -6,20 +6,20 @@ import base64
 import json
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from erp.core.config import settings
+from erp.core.config import get_settings
 from erp.tasks.scheduler_models import CrontabScheduleDB, IntervalScheduleDB, PeriodicTaskDB
 
 QUEUE = "celery"
 
 
 def broker() -> redis.Redis:
-    return redis.Redis.from_url(settings.broker_url)
+    return redis.Redis.from_url(get_settings().broker_url)
 
 
 def empty_broker() -> None:
@@ -67,7 +67,10 @@ def wait_for(condition, timeout: float = 10, interval: float = 0.05, message: st
 def add_interval_task(engine, name: str, every: int = 1, period: str = "seconds", **fields) -> int:
     with Session(engine) as session, session.begin():
         task = PeriodicTaskDB(
-            name=name, task=fields.pop("task", "erp.ping"), interval=IntervalScheduleDB(every=every, period=period), **fields
+            name=name,
+            task=fields.pop("task", "erp.ping"),
+            interval=IntervalScheduleDB(every=every, period=period),
+            **fields,
         )
         session.add(task)
         session.flush()
@@ -99,7 +102,7 @@ def get_task(engine, name: str) -> PeriodicTaskDB:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class QueueWatcher:

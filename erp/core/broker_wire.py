@@ -1,0 +1,69 @@
+"""What kombu's Redis transport writes, in one place.
+
+kombu stores a message as a JSON envelope (`envelope`) in a Redis list named after the queue;
+a queue with priorities has sibling lists, one per priority step (`queue_keys`); a message a
+worker has reserved but not acknowledged sits in the `unacked` hash (`UNACKED_HASH`); events go
+over pub/sub on a channel derived from the database number and the exchange (`event_channel`).
+The async publisher (erp.core.broker) writes these structures and the scheduler reads them;
+nothing else in erp knows them. tests/integration/test_broker.py compares the result with what
+kombu itself writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+from kombu.utils.json import dumps
+
+BODY_ENCODING = "base64"
+CONTENT_TYPE = "application/json"
+# kombu's delivery modes: 2 (persistent) for tasks, 1 (transient) for events.
+PERSISTENT, TRANSIENT = 2, 1
+EVENT_EXCHANGE = "celeryev"
+# Reserved (prefetched, not yet acknowledged) messages, keyed by delivery tag.
+UNACKED_HASH = "unacked"
+# kombu's default priority steps and the separator it puts between queue name and step.
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITY_SEPARATOR = "\x06\x16"
+
+
+def envelope(
+    body: Any,
+    headers: dict[str, Any],
+    properties: dict[str, Any],
+    *,
+    exchange: str,
+    routing_key: str,
+    delivery_mode: int,
+    priority: int = 0,
+) -> str:
+    """A message as kombu's Redis transport stores it."""
+    message: str = dumps(
+        {
+            "body": base64.b64encode(dumps(body).encode()).decode(),
+            "content-encoding": "utf-8",
+            "content-type": CONTENT_TYPE,
+            "headers": headers,
+            "properties": {
+                **properties,
+                "delivery_mode": delivery_mode,
+                "delivery_info": {"exchange": exchange, "routing_key": routing_key},
+                "priority": priority,
+                "body_encoding": BODY_ENCODING,
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )
+    return message
+
+
+def queue_keys(queue: str) -> tuple[str, ...]:
+    """Every Redis list holding messages of `queue`: the plain list, then one per priority step."""
+    return (queue, *(f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS if step))
+
+
+def event_channel(db: int, routing_key: str) -> str:
+    """The pub/sub channel of the fanout event exchange for one routing key (e.g. task.sent)."""
+    return f"/{db}.{EVENT_EXCHANGE}/{routing_key}"

@@ -1,0 +1,96 @@
+"""Dispatching Celery tasks from async endpoints: `dispatch(request, caller, task, *args)`.
+
+It records who started the task (erp.core.task_owners) and queues it on the event loop
+(erp.core.broker), within a deadline, so a missing Redis is a 503 in seconds, not a hung request.
+The status, listing and revoking endpoints live with the task subsystem (erp.tasks.status_router).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from celery import Task
+from celery.result import AsyncResult
+from fastapi import HTTPException, Request
+from kombu.exceptions import OperationalError
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from erp.core import broker, task_owners
+from erp.core.caller import Caller
+from erp.core.http_errors import error_responses
+
+# The route that reads a task's status (erp.tasks.status_router): status_url points there.
+TASK_STATUS_ROUTE = "get_task_status"
+
+# Longer than kombu's publish retries (about two seconds, task_publish_retry_policy) and the
+# async clients' connect timeout (erp.core.broker.connect); past this the caller gets a 503
+# instead of a request that hangs while Redis is away.
+BROKER_TIMEOUT_SECONDS = 3.0
+ERRORS = error_responses(401, 403, 404, 503)
+T = TypeVar("T")
+
+
+class TaskAccepted(BaseModel):
+    task_id: str = Field(examples=["0b6f8a3e-2c1e-4a8e-9d0c-3f0f6f6a8b11"])
+    status_url: str = Field(examples=["/api/v1/tasks/0b6f8a3e-2c1e-4a8e-9d0c-3f0f6f6a8b11"])
+
+    @classmethod
+    def for_task(cls, request: Request, task_id: str) -> TaskAccepted:
+        return cls(task_id=task_id, status_url=str(request.url_for(TASK_STATUS_ROUTE, task_id=task_id).path))
+
+
+def broker_unavailable(error: BaseException) -> HTTPException:
+    return HTTPException(503, f"the task queue is unavailable, try again shortly ({type(error).__name__})")
+
+
+# What a slow or absent Redis raises, through kombu (OperationalError) or redis-py.
+BROKER_ERRORS = (OperationalError, RedisError, OSError, asyncio.TimeoutError)
+
+
+async def within_deadline(awaitable: Awaitable[T]) -> T:
+    """Await a Redis call; 503 when Redis fails or does not answer in time."""
+    try:
+        return await asyncio.wait_for(awaitable, BROKER_TIMEOUT_SECONDS)
+    except BROKER_ERRORS as error:
+        raise broker_unavailable(error) from error
+
+
+async def off_the_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking Celery call (results, control, kombu) in the thread pool, with the deadline."""
+    return await within_deadline(run_in_threadpool(fn, *args, **kwargs))
+
+
+async def send_with_timeout(send: Callable[..., AsyncResult[Any]], *args: Any, **options: Any) -> str:
+    """Publish through kombu (apply_async, send_task) with any options; returns the task id."""
+    task_id = options.pop("task_id", None) or str(uuid.uuid4())
+    await off_the_loop(send, *args, task_id=task_id, **options)
+    return task_id
+
+
+async def dispatch(request: Request, caller: Caller, task: Task, *args: Any, **kwargs: Any) -> TaskAccepted:
+    """Send `task` for `caller`, recording who started it; answer with its id and status URL."""
+    owner = task_owners.TaskOwner(
+        task_id=str(uuid.uuid4()),
+        task_name=task.name,
+        user_id=caller.user_id,
+        organization_id=caller.organization_id,
+        created_at=time.time(),
+    )
+    try:
+        async with asyncio.timeout(BROKER_TIMEOUT_SECONDS):
+            # The owner first: a status request right after the 202 must not be a 404.
+            await task_owners.record_owner(owner)
+            await broker.send_task(task, args, kwargs, owner.task_id)
+    except BROKER_ERRORS as error:
+        # Not queued: drop the owner record (if Redis is gone, it expires with the results).
+        with contextlib.suppress(*BROKER_ERRORS):
+            await asyncio.wait_for(task_owners.forget_owner(owner), 1)
+        raise broker_unavailable(error) from error
+    return TaskAccepted.for_task(request, owner.task_id)

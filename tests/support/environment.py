@@ -1,0 +1,34 @@
+"""The suite's own database and Redis databases, never a developer's or the product's.
+
+Unit tests need no services. Integration and end-to-end tests use the real PostgreSQL
+(TEST_DATABASE_URL, default erp_test, dropped and migrated once per run) and the real Redis
+(databases TEST_REDIS_BROKER_DB and TEST_REDIS_RESULT_DB, default 10 and 11, flushed once per
+run). The processes the tests start (uvicorn, celery worker, celery beat) inherit the same.
+"""
+
+from __future__ import annotations
+
+import os
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://root@127.0.0.1:5432/erp_test")
+TEST_ENV = {
+    "ERP_ENV_FILE": "/nonexistent/.env",  # a developer's .env must not point the tests elsewhere
+    "DATABASE_URL": TEST_DATABASE_URL,
+    "REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+    "REDIS_CELERY_BROKER_DB": os.environ.get("TEST_REDIS_BROKER_DB", "10"),
+    "REDIS_CELERY_RESULT_DB": os.environ.get("TEST_REDIS_RESULT_DB", "11"),
+    "TIME_ZONE": "UTC",
+    "LOG_LEVEL": "INFO",
+}
+# Settings that would win over the ones above if a developer's shell had them.
+OVERRIDING = ("REDIS_TLS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+
+
+def use_test_environment() -> None:
+    """Point this process (and the processes it starts) at the suite's services."""
+    from erp.core.config import get_settings
+
+    for name in OVERRIDING:
+        os.environ.pop(name, None)
+    os.environ.update(TEST_ENV)
+    get_settings.cache_clear()
