@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     # The most missed runs the `run_all` misfire policy sends for one task after downtime.
     CELERY_BEAT_MAX_CATCH_UP_RUNS: int = Field(10, ge=1, le=1000)
 
+    # --- deployment: the flower process (erp/flower.py) ---------------------------------------
+    # `development` lets flower start without a password; anything deployed stays `production`.
+    ERP_ENVIRONMENT: Literal["development", "production"] = "production"
+    # `user:password[,user2:password2]`; flower refuses to start without it outside development.
+    FLOWER_BASIC_AUTH: str | None = None
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
