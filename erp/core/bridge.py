@@ -17,7 +17,9 @@ it uses when called inside `sync_to_async`). Everything is created lazily per pr
 prefork child never reuses a loop, thread or connection from its parent.
 
 A soft time limit raises `SoftTimeLimitExceeded` in the waiting task thread; the coroutine is
-then cancelled on the loop (its session rolls back) before the exception propagates.
+then cancelled on the loop (its session rolls back) before the exception propagates. A
+coroutine the cancel cannot reach in time (it blocks the loop) still never commits: the task
+has given up, and the commit checks that first (`_RunningCall`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import asyncio
 import os
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from contextvars import ContextVar
+from typing import Any, TypeVar, cast
 
 import uvloop
 from asgiref.sync import SyncToAsync, async_to_sync
@@ -87,12 +90,45 @@ def shutdown_bridge() -> None:
         _process_loop = None
 
 
+class ServiceAbandoned(Exception):
+    """The task gave up (a time limit) before its service finished: the work is rolled back."""
+
+
+# Set while a service runs; a run_service call that sees it is nested inside another.
+_inside_service: ContextVar[bool] = ContextVar("erp_inside_service", default=False)
+
+
 class _RunningCall:
-    """What the task thread needs to cancel its coroutine on the loop."""
+    """One service call, shared by the task thread and the loop.
+
+    The task thread may give up (a soft time limit raises in it) while the coroutine runs on the
+    loop. Giving up and starting the commit exclude each other (`abandon` / `start_commit`, under
+    one lock), so a session whose task has given up never commits, even when the coroutine could
+    not be cancelled in time (a blocking call inside it keeps the loop from running the cancel).
+    """
 
     def __init__(self) -> None:
         self.task: asyncio.Task[Any] | None = None
         self.finished = threading.Event()
+        self.result: Any = None
+        self.committed = False
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._committing = False
+
+    def start_commit(self) -> bool:
+        """On the loop, before COMMIT: False if the task has given up (roll back instead)."""
+        with self._lock:
+            if not self._abandoned:
+                self._committing = True
+            return self._committing
+
+    def abandon(self) -> bool:
+        """In the task thread: True if no commit can happen any more; False if it had started."""
+        with self._lock:
+            if not self._committing:
+                self._abandoned = True
+            return self._abandoned
 
 
 async def _call_in_session(
@@ -103,18 +139,37 @@ async def _call_in_session(
     kwargs: dict[str, Any],
 ) -> R:
     running.task = asyncio.current_task()
+    # Reset on the way out: asgiref copies the coroutine's context back to the calling thread.
+    inside = _inside_service.set(True)
     try:
         async with session_factory() as session:
             result = await fn(*args, session=session, **kwargs)
+            if not running.start_commit():
+                raise ServiceAbandoned(f"{_name(fn)} finished after its task gave up; its work is rolled back")
             await session.commit()
+            running.result, running.committed = result, True
             return result
         # Leaving the block without commit (an exception, a cancellation) rolls back.
     finally:
+        _inside_service.reset(inside)
         running.finished.set()
 
 
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", repr(fn))
+
+
 def run_service(fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any) -> R:
-    """Await `fn(*args, session=..., **kwargs)` from synchronous code, in a fresh session."""
+    """Await `fn(*args, session=..., **kwargs)` from synchronous code, in a fresh session.
+
+    Not nestable: a service that needs another service awaits it with its own session. A nested
+    call would hold a second pooled connection while waiting on the first (the pool has two).
+    """
+    if _inside_service.get():
+        raise RuntimeError(
+            f"run_service cannot be nested (called for {_name(fn)} inside another service): "
+            "await the service function directly and pass it the session you have"
+        )
     process_loop = _current_process_loop()
     # Point async_to_sync at this process's loop instead of a new loop per call.
     SyncToAsync.threadlocal.main_event_loop = process_loop.loop
@@ -122,10 +177,16 @@ def run_service(fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any) -
     running = _RunningCall()
     try:
         return async_to_sync(_call_in_session)(process_loop.session_factory, running, fn, args, kwargs)
-    except BaseException:
+    except BaseException as interruption:
         # SoftTimeLimitExceeded (or any signal-raised exception) interrupts only the waiting
         # thread; stop the coroutine too, so it does not run on after the task has ended.
-        if not running.finished.is_set() and running.task is not None:
-            process_loop.loop.call_soon_threadsafe(running.task.cancel)
-            running.finished.wait(CANCEL_GRACE_SECONDS)
+        if running.abandon():
+            if not running.finished.is_set() and running.task is not None:
+                process_loop.loop.call_soon_threadsafe(running.task.cancel)
+                running.finished.wait(CANCEL_GRACE_SECONDS)
+            raise
+        # The interruption came while the work was being committed: it is done, not abandoned.
+        running.finished.wait(CANCEL_GRACE_SECONDS)
+        if running.committed and isinstance(interruption, Exception):
+            return cast(R, running.result)
         raise

@@ -76,3 +76,21 @@ def test_a_task_whose_worker_child_is_killed_runs_again_to_completion(prefork_wo
     assert final_child != first_child
     values = probe_values(sync_engine)
     assert values == [f"killed:started:{first_child}", f"killed:started:{final_child}", "killed:done"]
+
+
+def test_a_soft_time_limit_during_blocking_work_rolls_the_work_back(prefork_worker, probe_table, sync_engine):
+    """The limit fires while the service blocks the loop; the service then returns normally, and
+    its session must not commit: the task gave up, so its work is rolled back."""
+    with pytest.raises(SoftTimeLimitExceeded):
+        bridge_tasks.insert_then_block_task.delay("abandoned", 3).get(timeout=30)
+    time.sleep(3)  # past the end of the blocking call, when a commit would have happened
+    assert probe_values(sync_engine) == []
+    assert bridge_tasks.backend_pid_task.delay().get(timeout=20), "the child keeps working"
+
+
+def test_nested_run_service_is_refused_at_once_with_a_clear_error(prefork_worker):
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="run_service cannot be nested"):
+        bridge_tasks.nested_service_task.delay(2).get(timeout=60)
+    assert time.monotonic() - started < 10, "refused at once, not after the pool's 30 s timeout"
+    assert bridge_tasks.backend_pid_task.delay().get(timeout=20)

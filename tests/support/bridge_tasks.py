@@ -59,3 +59,30 @@ def start_sleep_finish_task(label: str, seconds: float) -> int:
     time.sleep(seconds)
     run_service(insert_probe, f"{label}:done", False)
     return os.getpid()
+
+
+async def insert_then_block(value: str, seconds: float, *, session: AsyncSession) -> int:
+    """Writes a row, then blocks the event loop (a synchronous call inside async code)."""
+    await session.execute(text(f"INSERT INTO {PROBE_TABLE} (value) VALUES (:value)"), {"value": value})
+    time.sleep(seconds)
+    return 1
+
+
+@celery_app.task(name="tests.insert_then_block", soft_time_limit=1, time_limit=30)
+def insert_then_block_task(value: str, seconds: float) -> int:
+    return run_service(insert_then_block, value, seconds)
+
+
+async def nested_service(depth: int, *, session: AsyncSession) -> int:
+    """Calls run_service again from inside a service (through sync_to_async), `depth` levels deep."""
+    from asgiref.sync import sync_to_async
+
+    await session.execute(text("SELECT 1"))
+    if depth == 0:
+        return 0
+    return 1 + await sync_to_async(run_service, thread_sensitive=False)(nested_service, depth - 1)
+
+
+@celery_app.task(name="tests.nested_service")
+def nested_service_task(depth: int) -> int:
+    return run_service(nested_service, depth)
