@@ -4,12 +4,19 @@ Every datetime in and out is timezone-aware; results are UTC. The caller passes 
 tests control time by arguments.
 
 Crontab and daylight saving time. Fields are read on the wall clock of the schedule's IANA
-zone. A wall time that happens twice (autumn fall-back) fires once, at its first occurrence.
-A wall time that does not exist (spring-forward gap) fires once, shifted forward by the gap:
-02:30 in Europe/Berlin on the spring-forward day fires at 03:30 CEST (01:30 UTC). Two wall
-times that land on the same instant fire once. A day matches when its month, day of month
-and day of week all match (Celery's crontab semantics). Months are numbers (1-12); days of
-the week are 0-6 with Sunday 0, or names (sun, mon, ...).
+zone, and what a DST change does depends on what the hour field says:
+- A wildcard or step hour (`*`, `*/2`, `1-23/3`: the field contains `*` or `/`) asks for a
+  rhythm, so it fires at every real instant whose local wall time matches: an hourly job runs
+  25 times on a fall-back day (the repeated hour twice) and 23 times on a spring-forward day
+  (wall times in the gap do not exist, so they do not fire). Celery skips the repeated hour
+  (celery#10107), which leaves an hour-long hole in an hourly job.
+- A fixed hour (numbers, lists, ranges without a step) asks for a time of day, so it fires
+  once a day on DST days too. A wall time that happens twice fires at its first occurrence. A
+  wall time that does not exist fires once, shifted forward by the gap: 02:30 in
+  Europe/Berlin on the spring-forward day fires at 03:30 CEST (01:30 UTC).
+Two wall times that land on the same instant fire once. A day matches when its month, day of
+month and day of week all match (Celery's crontab semantics). Months are numbers (1-12); days
+of the week are 0-6 with Sunday 0, or names (sun, mon, ...).
 
 Misfires (`plan_runs`). The scheduled times due at `now` are those from the stored next run
 up to `now`. If the oldest is at most `grace_seconds` late, all are on time and all are sent
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -110,6 +118,8 @@ class _Crontab:
     days_of_month: frozenset[int]
     months: frozenset[int]
     zone: ZoneInfo
+    # A wildcard or step hour fires at every real instant that shows a matching wall time.
+    every_matching_instant: bool
 
     def matches(self, day: date) -> bool:
         return day.month in self.months and day.day in self.days_of_month and day.isoweekday() % 7 in self.days_of_week
@@ -135,6 +145,7 @@ def _parse_crontab(spec: CrontabSpec) -> _Crontab:
         days_of_month=frozenset(_parse_field(spec, "day_of_month", 31, 1, "1-31")),
         months=frozenset(_parse_field(spec, "month_of_year", 12, 1, "1-12")),
         zone=_zone(spec.timezone),
+        every_matching_instant="*" in str(spec.hour) or "/" in str(spec.hour),
     )
 
 
@@ -174,7 +185,7 @@ def validate(spec: ScheduleSpec) -> None:
 # --- crontab ----------------------------------------------------------------------------------
 
 
-def _wall_times(cron: _Crontab, start: datetime):
+def _wall_times(cron: _Crontab, start: datetime) -> Iterator[datetime]:
     """Matching naive wall-clock times at or after `start`, in wall-clock order."""
     day = start.date()
     for _ in range(_CRONTAB_HORIZON_DAYS):
@@ -190,33 +201,53 @@ def _wall_times(cron: _Crontab, start: datetime):
         day += timedelta(days=1)
 
 
-def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
-    # fold=0: a repeated wall time means its first occurrence, a missing one is shifted forward.
-    return wall.replace(tzinfo=zone).astimezone(UTC)
+def _instants(cron: _Crontab, wall: datetime) -> tuple[datetime, ...]:
+    """The real instants at which a matching wall time fires: none, one or two (see the module docstring)."""
+    zone = cron.zone
+    first = wall.replace(tzinfo=zone).astimezone(UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if first == second:
+        return (first,)
+    if first < second:
+        # A repeated wall time (PEP 495: fold=0 is the earlier occurrence).
+        return (first, second) if cron.every_matching_instant else (first,)
+    # A wall time in a gap: fold=0 reads it with the offset from before the change, which
+    # lands it as far after the gap's start as it is after the last wall time before the gap.
+    return () if cron.every_matching_instant else (first,)
+
+
+def _steady(zone: ZoneInfo, moment: datetime) -> bool:
+    """No UTC offset change within _DST_WINDOW of `moment` (so wall order is UTC order there)."""
+    return (moment - _DST_WINDOW).astimezone(zone).utcoffset() == (moment + _DST_WINDOW).astimezone(zone).utcoffset()
 
 
 def _crontab_after(cron: _Crontab, after: datetime) -> datetime | None:
-    """The first firing strictly after `after`."""
+    """The first firing strictly after `after`.
+
+    Wall times are walked in wall-clock order, which is UTC order except near an offset change:
+    there a wall time in a gap fires later than the ones after it, and a repeated one fires a
+    second time after them. So the first candidate is trusted only when no change is near it;
+    otherwise every wall time up to _DST_WINDOW past it is looked at too, and the earliest
+    instant wins. Whether a change is near must be judged at the candidate, not at `after`:
+    the candidate can be days away (Lord Howe's weekly 02:15 and 02:40 on the Sunday its
+    clocks move), so a check around `after` alone takes the shifted 02:15 for the first run.
+    """
     zone = cron.zone
     local = after.astimezone(zone).replace(tzinfo=None)
-    steady = zone.utcoffset(local - _DST_WINDOW) == zone.utcoffset(local + _DST_WINDOW * 8)
-    if steady:
-        # No transition near: wall-clock order is UTC order, the first later wall time wins.
-        for wall in _wall_times(cron, local.replace(second=0, microsecond=0)):
-            moment = _to_utc(wall, zone)
-            if moment > after:
-                return moment
-        return None
-    # Near a transition, a wall time before `local` can land after `after` (a gap shifts it
-    # forward): look a little back, and a little past the first hit for an earlier instant.
+    # Near a change, a wall time before `local` can fire after `after` (a gap shifts it
+    # forward, a repeated one fires again): start a little back.
+    start = local if _steady(zone, after) else local - _DST_WINDOW
     best: datetime | None = None
     best_wall: datetime | None = None
-    for wall in _wall_times(cron, (local - _DST_WINDOW).replace(second=0, microsecond=0)):
-        if best_wall is not None and wall > best_wall + _DST_WINDOW:
+    for wall in _wall_times(cron, start.replace(second=0, microsecond=0)):
+        if best is not None and best_wall is not None and wall > best_wall + _DST_WINDOW:
             break
-        moment = _to_utc(wall, zone)
-        if moment > after and (best is None or moment < best):
-            best, best_wall = moment, wall
+        for moment in _instants(cron, wall):
+            if moment > after and (best is None or moment < best):
+                best, best_wall = moment, wall
+        if best is not None and best_wall == wall and _steady(zone, best):
+            # Later wall times map to later instants: a DST shift is shorter than the window.
+            return best
     return best
 
 
