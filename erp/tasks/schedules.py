@@ -80,6 +80,14 @@ _SOLAR: dict[str, _SolarEvent] = {
     "dusk_astronomical": _SolarEvent(-18.0, "setting", True),
 }
 SOLAR_EVENTS = tuple(_SOLAR)
+# The longest interval accepted. A century is longer than any business rhythm (an interval of
+# more is a typing slip, not a plan), and it keeps start + k * interval well inside datetime's
+# range (year 9999) for any start of this era.
+MAX_INTERVAL_DAYS = 36500
+_MICROSECONDS_PER = {"days": 86_400_000_000, "hours": 3_600_000_000, "minutes": 60_000_000, "seconds": 1_000_000}
+_MICROSECONDS_PER["microseconds"] = 1
+# How many runs `upcoming` computes at most: a preview, not a walk over every microsecond.
+MAX_UPCOMING = 1000
 # Longest a valid crontab can go without firing: Feb 29 on a given weekday recurs within 28 years.
 _CRONTAB_HORIZON_DAYS = 366 * 29
 # DST shifts are at most two hours; scanning this far around a candidate covers any gap or fold.
@@ -191,6 +199,8 @@ def _parse_crontab(spec: CrontabSpec) -> _Crontab:
 
 
 def _interval(spec: IntervalSpec) -> timedelta:
+    if spec.period not in INTERVAL_PERIODS:
+        raise ScheduleError(f"interval period {spec.period!r} is not one of {', '.join(INTERVAL_PERIODS)}")
     return timedelta(**{spec.period: spec.every})
 
 
@@ -199,8 +209,15 @@ def validate(spec: ScheduleSpec) -> None:
     if isinstance(spec, IntervalSpec):
         if spec.period not in INTERVAL_PERIODS:
             raise ScheduleError(f"interval period {spec.period!r} is not one of {', '.join(INTERVAL_PERIODS)}")
-        if not isinstance(spec.every, int) or spec.every <= 0:
+        if not isinstance(spec.every, int) or isinstance(spec.every, bool) or spec.every <= 0:
             raise ScheduleError(f"interval every must be a whole number above 0, got {spec.every!r}")
+        unit = _MICROSECONDS_PER[spec.period]
+        if spec.every * unit > MAX_INTERVAL_DAYS * _MICROSECONDS_PER["days"]:
+            limit = MAX_INTERVAL_DAYS * _MICROSECONDS_PER["days"] // unit
+            raise ScheduleError(
+                f"interval of {spec.every} {spec.period} is longer than the maximum of {limit} {spec.period} "
+                f"({MAX_INTERVAL_DAYS // 365} years)"
+            )
     elif isinstance(spec, CrontabSpec):
         cron = _parse_crontab(spec)
         start = date(2000, 1, 1)
@@ -210,8 +227,14 @@ def validate(spec: ScheduleSpec) -> None:
                 f"day_of_week {spec.day_of_week!r} never fall on the same day"
             )
     elif isinstance(spec, ClockedSpec):
-        if spec.clocked_time.tzinfo is None:
+        if spec.clocked_time.utcoffset() is None:
             raise ScheduleError("clocked_time needs a time zone or UTC offset")
+        try:
+            spec.clocked_time.astimezone(UTC)
+        except OverflowError:
+            raise ScheduleError(
+                f"clocked_time {spec.clocked_time.isoformat()} is beyond the year 9999 in UTC"
+            ) from None
     elif isinstance(spec, SolarSpec):
         if spec.event not in SOLAR_EVENTS:
             raise ScheduleError(f"solar event {spec.event!r} is not one of {', '.join(SOLAR_EVENTS)}")
@@ -372,7 +395,21 @@ def _from_ephem(moment: float) -> datetime:
 
 
 def next_run_after(spec: ScheduleSpec, scheduled_at: datetime) -> datetime | None:
-    """The next firing strictly after `scheduled_at` (None: it never fires again)."""
+    """The next firing strictly after `scheduled_at` (None: it never fires again).
+
+    A run that would fall beyond the year 9999 (where datetime ends) is no run: None, so beat
+    treats the schedule as finished rather than failing on it every time it looks. Apart from
+    that only ScheduleError is raised, and only for a schedule that validate() refuses.
+    """
+    try:
+        return _next_run_after(spec, scheduled_at)
+    except OverflowError:
+        # Some step (an offset, a day, a sum) went past datetime's range: the run would be
+        # beyond the year 9999.
+        return None
+
+
+def _next_run_after(spec: ScheduleSpec, scheduled_at: datetime) -> datetime | None:
     if isinstance(spec, IntervalSpec):
         return scheduled_at.astimezone(UTC) + _interval(spec)
     if isinstance(spec, CrontabSpec):
@@ -389,7 +426,15 @@ def first_run_at(spec: ScheduleSpec, *, now: datetime, start_time: datetime | No
 
     An interval runs at once (or at its start_time; a start_time in the past keeps its grid);
     a clocked schedule fires at its time even if that has passed: it is a one-off that is due.
+    None when there is no such run before the end of the year 9999 (see next_run_after).
     """
+    try:
+        return _first_run_at(spec, now=now, start_time=start_time)
+    except OverflowError:
+        return None
+
+
+def _first_run_at(spec: ScheduleSpec, *, now: datetime, start_time: datetime | None) -> datetime | None:
     if isinstance(spec, ClockedSpec):
         return spec.clocked_time.astimezone(UTC)
     if isinstance(spec, IntervalSpec):
@@ -398,7 +443,8 @@ def first_run_at(spec: ScheduleSpec, *, now: datetime, start_time: datetime | No
         if start_time >= now:
             return start_time.astimezone(UTC)
         step = _interval(spec)
-        return (start_time + math.ceil((now - start_time) / step) * step).astimezone(UTC)
+        # Whole numbers, not a float quotient: a microsecond grid over centuries needs every digit.
+        return (start_time - ((start_time - now) // step) * step).astimezone(UTC)
     earliest = max(now, start_time) if start_time else now
     return next_run_after(spec, earliest - timedelta(microseconds=1))
 
@@ -413,7 +459,7 @@ def _recent_due_times(spec: ScheduleSpec, first: datetime, now: datetime, keep: 
     # going further back only while that finds fewer than `keep` times.
     window = timedelta(hours=1)
     while True:
-        start = max(first, now - window)
+        start = first if now - first <= window else now - window
         moment = start if start == first else next_run_after(spec, start)
         times: list[datetime] = []
         while moment is not None and moment <= now:
@@ -446,7 +492,11 @@ def plan_runs(
         return RunPlan(send, None)
     if next_run_at > now:
         return RunPlan((), next_run_at)
-    due = _recent_due_times(spec, next_run_at, now, max_catch_up)
+    try:
+        due = _recent_due_times(spec, next_run_at, now, max(1, max_catch_up))
+    except OverflowError:
+        # Stepping a grid near the year 9999 went past datetime's range: send the run that is due.
+        due = [next_run_at]
     following = next_run_after(spec, due[-1])
     if now - next_run_at <= grace or misfire_policy == MISFIRE_RUN_ALL:
         send = due
@@ -455,3 +505,26 @@ def plan_runs(
     else:
         send = [moment for moment in due if now - moment <= grace]
     return RunPlan(tuple(send), following)
+
+
+def upcoming(spec: ScheduleSpec, *, after: datetime, count: int) -> list[datetime]:
+    """The next `count` firings strictly after `after`, oldest first (for checks at save time).
+
+    Fewer when the schedule ends: a clocked schedule has one run, and no run lies beyond the
+    year 9999. Raises ScheduleError, and nothing else, for a schedule that cannot be used or a
+    count outside 0..MAX_UPCOMING.
+    """
+    validate(spec)
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_UPCOMING:
+        raise ScheduleError(f"count {count!r} is outside 0..{MAX_UPCOMING}")
+    if after.utcoffset() is None:
+        raise ScheduleError("after needs a time zone or UTC offset")
+    if isinstance(spec, ClockedSpec):
+        clocked = spec.clocked_time.astimezone(UTC)
+        return [clocked] if count and clocked > after else []
+    moments: list[datetime] = []
+    moment = next_run_after(spec, after) if count else None
+    while moment is not None:
+        moments.append(moment)
+        moment = next_run_after(spec, moment) if len(moments) < count else None
+    return moments
