@@ -177,7 +177,7 @@ class _Crontab:
 def _parse_field(spec: CrontabSpec, field: str, max_value: int, min_value: int, allowed: str) -> set[int]:
     text = str(getattr(spec, field)).strip()
     try:
-        values = crontab_parser(max_value, min_value).parse(text)
+        values: set[int] = crontab_parser(max_value, min_value).parse(text)
     except Exception as error:  # crontab_parser raises ValueError, KeyError or ParseException
         raise ScheduleError(f"crontab {field} {text!r} is not valid ({allowed}): {error}") from None
     if not values or any(value < min_value or value >= max_value + min_value for value in values):
@@ -386,7 +386,7 @@ def _from_ephem(moment: float) -> datetime:
     Rounding up keeps the result at or past the crossing, so asking for the next event after it
     cannot find the same crossing again.
     """
-    exact = ephem.Date(moment).datetime().replace(tzinfo=UTC)
+    exact: datetime = ephem.Date(moment).datetime().replace(tzinfo=UTC)
     whole = exact.replace(microsecond=0)
     return whole if whole == exact else whole + timedelta(seconds=1)
 
@@ -488,8 +488,7 @@ def plan_runs(
     grace = timedelta(seconds=grace_seconds)
     if isinstance(spec, ClockedSpec):
         on_time = now - next_run_at <= grace
-        send = (next_run_at,) if on_time or misfire_policy != MISFIRE_SKIP else ()
-        return RunPlan(send, None)
+        return RunPlan((next_run_at,) if on_time or misfire_policy != MISFIRE_SKIP else (), None)
     if next_run_at > now:
         return RunPlan((), next_run_at)
     try:
@@ -498,6 +497,7 @@ def plan_runs(
         # Stepping a grid near the year 9999 went past datetime's range: send the run that is due.
         due = [next_run_at]
     following = next_run_after(spec, due[-1])
+    send: list[datetime]
     if now - next_run_at <= grace or misfire_policy == MISFIRE_RUN_ALL:
         send = due
     elif misfire_policy == MISFIRE_RUN_ONCE:
