@@ -44,7 +44,12 @@ def firings(spec, start: datetime, end: datetime) -> list[datetime]:
 
 @pytest.mark.parametrize(
     ("period", "step"),
-    [("days", timedelta(days=2)), ("hours", timedelta(hours=2)), ("seconds", timedelta(seconds=2)), ("microseconds", timedelta(microseconds=2))],
+    [
+        ("days", timedelta(days=2)),
+        ("hours", timedelta(hours=2)),
+        ("seconds", timedelta(seconds=2)),
+        ("microseconds", timedelta(microseconds=2)),
+    ],
 )
 def test_interval_steps_by_its_period(period, step):
     assert next_run_after(IntervalSpec(2, period), at(2026, 1, 1)) == at(2026, 1, 1) + step
@@ -57,7 +62,9 @@ def test_interval_runs_at_once_or_at_its_start_time():
 
 
 def test_interval_start_time_in_the_past_keeps_its_grid():
-    assert first_run_at(IntervalSpec(1, "hours"), now=at(2026, 1, 1, 12, 10), start_time=at(2026, 1, 1, 9, 30)) == at(2026, 1, 1, 12, 30)
+    assert first_run_at(IntervalSpec(1, "hours"), now=at(2026, 1, 1, 12, 10), start_time=at(2026, 1, 1, 9, 30)) == at(
+        2026, 1, 1, 12, 30
+    )
 
 
 # --- crontab ------------------------------------------------------------------------------------
@@ -66,7 +73,10 @@ def test_interval_start_time_in_the_past_keeps_its_grid():
 def test_crontab_every_fifteen_minutes_in_utc():
     spec = CrontabSpec(minute="*/15")
     assert firings(spec, at(2026, 5, 1, 10, 7), at(2026, 5, 1, 11, 1)) == [
-        at(2026, 5, 1, 10, 15), at(2026, 5, 1, 10, 30), at(2026, 5, 1, 10, 45), at(2026, 5, 1, 11, 0)
+        at(2026, 5, 1, 10, 15),
+        at(2026, 5, 1, 10, 30),
+        at(2026, 5, 1, 10, 45),
+        at(2026, 5, 1, 11, 0),
     ]
 
 
@@ -153,7 +163,10 @@ def test_an_hourly_job_across_the_repeated_hour_fires_at_each_real_hour():
     start = datetime(2026, 11, 1, 0, 30, tzinfo=tz).astimezone(UTC)
     moments = firings(spec, start, start + timedelta(hours=4))
     assert [moment.astimezone(tz).strftime("%H:%M %Z") for moment in moments] == [
-        "01:00 EDT", "01:00 EST", "02:00 EST", "03:00 EST"
+        "01:00 EDT",
+        "01:00 EST",
+        "02:00 EST",
+        "03:00 EST",
     ]
 
 
@@ -227,7 +240,9 @@ EVERY_MINUTE = IntervalSpec(1, "minutes")
 
 
 def test_a_run_late_within_grace_is_on_time():
-    plan = plan_runs(EVERY_MINUTE, next_run_at=at(2026, 1, 1, 12), now=at(2026, 1, 1, 12, 0, 30), misfire_policy=MISFIRE_SKIP)
+    plan = plan_runs(
+        EVERY_MINUTE, next_run_at=at(2026, 1, 1, 12), now=at(2026, 1, 1, 12, 0, 30), misfire_policy=MISFIRE_SKIP
+    )
     assert plan.send == (at(2026, 1, 1, 12),)
     assert plan.next_run_at == at(2026, 1, 1, 12, 1)
 
@@ -242,33 +257,55 @@ def test_a_run_late_within_grace_is_on_time():
 )
 def test_each_misfire_policy_after_downtime(policy, expected_send):
     plan = plan_runs(
-        EVERY_MINUTE, next_run_at=at(2026, 1, 1, 12), now=at(2026, 1, 1, 12, 10, 5), misfire_policy=policy,
-        grace_seconds=2, max_catch_up=3,
+        EVERY_MINUTE,
+        next_run_at=at(2026, 1, 1, 12),
+        now=at(2026, 1, 1, 12, 10, 5),
+        misfire_policy=policy,
+        grace_seconds=2,
+        max_catch_up=3,
     )
     assert plan.send == expected_send
     assert plan.next_run_at == at(2026, 1, 1, 12, 11), "continues on the original grid"
 
 
 def test_skip_still_sends_a_due_time_inside_the_grace_window():
-    plan = plan_runs(EVERY_MINUTE, next_run_at=at(2026, 1, 1, 12), now=at(2026, 1, 1, 12, 10, 5), misfire_policy=MISFIRE_SKIP, grace_seconds=10)
+    plan = plan_runs(
+        EVERY_MINUTE,
+        next_run_at=at(2026, 1, 1, 12),
+        now=at(2026, 1, 1, 12, 10, 5),
+        misfire_policy=MISFIRE_SKIP,
+        grace_seconds=10,
+    )
     assert plan.send == (at(2026, 1, 1, 12, 10),)
 
 
 def test_a_tiny_interval_after_a_long_outage_sends_at_most_the_cap():
     # 2.6 million missed seconds: computed, not walked.
-    plan = plan_runs(IntervalSpec(1), next_run_at=at(2026, 1, 1), now=at(2026, 1, 31), misfire_policy=MISFIRE_RUN_ALL, max_catch_up=10)
+    plan = plan_runs(
+        IntervalSpec(1),
+        next_run_at=at(2026, 1, 1),
+        now=at(2026, 1, 31),
+        misfire_policy=MISFIRE_RUN_ALL,
+        max_catch_up=10,
+    )
     assert len(plan.send) == 10 and plan.send[-1] == at(2026, 1, 31)
     assert plan.next_run_at == at(2026, 1, 31, 0, 0, 1)
 
 
 def test_a_per_minute_crontab_after_a_month_down_sends_only_the_most_recent():
     spec = CrontabSpec(minute="*")
-    plan = plan_runs(spec, next_run_at=at(2026, 1, 1), now=at(2026, 2, 1, 0, 0, 30), misfire_policy=MISFIRE_RUN_ALL, max_catch_up=4)
+    plan = plan_runs(
+        spec, next_run_at=at(2026, 1, 1), now=at(2026, 2, 1, 0, 0, 30), misfire_policy=MISFIRE_RUN_ALL, max_catch_up=4
+    )
     assert plan.send == (at(2026, 1, 31, 23, 57), at(2026, 1, 31, 23, 58), at(2026, 1, 31, 23, 59), at(2026, 2, 1))
     assert plan.next_run_at == at(2026, 2, 1, 0, 1)
 
 
 def test_nothing_is_sent_after_expiry():
-    plan = plan_runs(EVERY_MINUTE, next_run_at=at(2026, 1, 1, 12), now=at(2026, 1, 1, 12, 0, 1), expires=at(2026, 1, 1, 11))
-    assert plan == plan_runs(EVERY_MINUTE, next_run_at=at(2026, 1, 1, 12), now=at(2026, 1, 1, 13), expires=at(2026, 1, 1, 12, 30))
+    plan = plan_runs(
+        EVERY_MINUTE, next_run_at=at(2026, 1, 1, 12), now=at(2026, 1, 1, 12, 0, 1), expires=at(2026, 1, 1, 11)
+    )
+    assert plan == plan_runs(
+        EVERY_MINUTE, next_run_at=at(2026, 1, 1, 12), now=at(2026, 1, 1, 13), expires=at(2026, 1, 1, 12, 30)
+    )
     assert plan.send == () and plan.next_run_at is None
