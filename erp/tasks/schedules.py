@@ -4,12 +4,19 @@ Every datetime in and out is timezone-aware; results are UTC. The caller passes 
 tests control time by arguments.
 
 Crontab and daylight saving time. Fields are read on the wall clock of the schedule's IANA
-zone. A wall time that happens twice (autumn fall-back) fires once, at its first occurrence.
-A wall time that does not exist (spring-forward gap) fires once, shifted forward by the gap:
-02:30 in Europe/Berlin on the spring-forward day fires at 03:30 CEST (01:30 UTC). Two wall
-times that land on the same instant fire once. A day matches when its month, day of month
-and day of week all match (Celery's crontab semantics). Months are numbers (1-12); days of
-the week are 0-6 with Sunday 0, or names (sun, mon, ...).
+zone, and what a DST change does depends on what the hour field says:
+- A wildcard or step hour (`*`, `*/2`, `1-23/3`: the field contains `*` or `/`) asks for a
+  rhythm, so it fires at every real instant whose local wall time matches: an hourly job runs
+  25 times on a fall-back day (the repeated hour twice) and 23 times on a spring-forward day
+  (wall times in the gap do not exist, so they do not fire). Celery skips the repeated hour
+  (celery#10107), which leaves an hour-long hole in an hourly job.
+- A fixed hour (numbers, lists, ranges without a step) asks for a time of day, so it fires
+  once a day on DST days too. A wall time that happens twice fires at its first occurrence. A
+  wall time that does not exist fires once, shifted forward by the gap: 02:30 in
+  Europe/Berlin on the spring-forward day fires at 03:30 CEST (01:30 UTC).
+Two wall times that land on the same instant fire once. A day matches when its month, day of
+month and day of week all match (Celery's crontab semantics). Months are numbers (1-12); days
+of the week are 0-6 with Sunday 0, or names (sun, mon, ...).
 
 Misfires (`plan_runs`). The scheduled times due at `now` are those from the stored next run
 up to `now`. If the oldest is at most `grace_seconds` late, all are on time and all are sent
@@ -30,12 +37,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import ephem
 from celery.schedules import crontab_parser
-from celery.schedules import solar as celery_solar
 
 from erp.tasks.schedule_kinds import (
     INTERVAL_PERIODS,
@@ -45,15 +51,65 @@ from erp.tasks.schedule_kinds import (
     MISFIRE_SKIP,
     SOLAR_EVENTS,
     ScheduleKind,
+    SolarEvent,
 )
 
-UTC = UTC
+
+@dataclass(frozen=True)
+class _SolarEvent:
+    """When a solar event happens: the sun crosses `horizon_degrees`, rising or setting.
+
+    `use_center`: the sun's centre crosses the horizon (twilights); otherwise its upper limb
+    (sunrise and sunset). A transit (solar noon) ignores the horizon.
+    """
+
+    horizon_degrees: float
+    method: str  # "rising", "setting" or "transit"
+    use_center: bool
+
+
+# The events and their meaning as in Celery's solar schedule, kept here rather than read from
+# Celery's private tables: Celery 5.3 has 18 instead of -18 for dusk_astronomical (fixed in
+# celery#10101), which fires it in the afternoon. -0:34 for sunrise and sunset is the usual
+# allowance for refraction at the horizon, so the computation itself uses no atmosphere.
+_SOLAR: dict[SolarEvent, _SolarEvent] = {
+    "dawn_astronomical": _SolarEvent(-18.0, "rising", True),
+    "dawn_nautical": _SolarEvent(-12.0, "rising", True),
+    "dawn_civil": _SolarEvent(-6.0, "rising", True),
+    "sunrise": _SolarEvent(-34 / 60, "rising", False),
+    "solar_noon": _SolarEvent(0.0, "transit", False),
+    "sunset": _SolarEvent(-34 / 60, "setting", False),
+    "dusk_civil": _SolarEvent(-6.0, "setting", True),
+    "dusk_nautical": _SolarEvent(-12.0, "setting", True),
+    "dusk_astronomical": _SolarEvent(-18.0, "setting", True),
+}
+assert tuple(_SOLAR) == SOLAR_EVENTS, "every solar event of the vocabulary has its meaning here"
+# The longest interval accepted. A century is longer than any business rhythm (an interval of
+# more is a typing slip, not a plan), and it keeps start + k * interval well inside datetime's
+# range (year 9999) for any start of this era.
+MAX_INTERVAL_DAYS = 36500
+_MICROSECONDS_PER = {"days": 86_400_000_000, "hours": 3_600_000_000, "minutes": 60_000_000, "seconds": 1_000_000}
+_MICROSECONDS_PER["microseconds"] = 1
+# How many runs `upcoming` computes at most: a preview, not a walk over every microsecond.
+MAX_UPCOMING = 1000
 # Longest a valid crontab can go without firing: Feb 29 on a given weekday recurs within 28 years.
 _CRONTAB_HORIZON_DAYS = 366 * 29
 # DST shifts are at most two hours; scanning this far around a candidate covers any gap or fold.
 _DST_WINDOW = timedelta(hours=3)
-# Polar day or night: look this many days ahead for the sun's event before giving up.
-_SOLAR_HORIZON_DAYS = 370
+# At any latitude the sun's altitude swings from below -18 to above 0 degrees within a year (at
+# the poles it follows the declination, -23.4 to +23.4), so every event in the table happens at
+# least once a year: two years of search always finds it.
+_SOLAR_HORIZON_DAYS = 2 * 366
+# How fast the sun's altitude can change, in radians per day, at a latitude: the hour angle
+# turns at most 0.2507 degrees a minute and moves the altitude by at most cos(latitude) times
+# that; the declination adds at most 0.0003 degrees a minute. 10% on top for what is left out
+# (parallax, the changing semi-diameter, rounding).
+_SUN_HOUR_RATE = math.radians(0.2507 * 1440)
+_SUN_DECLINATION_RATE = math.radians(0.0003 * 1440)
+# Where the altitude is this close to the horizon, step by this much: a sun that rises and sets
+# again within it (a graze lasting seconds) is not an event anyone schedules by.
+_SOLAR_MIN_STEP_DAYS = 30 / 86400
+_SOLAR_PRECISION_DAYS = 0.5 / 86400
 
 
 class ScheduleError(ValueError):
@@ -134,6 +190,8 @@ class _Crontab:
     days_of_month: frozenset[int]
     months: frozenset[int]
     zone: ZoneInfo
+    # A wildcard or step hour fires at every real instant that shows a matching wall time.
+    every_matching_instant: bool
 
     def matches(self, day: date) -> bool:
         return day.month in self.months and day.day in self.days_of_month and day.isoweekday() % 7 in self.days_of_week
@@ -159,10 +217,13 @@ def _parse_crontab(spec: CrontabSpec) -> _Crontab:
         days_of_month=frozenset(_parse_field(spec, "day_of_month", 31, 1, "1-31")),
         months=frozenset(_parse_field(spec, "month_of_year", 12, 1, "1-12")),
         zone=_zone(spec.timezone),
+        every_matching_instant="*" in str(spec.hour) or "/" in str(spec.hour),
     )
 
 
 def _interval(spec: IntervalSpec) -> timedelta:
+    if spec.period not in INTERVAL_PERIODS:
+        raise ScheduleError(f"interval period {spec.period!r} is not one of {', '.join(INTERVAL_PERIODS)}")
     return timedelta(**{spec.period: spec.every})
 
 
@@ -171,8 +232,15 @@ def validate(spec: ScheduleSpec) -> None:
     if isinstance(spec, IntervalSpec):
         if spec.period not in INTERVAL_PERIODS:
             raise ScheduleError(f"interval period {spec.period!r} is not one of {', '.join(INTERVAL_PERIODS)}")
-        if not isinstance(spec.every, int) or spec.every <= 0:
+        if not isinstance(spec.every, int) or isinstance(spec.every, bool) or spec.every <= 0:
             raise ScheduleError(f"interval every must be a whole number above 0, got {spec.every!r}")
+        unit = _MICROSECONDS_PER[spec.period]
+        if spec.every * unit > MAX_INTERVAL_DAYS * _MICROSECONDS_PER["days"]:
+            limit = MAX_INTERVAL_DAYS * _MICROSECONDS_PER["days"] // unit
+            raise ScheduleError(
+                f"interval of {spec.every} {spec.period} is longer than the maximum of {limit} {spec.period} "
+                f"({MAX_INTERVAL_DAYS // 365} years)"
+            )
     elif isinstance(spec, CrontabSpec):
         cron = _parse_crontab(spec)
         start = date(2000, 1, 1)
@@ -182,8 +250,14 @@ def validate(spec: ScheduleSpec) -> None:
                 f"day_of_week {spec.day_of_week!r} never fall on the same day"
             )
     elif isinstance(spec, ClockedSpec):
-        if spec.clocked_time.tzinfo is None:
+        if spec.clocked_time.utcoffset() is None:
             raise ScheduleError("clocked_time needs a time zone or UTC offset")
+        try:
+            spec.clocked_time.astimezone(UTC)
+        except OverflowError:
+            raise ScheduleError(
+                f"clocked_time {spec.clocked_time.isoformat()} is beyond the year 9999 in UTC"
+            ) from None
     elif isinstance(spec, SolarSpec):
         if spec.event not in SOLAR_EVENTS:
             raise ScheduleError(f"solar event {spec.event!r} is not one of {', '.join(SOLAR_EVENTS)}")
@@ -214,33 +288,53 @@ def _wall_times(cron: _Crontab, start: datetime) -> Iterator[datetime]:
         day += timedelta(days=1)
 
 
-def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
-    # fold=0: a repeated wall time means its first occurrence, a missing one is shifted forward.
-    return wall.replace(tzinfo=zone).astimezone(UTC)
+def _instants(cron: _Crontab, wall: datetime) -> tuple[datetime, ...]:
+    """The real instants at which a matching wall time fires: none, one or two (see the module docstring)."""
+    zone = cron.zone
+    first = wall.replace(tzinfo=zone).astimezone(UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if first == second:
+        return (first,)
+    if first < second:
+        # A repeated wall time (PEP 495: fold=0 is the earlier occurrence).
+        return (first, second) if cron.every_matching_instant else (first,)
+    # A wall time in a gap: fold=0 reads it with the offset from before the change, which
+    # lands it as far after the gap's start as it is after the last wall time before the gap.
+    return () if cron.every_matching_instant else (first,)
+
+
+def _steady(zone: ZoneInfo, moment: datetime) -> bool:
+    """No UTC offset change within _DST_WINDOW of `moment` (so wall order is UTC order there)."""
+    return (moment - _DST_WINDOW).astimezone(zone).utcoffset() == (moment + _DST_WINDOW).astimezone(zone).utcoffset()
 
 
 def _crontab_after(cron: _Crontab, after: datetime) -> datetime | None:
-    """The first firing strictly after `after`."""
+    """The first firing strictly after `after`.
+
+    Wall times are walked in wall-clock order, which is UTC order except near an offset change:
+    there a wall time in a gap fires later than the ones after it, and a repeated one fires a
+    second time after them. So the first candidate is trusted only when no change is near it;
+    otherwise every wall time up to _DST_WINDOW past it is looked at too, and the earliest
+    instant wins. Whether a change is near must be judged at the candidate, not at `after`:
+    the candidate can be days away (Lord Howe's weekly 02:15 and 02:40 on the Sunday its
+    clocks move), so a check around `after` alone takes the shifted 02:15 for the first run.
+    """
     zone = cron.zone
     local = after.astimezone(zone).replace(tzinfo=None)
-    steady = zone.utcoffset(local - _DST_WINDOW) == zone.utcoffset(local + _DST_WINDOW * 8)
-    if steady:
-        # No transition near: wall-clock order is UTC order, the first later wall time wins.
-        for wall in _wall_times(cron, local.replace(second=0, microsecond=0)):
-            moment = _to_utc(wall, zone)
-            if moment > after:
-                return moment
-        return None
-    # Near a transition, a wall time before `local` can land after `after` (a gap shifts it
-    # forward): look a little back, and a little past the first hit for an earlier instant.
+    # Near a change, a wall time before `local` can fire after `after` (a gap shifts it
+    # forward, a repeated one fires again): start a little back.
+    start = local if _steady(zone, after) else local - _DST_WINDOW
     best: datetime | None = None
     best_wall: datetime | None = None
-    for wall in _wall_times(cron, (local - _DST_WINDOW).replace(second=0, microsecond=0)):
-        if best_wall is not None and wall > best_wall + _DST_WINDOW:
+    for wall in _wall_times(cron, start.replace(second=0, microsecond=0)):
+        if best is not None and best_wall is not None and wall > best_wall + _DST_WINDOW:
             break
-        moment = _to_utc(wall, zone)
-        if moment > after and (best is None or moment < best):
-            best, best_wall = moment, wall
+        for moment in _instants(cron, wall):
+            if moment > after and (best is None or moment < best):
+                best, best_wall = moment, wall
+        if best is not None and best_wall == wall and _steady(zone, best):
+            # Later wall times map to later instants: a DST shift is shorter than the window.
+            return best
     return best
 
 
@@ -248,37 +342,97 @@ def _crontab_after(cron: _Crontab, after: datetime) -> datetime | None:
 
 
 def _solar_after(spec: SolarSpec, after: datetime) -> datetime | None:
-    # Celery's own tables of horizons and methods, so an event means what it means in Celery.
+    """The first time strictly after `after` that the sun crosses the event's horizon.
+
+    ephem's next_rising and next_setting raise AlwaysUpError or NeverUpError when there is no
+    event on the day they look at, and retrying a day later can step over the first event after
+    a polar night, or the last before one. So the search is our own: sample the sun's altitude
+    with steps short enough that it cannot cross the horizon between two samples (the
+    distance to the horizon divided by the fastest the altitude can change), then bisect the
+    first crossing. Far from the horizon the steps are long: a polar night is crossed in a few
+    dozen samples, and a near-pole event months away in well under a second.
+    """
+    event = _SOLAR[cast(SolarEvent, spec.event)]  # validate() refuses names outside SOLAR_EVENTS
     observer = ephem.Observer()
-    observer.lat, observer.lon = str(spec.latitude), str(spec.longitude)
+    observer.lat, observer.lon = math.radians(spec.latitude), math.radians(spec.longitude)
     observer.elevation = 0
     observer.pressure = 0  # the horizons already allow for refraction
-    observer.horizon = celery_solar._horizons[spec.event]
-    method = getattr(observer, celery_solar._methods[spec.event])
-    use_center = celery_solar._use_center_l[spec.event]
-    start = after.astimezone(UTC)
-    for _ in range(_SOLAR_HORIZON_DAYS):
-        try:
-            if spec.event == "solar_noon":
-                found = method(ephem.Sun(), start=ephem.Date(start.replace(tzinfo=None)))
-            else:
-                found = method(ephem.Sun(), start=ephem.Date(start.replace(tzinfo=None)), use_center=use_center)
-        except (ephem.AlwaysUpError, ephem.NeverUpError):
-            # Polar day or night: no such event today; look again from the next day.
-            start += timedelta(days=1)
-            continue
-        moment: datetime = found.datetime().replace(tzinfo=UTC)
-        if moment > after:
-            return moment
-        start = moment + timedelta(seconds=1)
+    sun = ephem.Sun()
+    start = ephem.Date(after.astimezone(UTC).replace(tzinfo=None))
+    last = _EPHEM_LAST - 1  # a result must still be a datetime
+    if event.method == "transit":
+        # Transits happen every day at every latitude; ephem finds them without failing.
+        moment = float(start)
+        while moment < last:
+            observer.date = moment
+            found = float(observer.next_transit(sun))
+            if found > start:
+                return _from_ephem(found)
+            moment = found + _SOLAR_PRECISION_DAYS
+        return None
+    horizon = math.radians(event.horizon_degrees)
+    # Looking for the sign of `height` to go from below 0 to 0 or above.
+    sign = 1.0 if event.method == "rising" else -1.0
+
+    def height(moment: float) -> float:
+        observer.date = moment
+        sun.compute(observer)
+        altitude = float(sun.alt) if event.use_center else float(sun.alt) + float(sun.radius)
+        return sign * (altitude - horizon)
+
+    max_rate = 1.1 * (_SUN_HOUR_RATE * math.cos(math.radians(spec.latitude)) + _SUN_DECLINATION_RATE)
+    low = float(start)
+    low_height = height(low)
+    end = min(low + _SOLAR_HORIZON_DAYS, last)
+    while low < end:
+        high = low + max(abs(low_height) / max_rate, _SOLAR_MIN_STEP_DAYS)
+        high_height = height(high)
+        if low_height < 0 <= high_height:
+            while high - low > _SOLAR_PRECISION_DAYS:
+                middle = (low + high) / 2
+                if height(middle) < 0:
+                    low = middle
+                else:
+                    high = middle
+            return _from_ephem(high)
+        low, low_height = high, high_height
     return None
+
+
+# ephem's date for 9999-12-31 00:00 UTC: results stay inside datetime's range.
+_EPHEM_LAST = float(ephem.Date(datetime(9999, 12, 31)))
+
+
+def _from_ephem(moment: float) -> datetime:
+    """An ephem date as an aware UTC datetime, rounded up to the whole second.
+
+    Rounding up keeps the result at or past the crossing, so asking for the next event after it
+    cannot find the same crossing again.
+    """
+    exact: datetime = ephem.Date(moment).datetime().replace(tzinfo=UTC)
+    whole = exact.replace(microsecond=0)
+    return whole if whole == exact else whole + timedelta(seconds=1)
 
 
 # --- the public questions ---------------------------------------------------------------------
 
 
 def next_run_after(spec: ScheduleSpec, scheduled_at: datetime) -> datetime | None:
-    """The next firing strictly after `scheduled_at` (None: it never fires again)."""
+    """The next firing strictly after `scheduled_at` (None: it never fires again).
+
+    A run that would fall beyond the year 9999 (where datetime ends) is no run: None, so beat
+    treats the schedule as finished rather than failing on it every time it looks. Apart from
+    that only ScheduleError is raised, and only for a schedule that validate() refuses.
+    """
+    try:
+        return _next_run_after(spec, scheduled_at)
+    except OverflowError:
+        # Some step (an offset, a day, a sum) went past datetime's range: the run would be
+        # beyond the year 9999.
+        return None
+
+
+def _next_run_after(spec: ScheduleSpec, scheduled_at: datetime) -> datetime | None:
     if isinstance(spec, IntervalSpec):
         return scheduled_at.astimezone(UTC) + _interval(spec)
     if isinstance(spec, CrontabSpec):
@@ -295,7 +449,15 @@ def first_run_at(spec: ScheduleSpec, *, now: datetime, start_time: datetime | No
 
     An interval runs at once (or at its start_time; a start_time in the past keeps its grid);
     a clocked schedule fires at its time even if that has passed: it is a one-off that is due.
+    None when there is no such run before the end of the year 9999 (see next_run_after).
     """
+    try:
+        return _first_run_at(spec, now=now, start_time=start_time)
+    except OverflowError:
+        return None
+
+
+def _first_run_at(spec: ScheduleSpec, *, now: datetime, start_time: datetime | None) -> datetime | None:
     if isinstance(spec, ClockedSpec):
         return spec.clocked_time.astimezone(UTC)
     if isinstance(spec, IntervalSpec):
@@ -304,7 +466,8 @@ def first_run_at(spec: ScheduleSpec, *, now: datetime, start_time: datetime | No
         if start_time >= now:
             return start_time.astimezone(UTC)
         step = _interval(spec)
-        return (start_time + math.ceil((now - start_time) / step) * step).astimezone(UTC)
+        # Whole numbers, not a float quotient: a microsecond grid over centuries needs every digit.
+        return (start_time - ((start_time - now) // step) * step).astimezone(UTC)
     earliest = max(now, start_time) if start_time else now
     return next_run_after(spec, earliest - timedelta(microseconds=1))
 
@@ -319,7 +482,7 @@ def _recent_due_times(spec: ScheduleSpec, first: datetime, now: datetime, keep: 
     # going further back only while that finds fewer than `keep` times.
     window = timedelta(hours=1)
     while True:
-        start = max(first, now - window)
+        start = first if now - first <= window else now - window
         moment = start if start == first else next_run_after(spec, start)
         times: list[datetime] = []
         while moment is not None and moment <= now:
@@ -351,8 +514,13 @@ def plan_runs(
         return RunPlan((next_run_at,) if on_time or misfire_policy != MISFIRE_SKIP else (), None)
     if next_run_at > now:
         return RunPlan((), next_run_at)
-    due = _recent_due_times(spec, next_run_at, now, max_catch_up)
+    try:
+        due = _recent_due_times(spec, next_run_at, now, max(1, max_catch_up))
+    except OverflowError:
+        # Stepping a grid near the year 9999 went past datetime's range: send the run that is due.
+        due = [next_run_at]
     following = next_run_after(spec, due[-1])
+    send: list[datetime]
     if now - next_run_at <= grace or misfire_policy == MISFIRE_RUN_ALL:
         send = due
     elif misfire_policy == MISFIRE_RUN_ONCE:
@@ -360,3 +528,26 @@ def plan_runs(
     else:
         send = [moment for moment in due if now - moment <= grace]
     return RunPlan(tuple(send), following)
+
+
+def upcoming(spec: ScheduleSpec, *, after: datetime, count: int) -> list[datetime]:
+    """The next `count` firings strictly after `after`, oldest first (for checks at save time).
+
+    Fewer when the schedule ends: a clocked schedule has one run, and no run lies beyond the
+    year 9999. Raises ScheduleError, and nothing else, for a schedule that cannot be used or a
+    count outside 0..MAX_UPCOMING.
+    """
+    validate(spec)
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_UPCOMING:
+        raise ScheduleError(f"count {count!r} is outside 0..{MAX_UPCOMING}")
+    if after.utcoffset() is None:
+        raise ScheduleError("after needs a time zone or UTC offset")
+    if isinstance(spec, ClockedSpec):
+        clocked = spec.clocked_time.astimezone(UTC)
+        return [clocked] if count and clocked > after else []
+    moments: list[datetime] = []
+    moment = next_run_after(spec, after) if count else None
+    while moment is not None:
+        moments.append(moment)
+        moment = next_run_after(spec, moment) if len(moments) < count else None
+    return moments

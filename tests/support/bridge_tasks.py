@@ -64,7 +64,7 @@ def start_sleep_finish_task(label: str, seconds: float) -> int:
 async def insert_then_block(value: str, seconds: float, *, session: AsyncSession) -> int:
     """Writes a row, then blocks the event loop (a synchronous call inside async code)."""
     await session.execute(text(f"INSERT INTO {PROBE_TABLE} (value) VALUES (:value)"), {"value": value})
-    time.sleep(seconds)
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is what this test task is for
     return 1
 
 

@@ -150,17 +150,24 @@ def test_every_fifteen_minutes_across_both_transitions(zone, spring, autumn):
         end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tz).astimezone(UTC)
         moments = firings(spec, start, end)
         assert moments == sorted(set(moments))
-        # Each existing wall-clock quarter hour once: 23 h of them in spring, 24 h in autumn
-        # (the repeated hour's wall times fire once, at their first occurrence).
-        assert len(moments) == (23 if real_hours == 23 else 24) * 4, (zone, day, len(moments))
+        # A wildcard hour fires at every real instant whose wall time matches: every real
+        # quarter hour, so 25 h of them in autumn (the repeated hour twice, which Celery and
+        # the earlier rule skipped, leaving an hour-long hole) and 23 h in spring.
+        assert len(moments) == real_hours * 4, (zone, day, len(moments))
 
 
-def test_an_hourly_job_across_the_repeated_hour_fires_once_per_wall_time():
+def test_an_hourly_job_across_the_repeated_hour_fires_at_each_real_hour():
+    # An hourly job is a rhythm: the repeated 01:00 fires twice, as EDT and as EST.
     spec = CrontabSpec(minute="0", timezone="America/New_York")
     tz = ZoneInfo("America/New_York")
     start = datetime(2026, 11, 1, 0, 30, tzinfo=tz).astimezone(UTC)
     moments = firings(spec, start, start + timedelta(hours=4))
-    assert [moment.astimezone(tz).strftime("%H:%M") for moment in moments] == ["01:00", "02:00", "03:00"]
+    assert [moment.astimezone(tz).strftime("%H:%M %Z") for moment in moments] == [
+        "01:00 EDT",
+        "01:00 EST",
+        "02:00 EST",
+        "03:00 EST",
+    ]
 
 
 def test_chained_firings_over_a_year_never_repeat_an_instant():
