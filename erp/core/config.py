@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     CELERY_BEAT_MISFIRE_GRACE_SECONDS: float = Field(60.0, ge=0)
     # The most missed runs the `run_all` misfire policy sends for one task after downtime.
     CELERY_BEAT_MAX_CATCH_UP_RUNS: int = Field(10, ge=1, le=1000)
+    # A beat that stops answering inside a transaction (frozen, or its host gone) loses its row
+    # locks after this long (PostgreSQL ends its session), and another beat takes the rows over.
+    CELERY_BEAT_STALL_TIMEOUT_SECONDS: int = Field(10, ge=2, le=600)
 
     # --- deployment: the flower process (erp/flower.py) ---------------------------------------
     # `development` lets flower start without a password; anything deployed stays `production`.

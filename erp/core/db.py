@@ -79,10 +79,12 @@ def create_async_db_engine(application_name: str, **pool_options: Any) -> AsyncE
     )
 
 
-def create_sync_engine(application_name: str, **pool_options: Any) -> Engine:
+def create_sync_engine(
+    application_name: str, *, connect_args: dict[str, Any] | None = None, **pool_options: Any
+) -> Engine:
     return create_engine(
         get_settings().sync_database_url,
-        connect_args={"application_name": application_name},
+        connect_args={"application_name": application_name, **(connect_args or {})},
         **pool_options,
     )
 

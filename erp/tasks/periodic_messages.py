@@ -8,13 +8,14 @@ started by hand gets a random id and so never collides with beat's.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
 from celery.result import denied_join_result
-from kombu import Producer
+from kombu import Exchange, Producer, Queue
 
 from erp.tasks.scheduler_models import PeriodicTaskDB
 
@@ -30,7 +31,7 @@ def periodic_run_id(periodic_task_id: int, scheduled_at: datetime) -> str:
 
 
 def periodic_headers(task: PeriodicTaskDB, scheduled_at: datetime) -> dict[str, Any]:
-    return {**(task.headers or {}), NAME_HEADER: task.name, SCHEDULED_AT_HEADER: scheduled_at.isoformat()}
+    return {**task.get_headers(), NAME_HEADER: task.name, SCHEDULED_AT_HEADER: scheduled_at.isoformat()}
 
 
 def send_periodic_run(
@@ -57,3 +58,54 @@ def send_periodic_run(
             producer=producer,
             **task.message_options(),
         )
+
+
+def routing_problem(
+    app: Celery, task_name: str, *, queue: str | None, exchange: str | None, routing_key: str | None
+) -> str | None:
+    """Why a message with this routing would reach no queue, or None if it is delivered.
+
+    Follows what Celery 5.3's send_task does with these options: the task goes to its queue (the
+    row's, else its route's, else the default); a direct queue's message goes straight to the
+    queue unless both an exchange and a routing key are given, in which case it goes to whatever
+    is bound to that exchange under that key. kombu drops a message nothing is bound to, and
+    beat would count it as sent: such routing is refused when saved, and disables a row that
+    has it.
+    """
+    queues = app.amqp.queues
+    if queue:
+        if queue in queues:
+            target = queues[queue]
+        elif app.conf.task_create_missing_queues:
+            target = Queue(queue, Exchange(queue), queue)  # what Celery would create and declare
+        else:
+            return f"queue {queue!r} is not one of this app's queues ({', '.join(sorted(queues))})"
+    else:
+        target = app.amqp.router.route({}, task_name)["queue"]
+    if (not exchange or not routing_key) and target.exchange.type == "direct":
+        return None
+    exchange_name = exchange if exchange is not None else target.exchange.name
+    key = routing_key or target.routing_key or app.conf.task_default_routing_key
+    bound = [candidate for candidate in (*queues.values(), target) if candidate.exchange.name == exchange_name]
+    if not bound:
+        known = ", ".join(sorted({candidate.exchange.name or "''" for candidate in queues.values()}))
+        return f"exchange {exchange_name!r} has no queue bound to it (this app's exchanges: {known})"
+    if any(_binding_matches(candidate, key) for candidate in bound):
+        return None
+    keys = ", ".join(sorted({str(candidate.routing_key) for candidate in bound}))
+    return f"no queue is bound to exchange {exchange_name!r} with routing key {key!r} (bound keys: {keys})"
+
+
+def _binding_matches(queue: Queue, routing_key: str) -> bool:
+    kind = queue.exchange.type
+    if kind == "fanout":
+        return True
+    if kind == "topic":
+        return _topic_matches(str(queue.routing_key), routing_key)
+    return bool(queue.routing_key == routing_key)
+
+
+def _topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: `*` is one dot-separated word, `#` zero or more."""
+    expression = re.escape(pattern).replace(r"\#", ".*").replace(r"\*", r"[^.]+")
+    return re.fullmatch(expression, routing_key) is not None

@@ -192,18 +192,28 @@ class PeriodicTaskDB(Base):
     def get_kwargs(self) -> dict[str, Any]:
         return decode_kwargs(self.kwargs)
 
+    def get_headers(self) -> dict[str, Any]:
+        return decode_headers(self.headers)
+
 
 def compute_next_run_at(task: PeriodicTaskDB, now: datetime) -> datetime | None:
-    """The next run of a task whose schedule is new or changed (None: it will not run again).
+    """The next run of a task whose schedule is new or changed, or that was enabled again
+    (None: it will not run again). Raises ScheduleError for a schedule that cannot be used.
 
-    Shared by the API (on save) and beat (rows whose next_run_at was reset).
+    Shared by the API (on save) and beat (rows whose next_run_at was reset). The next run is
+    never in the past: time a task spent disabled is not missed time, so enabling it again
+    continues at its next slot instead of catching up (an interval keeps its grid).
     """
     spec = task.get_schedule()
+    schedules.validate(spec)
     if task.total_run_count and (task.one_off or isinstance(spec, schedules.ClockedSpec)):
         return None
     if isinstance(spec, schedules.IntervalSpec) and task.last_run_at is not None:
-        # Keep the cadence of a task that has run: its next run is one interval after the last.
-        next_run = schedules.next_run_after(spec, task.last_run_at)
+        # Keep the cadence of a task that has run: the first slot of its grid from now on, and
+        # never its last run again.
+        next_run = schedules.first_run_at(spec, now=now, start_time=task.last_run_at)
+        if next_run is not None and next_run <= task.last_run_at:
+            next_run = schedules.next_run_after(spec, task.last_run_at)
         return max(next_run, task.start_time) if next_run is not None and task.start_time else next_run
     return schedules.first_run_at(spec, now=now, start_time=task.start_time)
 
@@ -217,6 +227,14 @@ def decode_args(value: Any) -> list[Any]:
 def decode_kwargs(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BrokenScheduleError(f"kwargs must be a JSON object, found {type(value).__name__}: {value!r:.80}")
+    return value
+
+
+def decode_headers(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BrokenScheduleError(f"headers must be a JSON object, found {type(value).__name__}: {value!r:.80}")
     return value
 
 

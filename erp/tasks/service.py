@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from erp.core.celery_app import celery_app
 from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
 from erp.tasks import schedules
+from erp.tasks.periodic_messages import routing_problem
 from erp.tasks.schedule_kinds import SCHEDULE_COLUMNS, SCHEDULE_KINDS, schedule_column
 from erp.tasks.scheduler_models import (
     SCHEDULE_MODELS,
@@ -29,6 +30,10 @@ from erp.tasks.schemas import PeriodicTaskCreate, PeriodicTaskUpdate, schedule_s
 # Changing any of these can move the next run.
 RESCHEDULING_FIELDS = {"start_time", "enabled", "one_off", *SCHEDULE_COLUMNS}
 MAX_PREVIEW = 100
+# How many runs after the first are computed to validate a schedule when it is saved.
+VALIDATION_RUNS = 3
+# Changing any of these changes where the task's messages go.
+ROUTING_FIELDS = {"task", "queue", "exchange", "routing_key"}
 
 
 class Actor(Protocol):
@@ -61,6 +66,14 @@ def registered_task_names() -> list[str]:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _check_routing(task: PeriodicTaskDB) -> None:
+    problem = routing_problem(
+        celery_app, task.task, queue=task.queue, exchange=task.exchange, routing_key=task.routing_key
+    )
+    if problem is not None:
+        raise InvalidPeriodicTask(f"routing: its messages would reach no queue: {problem}")
 
 
 def _check_task_name(task: str) -> None:
@@ -99,13 +112,17 @@ async def _refresh_next_run(task: PeriodicTaskDB, *, session: AsyncSession) -> N
     """Recompute next_run_at after the schedule could have changed (relationships reloaded)."""
     await session.flush()
     await session.refresh(task, list(SCHEDULE_KINDS))
+    try:
+        next_run_at = compute_next_run_at(task, _utcnow())
+        if next_run_at is not None:
+            # Validated by computing what beat will compute: the runs after the first too.
+            schedules.upcoming(task.get_schedule(), after=next_run_at, count=VALIDATION_RUNS)
+    except schedules.ScheduleError as error:
+        raise InvalidPeriodicTask(f"schedule: {error}") from None
     if not task.enabled:
         task.next_run_at = None
         return
-    try:
-        task.next_run_at = compute_next_run_at(task, _utcnow())
-    except schedules.ScheduleError as error:
-        raise InvalidPeriodicTask(f"schedule: {error}") from None
+    task.next_run_at = next_run_at
     if task.next_run_at is None:
         raise InvalidPeriodicTask("this schedule has no future run (start_time, expires or clocked_time are past)")
     task.disabled_reason = None
@@ -170,6 +187,7 @@ async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, sessio
         raise PeriodicTaskConflict(f"a periodic task named {data.name!r} already exists")
     fields = data.model_dump(exclude_none=True, exclude={"schedule", *SCHEDULE_COLUMNS})
     task = PeriodicTaskDB(**fields, **await _schedule_columns(data, session=session))
+    _check_routing(task)
     session.add(task)
     await _refresh_next_run(task, session=session)
     await session.flush()
@@ -199,6 +217,8 @@ async def update_periodic_task(
     }
     for field, value in values.items():
         setattr(task, field, value)
+    if ROUTING_FIELDS & changes.keys():
+        _check_routing(task)
     if changes:
         task.version += 1
         if RESCHEDULING_FIELDS & changes.keys():

@@ -75,6 +75,11 @@ def test_a_schedule_can_be_referenced_by_id(api_client, admin):
         ({"schedule": None}, "a schedule is required"),
         ({"interval_id": 999999, "schedule": None}, "interval_id 999999 does not exist"),
         ({"unknown_field": 1}, "unknown_field"),
+        # Beat could not compute this (OverflowError) and stopped; now refused when saved.
+        ({"schedule": {"kind": "interval", "every": 3000000, "period": "days"}}, "maximum of 36500 days"),
+        # kombu would drop these messages while beat counted them as sent.
+        ({"exchange": "nowhere", "routing_key": "anything"}, "exchange 'nowhere' has no queue bound to it"),
+        ({"exchange": "celery", "routing_key": "elsewhere"}, "no queue is bound to exchange 'celery'"),
         ({"name": "x" * 201}, "name"),
     ],
 )
@@ -186,3 +191,27 @@ def test_only_superusers_may_manage_schedules(api_client, clean_tables, make_use
     assert (
         api_client.get(BASE, headers={"Authorization": "Bearer erp_not-a-real-token-at-all-000000"}).status_code == 401
     )
+
+
+def test_routing_to_a_real_queue_is_accepted(api_client, admin):
+    for number, routing in enumerate(
+        [{"queue": "reports"}, {"exchange": "celery", "routing_key": "celery"}, {"exchange": "nowhere"}]
+    ):
+        new_task(api_client, admin, name=f"routed {number}", **routing)
+
+
+def test_enabling_a_task_disabled_for_a_week_continues_at_its_next_slot(api_client, admin, sync_engine):
+    from sqlalchemy import text
+
+    task = new_task(api_client, admin, schedule={"kind": "interval", "every": 1, "period": "hours"}).json()
+    url = f"{BASE}/{task['id']}"
+    api_client.post(f"{url}/disable", headers=admin.headers)
+    with sync_engine.begin() as connection:
+        connection.execute(
+            text("UPDATE periodic_tasks SET last_run_at = now() - interval '7 days 30 minutes' WHERE id = :id"),
+            {"id": task["id"]},
+        )
+    enabled = api_client.post(f"{url}/enable", headers=admin.headers).json()
+    next_run = datetime.fromisoformat(enabled["next_run_at"])
+    now = datetime.now(UTC)
+    assert now <= next_run <= now + timedelta(minutes=31), "the next slot from now, not a week ago"

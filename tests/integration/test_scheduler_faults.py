@@ -1,0 +1,176 @@
+"""Rows beat cannot use, one-off and re-enabled tasks, and a beat that freezes: real PostgreSQL,
+Redis and (where it matters) real beat processes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from tests.support.processes import start_beat
+from tests.support.scheduling import (
+    add_interval_task,
+    empty_broker,
+    get_task,
+    queued_runs,
+    update_task,
+    utcnow,
+    wait_for,
+)
+
+
+@pytest.fixture
+def empty_scheduler(clean_tables, redis_clean):
+    empty_broker()
+
+
+def step(scheduler, now) -> None:
+    scheduler.schedule_unscheduled(now)
+    scheduler.send_due(now)
+
+
+# (name, SQL making the row unusable, a fragment of its disabled_reason)
+BROKEN_ROWS = [
+    (
+        "huge-interval",
+        "UPDATE interval_schedules SET every = 3000000, period = 'days' WHERE id = {interval_id}",
+        "maximum",
+    ),
+    (
+        "args-object",
+        'UPDATE periodic_tasks SET args = \'{{"not": "a list"}}\' WHERE id = {id}',
+        "args must be a JSON array",
+    ),
+    ("headers-array", "UPDATE periodic_tasks SET headers = '[1, 2]' WHERE id = {id}", "headers must be a JSON object"),
+    (
+        "no-route",
+        "UPDATE periodic_tasks SET exchange = 'nowhere', routing_key = 'anything' WHERE id = {id}",
+        "exchange 'nowhere' has no queue bound to it",
+    ),
+    (
+        "bad-crontab",
+        "WITH c AS (INSERT INTO crontab_schedules (minute, hour, day_of_week, day_of_month, month_of_year, timezone)"
+        " VALUES ('61', '*', '*', '*', '*', 'UTC') RETURNING id)"
+        " UPDATE periodic_tasks SET interval_id = NULL, crontab_id = (SELECT id FROM c) WHERE id = {id}",
+        "minute '61'",
+    ),
+    (
+        "bad-zone",
+        "WITH c AS (INSERT INTO crontab_schedules (minute, hour, day_of_week, day_of_month, month_of_year, timezone)"
+        " VALUES ('*', '*', '*', '*', '*', 'Mars/Olympus') RETURNING id)"
+        " UPDATE periodic_tasks SET interval_id = NULL, crontab_id = (SELECT id FROM c) WHERE id = {id}",
+        "Mars/Olympus",
+    ),
+]
+
+
+def test_unusable_rows_are_disabled_with_a_reason_while_healthy_ones_keep_firing(empty_scheduler, sync_engine):
+    for number in range(5):
+        add_interval_task(sync_engine, f"healthy-{number}", every=1)
+    for name, statement, _ in BROKEN_ROWS:
+        task_id = add_interval_task(sync_engine, name, every=1)
+        interval_id = get_task(sync_engine, name).interval_id
+        with sync_engine.begin() as connection:
+            connection.execute(text(statement.format(id=task_id, interval_id=interval_id)))
+    beat = start_beat()
+    try:
+        for name, _, fragment in BROKEN_ROWS:
+            row = wait_for(lambda name=name: not (r := get_task(sync_engine, name)).enabled and r, timeout=10)
+            assert row.disabled_reason is not None and fragment in row.disabled_reason, (name, row.disabled_reason)
+        started = utcnow()
+        time.sleep(4)
+        assert beat.process.poll() is None, f"beat stopped:\n{beat.output()[-3000:]}"
+    finally:
+        assert beat.stop() == 0, beat.output()[-3000:]
+    for number in range(5):
+        times = [run["scheduled_at"] for run in queued_runs(f"healthy-{number}") if run["scheduled_at"] >= started]
+        assert len(times) >= 3 and all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(times)), times
+    assert all(not queued_runs(name) for name, *_ in BROKEN_ROWS if name != "huge-interval")
+
+
+@pytest.mark.parametrize("policy", ["run_once", "skip", "run_all"])
+def test_a_one_off_task_seen_late_runs_exactly_once(scheduler, sync_engine, policy):
+    now = utcnow().replace(microsecond=0)
+    add_interval_task(sync_engine, "late-one-off", every=10, one_off=True, misfire_policy=policy, next_run_at=now)
+    step(scheduler, now + timedelta(seconds=50))
+    step(scheduler, now + timedelta(seconds=120))
+    assert [run["scheduled_at"] for run in queued_runs("late-one-off")] == [now]
+    row = get_task(sync_engine, "late-one-off")
+    assert (row.enabled, row.total_run_count) == (False, 1) and row.disabled_reason.startswith("finished")
+
+
+def test_a_task_enabled_again_continues_at_its_next_slot_without_catching_up(scheduler, sync_engine):
+    start = utcnow().replace(microsecond=0)
+    add_interval_task(sync_engine, "hourly", every=1, period="hours", misfire_policy="run_all", next_run_at=start)
+    step(scheduler, start)
+    assert len(queued_runs("hourly")) == 1
+    update_task(sync_engine, "hourly", enabled=False)
+    week_later = start + timedelta(days=7, minutes=30)
+    update_task(sync_engine, "hourly", enabled=True)  # the trigger resets next_run_at
+    step(scheduler, week_later)
+    assert len(queued_runs("hourly")) == 1, "disabled time is not missed time"
+    row = get_task(sync_engine, "hourly")
+    assert row.next_run_at == start + timedelta(days=7, hours=1), "the next slot of its grid"
+    step(scheduler, start + timedelta(days=7, hours=1, seconds=1))
+    assert [run["scheduled_at"] for run in queued_runs("hourly")] == [start, start + timedelta(days=7, hours=1)]
+
+
+def _beat_backend_state(sync_engine, pid: int) -> str | None:
+    """The state of the database session of the beat process `pid` that claims rows."""
+    with sync_engine.connect() as connection:
+        return connection.execute(
+            text(
+                "SELECT state FROM pg_stat_activity WHERE application_name = 'erp-beat' AND datname = current_database()"
+                " AND client_port IS NOT NULL AND backend_type = 'client backend' AND state LIKE 'idle in transaction%'"
+                " AND pid IN (SELECT pid FROM pg_locks WHERE relation = 'periodic_tasks'::regclass)"
+            )
+        ).scalar()
+
+
+def test_a_frozen_beat_loses_its_rows_to_another_beat_within_30_seconds(empty_scheduler, sync_engine):
+    stall = 5
+    env = {"CELERY_BEAT_STALL_TIMEOUT_SECONDS": str(stall)}
+    names = [f"frozen-{number:03d}" for number in range(300)]
+    for name in names:
+        add_interval_task(sync_engine, name, every=1)
+    frozen = start_beat(env=env, name="beat-frozen")
+    pid = frozen.process.pid
+    try:
+        wait_for(lambda: len(queued_runs("frozen-")) >= 2 * len(names), timeout=20, message="beat sends every row")
+        # Stop it while it holds due rows locked inside a transaction (it often does: each tick
+        # claims, sends and advances 300 rows).
+        for _ in range(200):
+            if _beat_backend_state(sync_engine, pid):
+                os.kill(pid, signal.SIGSTOP)
+                if _beat_backend_state(sync_engine, pid):
+                    break
+                os.kill(pid, signal.SIGCONT)
+            time.sleep(0.01)
+        else:
+            pytest.fail("never caught beat holding rows inside a transaction")
+        stopped_at = utcnow()
+        other = start_beat(env=env, name="beat-other")
+        try:
+
+            def every_row_fired_again() -> bool:
+                fired = {run["name"] for run in queued_runs("frozen-") if run["scheduled_at"] > stopped_at}
+                return fired == set(names)
+
+            took_over = wait_for(
+                every_row_fired_again,
+                timeout=30,
+                interval=0.5,
+                message="every row fires again, sent by the other beat",
+            )
+            assert took_over
+            other.wait_for_output("took over", timeout=5)
+        finally:
+            assert other.stop() == 0, other.output()[-3000:]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        frozen.stop()
