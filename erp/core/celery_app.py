@@ -7,10 +7,12 @@ importing a task module reads no settings and opens no connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task, states
+from celery.exceptions import Ignore
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 
 from erp.core.config import Settings, get_settings
@@ -20,7 +22,36 @@ from erp.core.logging import configure_logging
 TASK_MODULES = [
     "erp.features.ping.tasks",
     "erp.tasks.periodic_health_checks",
+    "erp.tasks.run_ledger_worker",
 ]
+
+# A guard sees a task about to run and says whether it may: False drops the message before the
+# task body (acknowledged, nothing stored). The run ledger registers one for periodic runs.
+RunGuard = Callable[[Task], bool]
+_run_guards: list[RunGuard] = []
+
+
+def add_run_guard(guard: RunGuard) -> None:
+    if guard not in _run_guards:
+        _run_guards.append(guard)
+
+
+class ErpTask(Task):  # type: ignore[misc]
+    """Every erp task: guards first, then the STARTED state, then the body.
+
+    Celery's own STARTED state (`task_track_started`) is written before any hook can drop a
+    message, so a duplicate of a finished periodic run would overwrite its SUCCESS with STARTED.
+    Here it is written after the guards, the same way.
+    """
+
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        for guard in _run_guards:
+            if not guard(self):
+                raise Ignore()
+        if not self.ignore_result:
+            self.backend.store_result(
+                task_id, {"pid": os.getpid(), "hostname": self.request.hostname}, states.STARTED, request=self.request
+            )
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -60,8 +91,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.CELERY_TASK_TIME_LIMIT_SECONDS,
         # Results are read by the status endpoint shortly after; expire them so Redis does not fill.
         "result_expires": settings.CELERY_RESULT_EXPIRES_SECONDS,
-        # STARTED tells a caller the task left the queue; extended results keep the task name.
-        "task_track_started": True,
+        # STARTED tells a caller the task left the queue: ErpTask writes it after its guards
+        # (Celery's own would come before them). Extended results keep the task name.
+        "task_track_started": False,
         "result_extended": True,
         "worker_concurrency": settings.CELERY_WORKER_CONCURRENCY,
         # Leave our log configuration alone (see setup_logging below).
@@ -96,7 +128,7 @@ class _LazyConfig(Mapping[str, Any]):
         return len(self._loaded())
 
 
-celery_app = Celery("erp", include=TASK_MODULES)
+celery_app = Celery("erp", include=TASK_MODULES, task_cls=ErpTask)
 celery_app.config_from_object(_LazyConfig())
 
 

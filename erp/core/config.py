@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # A beat that stops answering inside a transaction (frozen, or its host gone) loses its row
     # locks after this long (PostgreSQL ends its session), and another beat takes the rows over.
     CELERY_BEAT_STALL_TIMEOUT_SECONDS: int = Field(10, ge=2, le=600)
+    # How long the run ledger keeps the record of each occurrence (pruned in small batches).
+    RUN_LEDGER_RETENTION_DAYS: int = Field(30, ge=1, le=3650)
 
     # --- deployment: the flower process (erp/flower.py) ---------------------------------------
     # `development` lets flower start without a password; anything deployed stays `production`.

@@ -4,10 +4,19 @@
 
 How a tick works (all in `tick`):
 1. Rows whose `next_run_at` is NULL (new, or changed through plain SQL) get it computed.
-2. Due rows are claimed with `SELECT ... FOR UPDATE SKIP LOCKED` in batches, sent, and advanced
-   (`next_run_at`, `last_run_at`, `total_run_count`) in the same transaction. A second beat
-   skips the rows the first has locked and, once they are committed, no longer sees them as due.
-3. Beat then waits for the next due time, or until a trigger NOTIFYs that a schedule changed,
+2. Plan: due rows are claimed with `SELECT ... FOR UPDATE SKIP LOCKED` in batches; for each,
+   its occurrences go into the run ledger (periodic_task_runs: planned, held or skipped with a
+   reason) and the row is advanced (`next_run_at`, `last_run_at`, `total_run_count`), in one
+   short transaction per batch with no Redis in it. A second beat skips the locked rows and,
+   once they are committed, no longer sees them as due.
+3. Publish: planned occurrences whose time has come are locked, published in one Redis round
+   trip per batch (erp.core.batch_publisher) and marked sent, in one transaction per batch. A
+   beat that dies at any point leaves planned occurrences that the next tick of any beat
+   publishes: none is lost. One published twice (a beat killed between publishing and
+   committing) is dropped by the worker, which runs an occurrence only once (the ledger).
+4. Held occurrences whose predecessors finished are released; missed deadlines are flagged
+   (and alerted); old ledger rows are pruned in small batches.
+5. Beat then waits for the next due time, or until a trigger NOTIFYs that a schedule changed,
    or `CELERY_BEAT_DB_SCHEDULER_SYNC_EVERY_SECONDS`, whichever comes first.
 
 Nothing is held in memory between ticks, so an edit is seen on the next tick and the cost of a
@@ -15,17 +24,16 @@ tick depends on what is due, not on the size of the table.
 
 Faults. A row beat cannot use (a schedule it cannot compute, arguments it cannot decode,
 routing that reaches no queue, anything else that row raises) is disabled with a readable
-`disabled_reason`; the other rows go on, and no error stops beat: an unexpected one is logged and
-the tick retried with back-off. A beat that freezes or loses its host inside a transaction has
-its session ended by PostgreSQL after `CELERY_BEAT_STALL_TIMEOUT_SECONDS` (and a vanished
-client is noticed by TCP keepalives), so its row locks go and another beat takes the rows over,
-saying so in its log. Before each chunk it publishes, beat checks its transaction is still
-alive, so a frozen beat that wakes up does not publish runs another beat has taken over.
+`disabled_reason` (and an alert); the other rows go on, and no error stops beat: an unexpected
+one is logged and the tick retried with back-off. A beat that freezes or loses its host inside
+a transaction has its session ended by PostgreSQL after `CELERY_BEAT_STALL_TIMEOUT_SECONDS` (a
+vanished client is noticed by TCP keepalives), so its locks go and another beat takes the rows
+over, saying so in its log.
 
 This class keeps Celery's interface and the tick; the parts are small modules of their own:
-what a due row sends (run_planning), never sending a run twice (run_claims), the message
-(periodic_messages), `beat_schedule` entries (config_entries), waking on changes
-(change_listener) and the heartbeat (heartbeat).
+what a due row records (run_planning), the ledger's statements (run_ledger), the message
+(periodic_messages, erp.core.batch_publisher), `beat_schedule` entries (config_entries),
+waking on changes (change_listener) and the heartbeat (heartbeat).
 """
 
 from __future__ import annotations
@@ -34,9 +42,10 @@ import functools
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -48,26 +57,30 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from erp.core.batch_publisher import BatchPublisher, OutgoingTask
 from erp.core.config import get_settings
 from erp.core.db import create_sync_engine
-from erp.tasks import schedules
+from erp.tasks import run_ledger, schedules
 from erp.tasks.change_listener import ChangeListener
 from erp.tasks.config_entries import sync_config_entries
 from erp.tasks.heartbeat import Heartbeat
-from erp.tasks.periodic_messages import routing_problem, send_periodic_run
-from erp.tasks.run_claims import RunClaims
-from erp.tasks.run_planning import RowUpdate, Run, disabled, plan_row
+from erp.tasks.periodic_messages import outgoing_run, routing_problem
+from erp.tasks.run_planning import RowUpdate, plan_row
 from erp.tasks.scheduler_models import BrokenScheduleError, PeriodicTaskDB, compute_next_run_at
 
 logger = logging.getLogger(__name__)
 
-# Rows claimed per transaction: large enough to amortise the round trips, small enough that
+# Rows planned per transaction: large enough to amortise the round trips, small enough that
 # locks are held for well under a second.
 BATCH_SIZE = 500
-# Runs claimed and published per Redis round trip of claims. A claim per message would cost a
-# fifth of the send rate.
-CLAIM_CHUNK = 100
+# Occurrences published per Redis round trip (and per ledger transaction).
+PUBLISH_BATCH = 1000
 MAX_BACKOFF_SECONDS = 30
+# Missed deadlines are looked for at most this often; old ledger rows pruned this often, a
+# small batch at a time, so pruning never holds a tick up.
+DEADLINE_CHECK_EVERY_SECONDS = 1.0
+PRUNE_EVERY_SECONDS = 60.0
+PRUNE_BATCH = 1000
 # What a missing or failing Redis raises, through kombu or redis-py.
 BROKER_ERRORS = (BrokerError, redis.RedisError, OSError)
 
@@ -82,14 +95,17 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self.grace_seconds = settings.CELERY_BEAT_MISFIRE_GRACE_SECONDS
         self.max_catch_up = settings.CELERY_BEAT_MAX_CATCH_UP_RUNS
         self.stall_timeout_seconds = settings.CELERY_BEAT_STALL_TIMEOUT_SECONDS
+        self.ledger_retention = timedelta(days=settings.RUN_LEDGER_RETENTION_DAYS)
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._engine: Engine | None = None
         self._listener: ChangeListener | None = None
-        self._claims: RunClaims | None = None
         self._redis: redis.Redis | None = None
+        self._publisher: BatchPublisher | None = None
         self._heartbeat = Heartbeat(self.instance)
         self._config_synced = False
         self._consecutive_failures = 0
+        self._last_deadline_check = 0.0
+        self._last_prune = 0.0
         # Due rows another beat held locked at the end of the last tick, as (id, next_run_at).
         self._held_elsewhere: set[tuple[int, datetime]] = set()
         super().__init__(*args, **kwargs)
@@ -106,7 +122,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             connect_args=session_limits(settings.CELERY_BEAT_STALL_TIMEOUT_SECONDS),
         )
         self._redis = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2, socket_timeout=5)
-        self._claims = RunClaims(self._redis, self.app, self.instance)
+        self._publisher = BatchPublisher(self.app, self._redis)
         self._listener = ChangeListener(self._engine)
 
     @property
@@ -116,10 +132,10 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         return self._engine
 
     @property
-    def claims(self) -> RunClaims:
-        if self._claims is None:
+    def publisher(self) -> BatchPublisher:
+        if self._publisher is None:
             raise RuntimeError("DatabaseScheduler.setup_schedule has not run")
-        return self._claims
+        return self._publisher
 
     @property
     def schedule(self) -> dict[str, Any]:
@@ -152,8 +168,11 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 sync_config_entries(self.engine, self.app.conf.beat_schedule or {}, str(self.app.conf.timezone))
                 self._config_synced = True
             self.schedule_unscheduled(now)
-            self.send_due(now)
+            self.plan_due(now)
+            self.release_held(now)
+            self.publish_due(now)
             self._note_rows_held_elsewhere(now)
+            self._look_after_ledger(now)
             self._heartbeat.record(self.engine)
             wait_seconds = self._seconds_until_next_run()
         except DBAPIError as error:
@@ -185,25 +204,31 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 try:
                     task.next_run_at = compute_next_run_at(task, now)
                 except (BrokenScheduleError, schedules.ScheduleError) as error:
-                    _disable(task, f"broken schedule: {error}")
+                    _disable(session, task, f"broken schedule: {error}")
                     continue
                 except Exception as error:  # whatever one row raises must not stop the others
                     logger.exception("beat: next run of %r not computable", task.name, extra={"action": "row_failed"})
-                    _disable(task, f"broken schedule: {type(error).__name__}: {error}")
+                    _disable(session, task, f"broken schedule: {type(error).__name__}: {error}")
                     continue
                 if task.next_run_at is None:
-                    _disable(task, "finished: the schedule has no further run")
+                    task.enabled, task.disabled_reason = False, "finished: the schedule has no further run"
+                    logger.info("beat: periodic task %r finished", task.name, extra={"action": "row_finished"})
 
     def send_due(self, now: datetime) -> int:
-        """Send every due run, a batch per transaction; returns how many were sent."""
-        sent_total = 0
-        while True:
-            sent, claimed = self._send_due_batch(now)
-            sent_total += sent
-            if claimed < BATCH_SIZE:
-                return sent_total
+        """Plan every due row and publish every due occurrence; returns how many were published."""
+        self.plan_due(now)
+        return self.publish_due(now)
 
-    def _send_due_batch(self, now: datetime) -> tuple[int, int]:
+    def plan_due(self, now: datetime) -> int:
+        """Record the occurrences of every due row and advance the rows; returns runs planned."""
+        planned_total = 0
+        while True:
+            planned, claimed = self._plan_batch(now)
+            planned_total += planned
+            if claimed < BATCH_SIZE:
+                return planned_total
+
+    def _plan_batch(self, now: datetime) -> tuple[int, int]:
         with Session(self.engine) as session, session.begin():
             tasks = session.scalars(
                 select(PeriodicTaskDB)
@@ -212,7 +237,10 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 .limit(BATCH_SIZE)
                 .with_for_update(of=PeriodicTaskDB, skip_locked=True)
             ).all()
+            if not tasks:
+                return 0, 0
             self._note_takeover(tasks, now)
+            busy, held = run_ledger.busy_tasks(session, [task.id for task in tasks if task.overlap_policy != "allow"])
             planned = [
                 plan_row(
                     task,
@@ -220,75 +248,79 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                     grace_seconds=self.grace_seconds,
                     max_catch_up=self.max_catch_up,
                     routing_problem=self._routing_problem,
+                    has_unfinished=task.id in busy,
+                    has_held=task.id in held,
                 )
                 for task in tasks
             ]
-            runs = [run for _, task_runs in planned for run in task_runs]
-            out, failed, broker_error = self._send_runs(session, runs)
-            # A row advances only when every run it planned went out; otherwise it stays due
-            # and the runs that did go out are recognised by their claims next time. A row whose
-            # message could not even be built is disabled with the reason.
-            updates = [
-                disabled(task, failed[task.id]) if task.id in failed else update
-                for task, (update, task_runs) in zip(tasks, planned, strict=True)
-                if task.id in failed or all(run.id in out for run in task_runs)
-            ]
+            run_ledger.record_occurrences(
+                session, [occurrence for _, occurrences in planned for occurrence in occurrences]
+            )
+            updates = [update for update, _ in planned]
+            for task, update in zip(tasks, updates, strict=True):
+                if not update.enabled and (update.disabled_reason or "").startswith("broken"):
+                    _alert_stopped(session, task, update.disabled_reason or "")
             _write_updates(session, now, updates)
-        runs_sent = sum(update.runs_sent for update in updates)
-        self._heartbeat.count_sent(runs_sent)
-        if broker_error is not None:
-            raise broker_error
-        return runs_sent, len(tasks)
+        return sum(update.runs_sent for update in updates), len(tasks)
 
-    def _send_runs(self, session: Session, runs: list[Run]) -> tuple[set[str], dict[int, str], Exception | None]:
-        """Claim and publish runs in chunks.
+    def publish_due(self, now: datetime) -> int:
+        """Publish planned occurrences that are due, a batch per Redis round trip."""
+        published_total = 0
+        while True:
+            with Session(self.engine) as session, session.begin():
+                due = run_ledger.claim_due_runs(session, now, PUBLISH_BATCH)
+                gone = [run.run_id for run in due if run.task is None]
+                messages: list[OutgoingTask] = []
+                sent: list[int] = []
+                for run in due:
+                    if run.task is None:
+                        continue
+                    try:
+                        messages.append(outgoing_run(run.task, run_id=run.message_id, scheduled_at=run.scheduled_at))
+                        sent.append(run.run_id)
+                    except Exception as error:  # its row turned unusable since it was planned
+                        logger.exception(
+                            "beat: a run of %r could not be built", run.task.name, extra={"action": "row_failed"}
+                        )
+                        gone.append(run.run_id)
+                        _disable(
+                            session,
+                            run.task,
+                            f"broken: its message could not be built: {type(error).__name__}: {error}",
+                        )
+                self.publisher.publish(messages, now=now)
+                run_ledger.mark_sent(session, sent, now)
+                run_ledger.mark_revoked(session, gone, now)
+            published_total += len(sent)
+            self._heartbeat.count_sent(len(sent))
+            if len(due) < PUBLISH_BATCH:
+                return published_total
 
-        Returns the ids of the runs that are out, the rows whose message could not be built
-        (row id -> reason), and the broker error that stopped the sending, if any.
-        """
-        out: set[str] = set()
-        failed: dict[int, str] = {}
-        for start in range(0, len(runs), CLAIM_CHUNK):
-            # Still holding the rows? A beat frozen past the stall timeout has lost them to
-            # another beat, and must not publish what that beat has sent since.
-            session.execute(text("SELECT 1"))
-            chunk = [run for run in runs[start : start + CLAIM_CHUNK] if run.task.id not in failed]
-            to_publish = self.claims.claim(chunk)
-            publishing = {run.id for run in to_publish}
-            out.update(run.id for run in chunk if run.id not in publishing)
-            published: list[Run] = []
-            unsent: list[Run] = []
-            for position, run in enumerate(to_publish):
-                try:
-                    self._publish(run)
-                except BROKER_ERRORS as error:
-                    self.claims.release([*unsent, *to_publish[position:]])
-                    self.claims.mark_sent(published)
-                    out.update(run.id for run in published)
-                    return out, failed, error
-                except Exception as error:  # a message this row cannot make; the others go on
-                    logger.exception(
-                        "beat: a run of %r could not be sent", run.task.name, extra={"action": "row_failed"}
+    def release_held(self, now: datetime) -> int:
+        """Held occurrences (buffer_one) whose predecessors finished become planned."""
+        with Session(self.engine) as session, session.begin():
+            return run_ledger.release_held(session, now)
+
+    def _look_after_ledger(self, now: datetime) -> None:
+        """Flag missed deadlines and prune old rows, each at most so often and briefly."""
+        clock = time.monotonic()
+        with Session(self.engine) as session, session.begin():
+            if clock - self._last_deadline_check >= DEADLINE_CHECK_EVERY_SECONDS:
+                self._last_deadline_check = clock
+                for missed in run_ledger.flag_missed_deadlines(session, now):
+                    what = "did not start" if missed.kind == "start_deadline_missed" else "did not finish"
+                    run_ledger.add_alert(
+                        session,
+                        missed.kind,
+                        f"{missed.periodic_task_name}: the run of {missed.scheduled_at.isoformat()} {what}"
+                        f" within {missed.seconds} s",
+                        periodic_task_id=missed.periodic_task_id,
+                        periodic_task_name=missed.periodic_task_name,
+                        run_id=missed.run_id,
                     )
-                    failed[run.task.id] = f"broken: its message could not be sent: {type(error).__name__}: {error}"
-                    unsent.append(run)
-                    continue
-                published.append(run)
-            self.claims.release(unsent)
-            self.claims.mark_sent(published)
-            out.update(run.id for run in published)
-        return out, failed, None
-
-    def _publish(self, run: Run) -> None:
-        send_periodic_run(
-            self.app,
-            run.task,
-            run_id=run.id,
-            scheduled_at=run.scheduled_at,
-            args=run.args,
-            kwargs=run.kwargs,
-            producer=self.producer,
-        )
+            if clock - self._last_prune >= PRUNE_EVERY_SECONDS:
+                self._last_prune = clock
+                run_ledger.prune(session, now, self.ledger_retention, PRUNE_BATCH)
 
     def _routing_problem(self, task: PeriodicTaskDB) -> str | None:
         return _cached_routing_problem(self.app, task.task, task.queue, task.exchange, task.routing_key)
@@ -306,8 +338,8 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def _note_takeover(self, tasks: Sequence[PeriodicTaskDB], now: datetime) -> None:
         """Say so when rows another beat held, at the same due time, come to this beat.
 
-        A beat that merely sent them meanwhile has moved their next run on; one that froze or
-        lost its host left them as they were until PostgreSQL ended its session.
+        A beat that merely planned them meanwhile has moved their next run on; one that froze
+        or lost its host left them as they were until PostgreSQL ended its session.
         """
         if not self._held_elsewhere:
             return
@@ -326,9 +358,11 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             next_run_at = connection.execute(
                 select(func.min(PeriodicTaskDB.next_run_at)).where(PeriodicTaskDB.enabled)
             ).scalar()
-        if next_run_at is None:
+            next_due_at = run_ledger.next_due_at(connection)
+        moments = [moment for moment in (next_run_at, next_due_at) if moment is not None]
+        if not moments:
             return self.sync_every_seconds
-        return max(0.0, (next_run_at - datetime.now(UTC)).total_seconds())
+        return max(0.0, (min(moments) - datetime.now(UTC)).total_seconds())
 
     def _back_off(self, what: str, error: Exception) -> float:
         self._consecutive_failures += 1
@@ -372,11 +406,22 @@ def _cached_routing_problem(
     return routing_problem(app, task_name, queue=queue, exchange=exchange, routing_key=routing_key)
 
 
-def _disable(task: PeriodicTaskDB, reason: str) -> None:
+def _disable(session: Session, task: PeriodicTaskDB, reason: str) -> None:
     logger.warning("beat: periodic task %r disabled: %s", task.name, reason, extra={"action": "row_disabled"})
     task.enabled = False
     task.next_run_at = None
     task.disabled_reason = reason
+    _alert_stopped(session, task, reason)
+
+
+def _alert_stopped(session: Session, task: PeriodicTaskDB, reason: str) -> None:
+    run_ledger.add_alert(
+        session,
+        "stopped_firing",
+        f"{task.name}: stopped firing, {reason}",
+        periodic_task_id=task.id,
+        periodic_task_name=task.name,
+    )
 
 
 def _write_updates(session: Session, now: datetime, updates: list[RowUpdate]) -> None:

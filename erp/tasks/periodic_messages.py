@@ -15,8 +15,9 @@ from typing import Any
 
 from celery import Celery
 from celery.result import denied_join_result
-from kombu import Exchange, Producer, Queue
+from kombu import Exchange, Queue
 
+from erp.core.batch_publisher import OutgoingTask
 from erp.tasks.scheduler_models import PeriodicTaskDB
 
 PERIODIC_RUN_NAMESPACE = uuid.UUID("3f1d6c2e-8a57-4b0e-9d7e-6f2b9c4a1e55")
@@ -34,29 +35,36 @@ def periodic_headers(task: PeriodicTaskDB, scheduled_at: datetime) -> dict[str, 
     return {**task.get_headers(), NAME_HEADER: task.name, SCHEDULED_AT_HEADER: scheduled_at.isoformat()}
 
 
-def send_periodic_run(
-    app: Celery,
-    task: PeriodicTaskDB,
-    *,
-    run_id: str,
-    scheduled_at: datetime,
-    args: list[Any],
-    kwargs: dict[str, Any],
-    producer: Producer | None = None,
-) -> None:
-    """Publish one run of `task` through kombu, with the task's own options."""
+def outgoing_run(task: PeriodicTaskDB, *, run_id: str, scheduled_at: datetime) -> OutgoingTask:
+    """The message of one run of `task`, with the task's own arguments, headers and routing."""
+    return OutgoingTask(
+        task_name=task.task,
+        task_id=run_id,
+        args=task.get_args(),
+        kwargs=task.get_kwargs(),
+        headers=periodic_headers(task, scheduled_at),
+        queue=task.queue,
+        exchange=task.exchange,
+        routing_key=task.routing_key,
+        priority=task.priority,
+        expires_seconds=task.expire_seconds,
+    )
+
+
+def send_periodic_run(app: Celery, task: PeriodicTaskDB, *, run_id: str, scheduled_at: datetime) -> None:
+    """Publish one run of `task` through kombu (a run started by hand)."""
+    message = outgoing_run(task, run_id=run_id, scheduled_at=scheduled_at)
     # Nobody waits on a periodic run's result. Saying so keeps Celery's Redis backend from
     # subscribing to every run's result (celery#4261): a round trip per run, and an unsubscribe
     # in AsyncResult.__del__ that could swallow the SystemExit of beat's SIGTERM handler.
     with denied_join_result():
         app.send_task(
-            task.task,
-            args=args,
-            kwargs=kwargs,
-            task_id=run_id,
-            headers=periodic_headers(task, scheduled_at),
-            producer=producer,
-            **task.message_options(),
+            message.task_name,
+            args=message.args,
+            kwargs=message.kwargs,
+            task_id=message.task_id,
+            headers=message.headers,
+            **message.send_task_options(),
         )
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
@@ -170,19 +169,8 @@ async def disable_periodic_task(
 async def run_periodic_task(
     periodic_task_id: int, caller: SuperuserCaller, session: DbSession, request: Request
 ) -> TaskAccepted:
-    async def send(task: PeriodicTaskDB) -> str:
-        # A manual run is scheduled for now; its id is random, so it never collides with beat's.
-        run_id = str(uuid.uuid4())
-        await off_the_loop(
-            send_periodic_run,
-            celery_app,
-            task,
-            run_id=run_id,
-            scheduled_at=datetime.now(UTC),
-            args=task.get_args(),
-            kwargs=task.get_kwargs(),
-        )
-        return run_id
+    async def send(task: PeriodicTaskDB, run_id: str, scheduled_at: datetime) -> None:
+        await off_the_loop(send_periodic_run, celery_app, task, run_id=run_id, scheduled_at=scheduled_at)
 
     message_id = await service.run_periodic_task_now(periodic_task_id, caller, send, session=session)
     return TaskAccepted.for_task(request, message_id)

@@ -1,46 +1,49 @@
-"""What beat sends for a due row, and how the row changes: pure, given the row and `now`.
+"""What beat records for a due row, and how the row changes: pure, given the row and `now`.
 
 The misfire arithmetic is erp.tasks.schedules.plan_runs; this adds what the row says (its
-arguments, expiry, one-off flag, routing) and what a broken row turns into: disabled, with a
+arguments, expiry, one-off flag, routing, pause, overlap and jitter policies) and turns it into
+occurrences for the run ledger: `planned` (to be sent once due), `held` (buffer_one: waits for
+the previous occurrence), or `skipped` with the reason. A broken row becomes disabled, with a
 readable reason. Whatever one row raises is caught here, so one row cannot stop the others.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from erp.tasks import schedules
 from erp.tasks.periodic_messages import periodic_run_id
+from erp.tasks.schedule_kinds import RunOrigin, RunState, SkipReason
 from erp.tasks.scheduler_models import BrokenScheduleError, PeriodicTaskDB
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Run:
-    """One scheduled run of a periodic task, about to be sent."""
+@dataclass(frozen=True)
+class Occurrence:
+    """One occurrence of a periodic task, as the run ledger records it."""
 
-    task: PeriodicTaskDB
+    periodic_task_id: int
+    periodic_task_name: str
+    task_name: str
     scheduled_at: datetime
-    args: list[Any]
-    kwargs: dict[str, Any]
-    id: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.id = periodic_run_id(self.task.id, self.scheduled_at)
+    due_at: datetime
+    state: RunState
+    skip_reason: SkipReason | None = None
+    origin: RunOrigin = "schedule"
 
     @property
-    def queue(self) -> str | None:
-        return self.task.queue
+    def message_id(self) -> str:
+        return periodic_run_id(self.periodic_task_id, self.scheduled_at)
 
 
 @dataclass
 class RowUpdate:
-    """The new state of a periodic_tasks row once its runs are out."""
+    """The new state of a periodic_tasks row once its occurrences are recorded."""
 
     id: int
     next_run_at: datetime | None
@@ -53,8 +56,17 @@ class RowUpdate:
 RoutingCheck = Callable[[PeriodicTaskDB], "str | None"]
 
 
+def jitter_offset(periodic_task_id: int, scheduled_at: datetime, jitter_seconds: int) -> timedelta:
+    """A stable offset in [0, jitter_seconds) for one slot: every beat computes the same one."""
+    if jitter_seconds <= 0:
+        return timedelta(0)
+    digest = hashlib.sha256(f"{periodic_task_id}@{scheduled_at.isoformat()}".encode()).digest()
+    microseconds = int.from_bytes(digest[:8], "big") % (jitter_seconds * 1_000_000)
+    return timedelta(microseconds=microseconds)
+
+
 def disabled(task: PeriodicTaskDB, reason: str) -> RowUpdate:
-    """The update of a row beat cannot use: disabled, with the reason, left as it was otherwise."""
+    """The update of a row beat cannot use: disabled, with the reason."""
     logger.error("beat: periodic task %r disabled: %s", task.name, reason, extra={"action": "row_disabled"})
     return RowUpdate(task.id, None, 0, False, reason)
 
@@ -66,14 +78,19 @@ def plan_row(
     grace_seconds: float,
     max_catch_up: int,
     routing_problem: RoutingCheck | None = None,
-) -> tuple[RowUpdate, list[Run]]:
-    """What to send for a due row, and how the row changes once it is sent."""
+    has_unfinished: bool = False,
+    has_held: bool = False,
+) -> tuple[RowUpdate, list[Occurrence]]:
+    """What to record for a due row, and how the row changes.
+
+    `has_unfinished` / `has_held`: the ledger holds an occurrence of this task that has not
+    finished / that is held (read by the caller for rows whose overlap policy needs it).
+    """
     assert task.next_run_at is not None, "only due rows are planned"
     try:
         spec = task.get_schedule()
         schedules.validate(spec)
-        args, kwargs = task.get_args(), task.get_kwargs()
-        task.get_headers()
+        task.get_args(), task.get_kwargs(), task.get_headers()
         problem = routing_problem(task) if routing_problem is not None else None
         if problem is not None:
             raise BrokenScheduleError(f"its messages would reach no queue: {problem}")
@@ -96,11 +113,44 @@ def plan_row(
     except Exception as error:  # anything else one row raises must not stop the other rows
         logger.exception("beat: periodic task %r could not be planned", task.name, extra={"action": "row_failed"})
         return disabled(task, f"broken: {type(error).__name__}: {error}"), []
-    runs = [Run(task, scheduled_at, args, kwargs) for scheduled_at in plan.send]
-    if task.expires is not None and now >= task.expires:
-        update = RowUpdate(task.id, None, len(runs), False, f"expired at {task.expires.isoformat()}")
-    elif plan.next_run_at is None or (task.one_off and runs):
-        update = RowUpdate(task.id, None, len(runs), False, "finished: ran its last scheduled run")
+
+    occurrences = [_occurrence(task, moment, "skipped", "misfire") for moment in plan.missed]
+    busy, held = has_unfinished, has_held
+    for moment in plan.send:
+        if task.paused_at is not None:
+            occurrences.append(_occurrence(task, moment, "skipped", "paused"))
+        elif busy and task.overlap_policy == "skip":
+            occurrences.append(_occurrence(task, moment, "skipped", "overlap"))
+        elif busy and task.overlap_policy == "buffer_one":
+            occurrences.append(
+                _occurrence(task, moment, "skipped", "overlap") if held else _occurrence(task, moment, "held")
+            )
+            held = True
+        else:
+            occurrences.append(_occurrence(task, moment, "planned"))
+            busy = True
+    expired_now = task.expires is not None and now >= task.expires
+    if expired_now and not plan.send:
+        occurrences.append(_occurrence(task, task.next_run_at, "skipped", "expired"))
+    runs = sum(1 for occurrence in occurrences if occurrence.state in ("planned", "held"))
+    if expired_now:
+        update = RowUpdate(task.id, None, runs, False, f"expired at {task.expires.isoformat()}")  # type: ignore[union-attr]
+    elif plan.next_run_at is None or task.one_off:
+        update = RowUpdate(task.id, None, runs, False, "finished: ran its last scheduled run")
     else:
-        update = RowUpdate(task.id, plan.next_run_at, len(runs), True, None)
-    return update, runs
+        update = RowUpdate(task.id, plan.next_run_at, runs, True, None)
+    return update, occurrences
+
+
+def _occurrence(
+    task: PeriodicTaskDB, scheduled_at: datetime, state: RunState, reason: SkipReason | None = None
+) -> Occurrence:
+    return Occurrence(
+        periodic_task_id=task.id,
+        periodic_task_name=task.name,
+        task_name=task.task,
+        scheduled_at=scheduled_at,
+        due_at=scheduled_at + jitter_offset(task.id, scheduled_at, task.jitter_seconds or 0),
+        state=state,
+        skip_reason=reason,
+    )

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -35,7 +36,12 @@ from erp.tasks.schedule_kinds import (
     INTERVAL_PERIODS,
     MISFIRE_POLICIES,
     MISFIRE_RUN_ONCE,
+    OVERLAP_POLICIES,
+    RUN_ORIGINS,
+    RUN_STATES,
     SCHEDULE_KINDS,
+    SKIP_REASONS,
+    UNFINISHED_STATES,
     ScheduleKind,
     schedule_column,
 )
@@ -110,6 +116,15 @@ class PeriodicTaskDB(Base):
         CheckConstraint("priority IS NULL OR priority BETWEEN 0 AND 255", name="priority_range"),
         CheckConstraint("expire_seconds IS NULL OR expire_seconds > 0", name="expire_seconds_positive"),
         CheckConstraint(f"misfire_policy IN {MISFIRE_POLICIES}", name="misfire_policy_known"),
+        CheckConstraint(f"overlap_policy IN {OVERLAP_POLICIES}", name="overlap_policy_known"),
+        CheckConstraint("jitter_seconds BETWEEN 0 AND 86400", name="jitter_range"),
+        CheckConstraint("start_deadline_seconds IS NULL OR start_deadline_seconds > 0", name="start_deadline_positive"),
+        CheckConstraint(
+            "finish_deadline_seconds IS NULL OR finish_deadline_seconds > 0", name="finish_deadline_positive"
+        ),
+        CheckConstraint(
+            "auto_pause_after_failures IS NULL OR auto_pause_after_failures > 0", name="auto_pause_positive"
+        ),
         # Beat's only questions: what is due, and what needs its next run computed.
         Index("ix_periodic_tasks_due", "next_run_at", postgresql_where=text("enabled AND next_run_at IS NOT NULL")),
         Index("ix_periodic_tasks_unscheduled", "id", postgresql_where=text("enabled AND next_run_at IS NULL")),
@@ -141,6 +156,21 @@ class PeriodicTaskDB(Base):
     # Bumped by every edit through the API; a stale version in an update is a 409.
     version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     from_config: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # --- run ledger policies (see PeriodicTaskRunDB) ---
+    overlap_policy: Mapped[str] = mapped_column(String(16), default="allow", server_default="allow")
+    # Each occurrence is sent a stable offset in [0, jitter_seconds) after its slot.
+    jitter_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Must start within / finish within this many seconds of its slot, or the occurrence is
+    # marked and an alert raised.
+    start_deadline_seconds: Mapped[int | None] = mapped_column(Integer)
+    finish_deadline_seconds: Mapped[int | None] = mapped_column(Integer)
+    # Paused after this many failed occurrences in a row (NULL: never).
+    auto_pause_after_failures: Mapped[int | None] = mapped_column(Integer)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # A paused task keeps its schedule; each occurrence is recorded as skipped (paused).
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paused_by: Mapped[str | None] = mapped_column(String(320))
+    pause_note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -174,17 +204,6 @@ class PeriodicTaskDB(Base):
 
     def get_schedule(self) -> schedules.ScheduleSpec:
         return schedules.spec_from_fields(self.schedule_kind, schedule_row_fields(self.schedule_row))
-
-    def message_options(self) -> dict[str, Any]:
-        """The routing and expiry options every message of this task is sent with."""
-        options = {
-            "queue": self.queue,
-            "exchange": self.exchange,
-            "routing_key": self.routing_key,
-            "priority": self.priority,
-            "expires": self.expire_seconds,
-        }
-        return {name: value for name, value in options.items() if value is not None}
 
     def get_args(self) -> list[Any]:
         return decode_args(self.args)
@@ -267,3 +286,82 @@ class PeriodicTaskChangeDB(Base):
     actor_email: Mapped[str | None] = mapped_column(String(320))
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     changes: Mapped[Any] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+
+
+class PeriodicTaskRunDB(Base):
+    """The run ledger: one row per occurrence of a periodic task (unique per task and slot).
+
+    Beat writes an occurrence in the same transaction that advances its periodic task (an
+    outbox: `planned`, or `skipped` with a reason, or `held` under the buffer_one policy),
+    publishes planned ones once they are due (`due_at`: the slot plus its jitter) and marks them
+    `sent`. The worker turns a sent occurrence into `started` before the task body runs, and
+    drops a message whose occurrence already ran or runs elsewhere; it then records the
+    outcome. No foreign key to periodic_tasks: the history of a deleted task stays readable.
+    """
+
+    __tablename__ = "periodic_task_runs"
+    __table_args__ = (
+        UniqueConstraint("periodic_task_id", "scheduled_at"),
+        CheckConstraint(f"state IN {RUN_STATES}", name="state_known"),
+        CheckConstraint(f"skip_reason IS NULL OR skip_reason IN {SKIP_REASONS}", name="skip_reason_known"),
+        CheckConstraint(f"origin IN {RUN_ORIGINS}", name="origin_known"),
+        # The outbox: what beat publishes next.
+        Index("ix_periodic_task_runs_outbox", "due_at", postgresql_where=text("state = 'planned'")),
+        # Occurrences not finished yet: overlaps, held ones, deadlines.
+        Index(
+            "ix_periodic_task_runs_unfinished",
+            "periodic_task_id",
+            "scheduled_at",
+            postgresql_where=text(f"state IN {UNFINISHED_STATES}"),
+        ),
+        Index("ix_periodic_task_runs_scheduled_at", "scheduled_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    periodic_task_id: Mapped[int] = mapped_column(BigInteger)
+    periodic_task_name: Mapped[str] = mapped_column(String(200))
+    task_name: Mapped[str] = mapped_column(String(200))
+    origin: Mapped[str] = mapped_column(String(16), default="schedule", server_default="schedule")
+    scheduled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    skip_reason: Mapped[str | None] = mapped_column(String(16))
+    planned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Seconds from the slot to the start of the task body.
+    lateness_seconds: Mapped[float | None] = mapped_column(Float)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    error_type: Mapped[str | None] = mapped_column(String(200))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    start_deadline_missed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    finish_deadline_missed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+
+class PeriodicTaskAlertDB(Base):
+    """Something an operator should hear about, delivered to the webhooks of the settings.
+
+    Written where it is noticed (beat: missed deadlines, a schedule that stopped firing; the
+    worker: a failure, an auto-pause) and delivered by a worker task with retries, so a slow
+    webhook never holds beat up.
+    """
+
+    __tablename__ = "periodic_task_alerts"
+    __table_args__ = (
+        Index("ix_periodic_task_alerts_pending", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    periodic_task_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    periodic_task_name: Mapped[str | None] = mapped_column(String(200))
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_error: Mapped[str | None] = mapped_column(Text)

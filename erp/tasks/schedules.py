@@ -170,6 +170,9 @@ def spec_fields(spec: ScheduleSpec) -> dict[str, Any]:
 class RunPlan:
     send: tuple[datetime, ...]
     next_run_at: datetime | None
+    # Due times the misfire policy did not send (at most max_catch_up of the most recent), for
+    # the run ledger to record as skipped.
+    missed: tuple[datetime, ...] = ()
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -510,8 +513,9 @@ def plan_runs(
         return RunPlan((), None)
     grace = timedelta(seconds=grace_seconds)
     if isinstance(spec, ClockedSpec):
-        on_time = now - next_run_at <= grace
-        return RunPlan((next_run_at,) if on_time or misfire_policy != MISFIRE_SKIP else (), None)
+        if now - next_run_at <= grace or misfire_policy != MISFIRE_SKIP:
+            return RunPlan((next_run_at,), None)
+        return RunPlan((), None, (next_run_at,))
     if next_run_at > now:
         return RunPlan((), next_run_at)
     try:
@@ -527,7 +531,7 @@ def plan_runs(
         send = due[-1:]
     else:
         send = [moment for moment in due if now - moment <= grace]
-    return RunPlan(tuple(send), following)
+    return RunPlan(tuple(send), following, tuple(moment for moment in due if moment not in send))
 
 
 def upcoming(spec: ScheduleSpec, *, after: datetime, count: int) -> list[datetime]:

@@ -6,11 +6,12 @@ changed (beat is NOTIFYed by a trigger and picks it up at once), and writes a ch
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +24,7 @@ from erp.tasks.scheduler_models import (
     SCHEDULE_MODELS,
     PeriodicTaskChangeDB,
     PeriodicTaskDB,
+    PeriodicTaskRunDB,
     compute_next_run_at,
 )
 from erp.tasks.schemas import PeriodicTaskCreate, PeriodicTaskUpdate, schedule_spec
@@ -249,19 +251,52 @@ async def delete_periodic_task(
 
 
 async def run_periodic_task_now(
-    periodic_task_id: int, actor: Actor, send: Callable[[PeriodicTaskDB], Awaitable[str]], *, session: AsyncSession
+    periodic_task_id: int,
+    actor: Actor,
+    send: Callable[[PeriodicTaskDB, str, datetime], Awaitable[None]],
+    *,
+    session: AsyncSession,
 ) -> str:
-    """Send one run now with the task's own options and count it; returns the message id.
+    """Send one run now with the task's own options, in the run ledger; returns the message id.
 
-    The run is counted in the same transaction that is committed only after the send worked.
+    The ledger row (origin `manual`, already `sent`) is committed before the message goes out,
+    so a worker that starts it at once finds it; if the send fails, the row says so (revoked).
     """
     task = await get_periodic_task(periodic_task_id, session=session, lock=True)
-    message_id = await send(task)
+    scheduled_at = _utcnow()
+    # Its id is random: a manual run never collides with one of beat's.
+    run = PeriodicTaskRunDB(
+        periodic_task_id=task.id,
+        periodic_task_name=task.name,
+        task_name=task.task,
+        origin="manual",
+        scheduled_at=scheduled_at,
+        due_at=scheduled_at,
+        message_id=str(uuid.uuid4()),
+        state="sent",
+        sent_at=scheduled_at,
+    )
+    session.add(run)
     task.total_run_count += 1
-    task.last_run_at = _utcnow()
-    _record(task, "run", actor, {"message_id": message_id}, session=session)
+    task.last_run_at = scheduled_at
+    _record(task, "run", actor, {"message_id": run.message_id}, session=session)
     await session.commit()
-    return message_id
+    try:
+        await send(task, run.message_id, scheduled_at)
+    except BaseException as error:
+        await session.execute(
+            update(PeriodicTaskRunDB)
+            .where(PeriodicTaskRunDB.id == run.id)
+            .values(state="revoked", finished_at=_utcnow(), error_type=type(error).__name__, error_message="not sent")
+        )
+        await session.execute(
+            update(PeriodicTaskDB)
+            .where(PeriodicTaskDB.id == task.id)
+            .values(total_run_count=PeriodicTaskDB.total_run_count - 1)
+        )
+        await session.commit()
+        raise
+    return run.message_id
 
 
 async def preview_runs(periodic_task_id: int, count: int, *, session: AsyncSession) -> list[datetime]:

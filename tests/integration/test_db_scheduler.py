@@ -14,6 +14,7 @@ import redis
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
+from erp.core.config import get_settings
 from erp.tasks.periodic_messages import periodic_run_id
 from erp.tasks.scheduler_models import BeatHeartbeatDB, IntervalScheduleDB, PeriodicTaskDB
 from tests.support.processes import ManagedProcess, free_port, start_beat
@@ -245,7 +246,18 @@ def test_a_postgresql_restart_is_survived_without_duplicates(beat, sync_engine):
     assert_no_duplicates(queued_runs("through-restart"))
 
 
-def test_redis_down_does_not_mark_the_run_done(empty_scheduler, sync_engine, tmp_path):
+def ledger_states(sync_engine, name: str) -> dict[str, int]:
+    with sync_engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT state, count(*) FROM periodic_task_runs WHERE periodic_task_name = :name GROUP BY state"),
+            {"name": name},
+        ).all()
+    return {state: count for state, count in rows}
+
+
+def test_while_redis_is_down_runs_wait_in_the_ledger_and_all_go_out_when_it_is_back(
+    empty_scheduler, sync_engine, tmp_path
+):
     port = free_port()
     command = [
         "redis-server",
@@ -265,21 +277,27 @@ def test_redis_down_does_not_mark_the_run_done(empty_scheduler, sync_engine, tmp
     add_interval_task(sync_engine, "needs-redis", every=1)
     process = start_beat(env={"REDIS_URL": f"redis://127.0.0.1:{port}"})
     try:
-        wait_for(lambda: get_task(sync_engine, "needs-redis").total_run_count >= 2, timeout=6)
+        wait_for(lambda: ledger_states(sync_engine, "needs-redis").get("sent", 0) >= 2, timeout=6)
         private_redis.stop()
         time.sleep(1.5)  # let a tick in flight finish
-        before = get_task(sync_engine, "needs-redis")
+        sent_before = ledger_states(sync_engine, "needs-redis").get("sent", 0)
         time.sleep(3)
-        after = get_task(sync_engine, "needs-redis")
-        assert (after.total_run_count, after.last_run_at) == (before.total_run_count, before.last_run_at)
+        states = ledger_states(sync_engine, "needs-redis")
+        assert states.get("sent", 0) == sent_before, "nothing is marked sent while Redis is away"
+        assert states.get("planned", 0) >= 2, "the runs of the outage wait in the ledger"
         assert "Redis is unavailable" in process.output()
         private_redis = ManagedProcess("private-redis-again", command)
         wait_for(
-            lambda: get_task(sync_engine, "needs-redis").total_run_count > after.total_run_count,
+            lambda: ledger_states(sync_engine, "needs-redis").get("planned", 0) == 0,
             timeout=40,
-            message="runs resume when Redis is back",
+            message="the waiting runs go out when Redis is back",
         )
         assert process.process.poll() is None
+        # Every run the ledger says was sent is in the (new, empty) Redis but those of before.
+        back = redis.Redis(port=port, db=get_settings().REDIS_CELERY_BROKER_DB)
+        queued = back.llen("celery")
+        back.close()
+        assert queued >= ledger_states(sync_engine, "needs-redis")["sent"] - sent_before
     finally:
         process.stop()
         private_redis.stop()

@@ -1,0 +1,218 @@
+"""The run ledger as beat uses it: record occurrences, publish the due ones, watch deadlines.
+
+Every function takes the session (or connection) it works in: beat decides the transactions.
+The statements work on batches (one round trip for a batch of rows), because beat's burst rate
+is bounded by the round trips it makes per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from erp.tasks.run_planning import Occurrence
+from erp.tasks.schedule_kinds import FINISHED_STATES, UNFINISHED_STATES
+from erp.tasks.scheduler_models import PeriodicTaskAlertDB, PeriodicTaskDB, PeriodicTaskRunDB
+
+
+def record_occurrences(session: Session, occurrences: Sequence[Occurrence]) -> None:
+    """Insert the occurrences; one already in the ledger (same task and slot) is left as it is."""
+    if not occurrences:
+        return
+    session.execute(
+        insert(PeriodicTaskRunDB)
+        .values(
+            [
+                {
+                    "periodic_task_id": occurrence.periodic_task_id,
+                    "periodic_task_name": occurrence.periodic_task_name,
+                    "task_name": occurrence.task_name,
+                    "origin": occurrence.origin,
+                    "scheduled_at": occurrence.scheduled_at,
+                    "due_at": occurrence.due_at,
+                    "message_id": occurrence.message_id,
+                    "state": occurrence.state,
+                    "skip_reason": occurrence.skip_reason,
+                }
+                for occurrence in occurrences
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["periodic_task_id", "scheduled_at"])
+    )
+
+
+def busy_tasks(session: Session, periodic_task_ids: Sequence[int]) -> tuple[set[int], set[int]]:
+    """Of these tasks: those with an occurrence not finished yet, and those with a held one."""
+    if not periodic_task_ids:
+        return set(), set()
+    rows = session.execute(
+        select(PeriodicTaskRunDB.periodic_task_id, PeriodicTaskRunDB.state)
+        .where(
+            PeriodicTaskRunDB.periodic_task_id.in_(periodic_task_ids),
+            PeriodicTaskRunDB.state.in_(UNFINISHED_STATES),
+        )
+        .distinct()
+    ).all()
+    return {row.periodic_task_id for row in rows}, {row.periodic_task_id for row in rows if row.state == "held"}
+
+
+@dataclass(frozen=True)
+class DueRun:
+    """A planned occurrence whose time has come, with what its message needs from its task."""
+
+    run_id: int
+    message_id: str
+    scheduled_at: datetime
+    task: PeriodicTaskDB | None  # None: the periodic task was deleted after it was planned
+
+
+def claim_due_runs(session: Session, now: datetime, limit: int) -> list[DueRun]:
+    """Lock up to `limit` planned occurrences that are due (skipping those another beat holds)."""
+    runs = session.execute(
+        select(
+            PeriodicTaskRunDB.id,
+            PeriodicTaskRunDB.message_id,
+            PeriodicTaskRunDB.scheduled_at,
+            PeriodicTaskRunDB.periodic_task_id,
+        )
+        .where(PeriodicTaskRunDB.state == "planned", PeriodicTaskRunDB.due_at <= now)
+        .order_by(PeriodicTaskRunDB.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    task_ids = {run.periodic_task_id for run in runs}
+    tasks = (
+        {task.id: task for task in session.scalars(select(PeriodicTaskDB).where(PeriodicTaskDB.id.in_(task_ids)))}
+        if task_ids
+        else {}
+    )
+    return [DueRun(run.id, run.message_id, run.scheduled_at, tasks.get(run.periodic_task_id)) for run in runs]
+
+
+def mark_sent(session: Session, run_ids: Sequence[int], now: datetime) -> None:
+    if run_ids:
+        session.execute(
+            text(
+                "UPDATE periodic_task_runs SET state = 'sent', sent_at = :now WHERE id = ANY(:ids) AND state = 'planned'"
+            ),
+            {"now": now, "ids": list(run_ids)},
+        )
+
+
+def mark_revoked(session: Session, run_ids: Sequence[int], now: datetime) -> None:
+    """Planned occurrences that cannot be sent any more (their task was deleted)."""
+    if run_ids:
+        session.execute(
+            text("UPDATE periodic_task_runs SET state = 'revoked', finished_at = :now WHERE id = ANY(:ids)"),
+            {"now": now, "ids": list(run_ids)},
+        )
+
+
+def release_held(session: Session, now: datetime) -> int:
+    """Held occurrences (buffer_one) whose earlier occurrences have all finished become planned."""
+    result = session.execute(
+        text(
+            f"""
+            UPDATE periodic_task_runs AS held SET state = 'planned', due_at = GREATEST(held.due_at, :now)
+            WHERE held.state = 'held' AND NOT EXISTS (
+                SELECT 1 FROM periodic_task_runs AS earlier
+                WHERE earlier.periodic_task_id = held.periodic_task_id
+                  AND earlier.scheduled_at < held.scheduled_at
+                  AND earlier.state IN {tuple(state for state in UNFINISHED_STATES if state != "held")}
+            )
+            """
+        ),
+        {"now": now},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def next_due_at(connection: Connection) -> datetime | None:
+    """When the earliest planned occurrence falls due (jitter can put it after its slot)."""
+    value: datetime | None = connection.execute(
+        select(func.min(PeriodicTaskRunDB.due_at)).where(PeriodicTaskRunDB.state == "planned")
+    ).scalar()
+    return value
+
+
+@dataclass(frozen=True)
+class MissedDeadline:
+    run_id: int
+    periodic_task_id: int
+    periodic_task_name: str
+    scheduled_at: datetime
+    kind: str  # start_deadline_missed or finish_deadline_missed
+    seconds: int
+
+
+def flag_missed_deadlines(session: Session, now: datetime) -> list[MissedDeadline]:
+    """Mark occurrences that did not start (or finish) within their task's deadline; once each."""
+    missed: list[MissedDeadline] = []
+    for column, limit, states in (
+        ("start_deadline_missed", "start_deadline_seconds", ("planned", "sent", "held")),
+        ("finish_deadline_missed", "finish_deadline_seconds", UNFINISHED_STATES),
+    ):
+        rows = session.execute(
+            text(
+                f"""
+                UPDATE periodic_task_runs AS r SET {column} = true
+                FROM periodic_tasks AS t
+                WHERE t.id = r.periodic_task_id AND t.{limit} IS NOT NULL
+                  AND r.state IN {tuple(states)} AND NOT r.{column}
+                  AND r.scheduled_at + t.{limit} * interval '1 second' < :now
+                RETURNING r.id, r.periodic_task_id, r.periodic_task_name, r.scheduled_at, t.{limit}
+                """
+            ),
+            {"now": now},
+        ).all()
+        missed += [MissedDeadline(row[0], row[1], row[2], row[3], column, row[4]) for row in rows]
+    return missed
+
+
+def add_alert(
+    session: Session,
+    kind: str,
+    message: str,
+    *,
+    periodic_task_id: int | None = None,
+    periodic_task_name: str | None = None,
+    run_id: int | None = None,
+) -> None:
+    session.add(
+        PeriodicTaskAlertDB(
+            kind=kind,
+            message=message,
+            periodic_task_id=periodic_task_id,
+            periodic_task_name=periodic_task_name,
+            run_id=run_id,
+        )
+    )
+
+
+def prune(session: Session, now: datetime, keep: timedelta, limit: int) -> int:
+    """Delete up to `limit` finished occurrences (and delivered alerts) older than `keep`."""
+    removed = session.execute(
+        text(
+            f"""
+            DELETE FROM periodic_task_runs WHERE id IN (
+                SELECT id FROM periodic_task_runs
+                WHERE scheduled_at < :before AND state IN {FINISHED_STATES}
+                LIMIT :limit
+            )
+            """
+        ),
+        {"before": now - keep, "limit": limit},
+    ).rowcount  # type: ignore[attr-defined]
+    session.execute(
+        text(
+            "DELETE FROM periodic_task_alerts WHERE id IN (SELECT id FROM periodic_task_alerts"
+            " WHERE created_at < :before AND delivered_at IS NOT NULL LIMIT :limit)"
+        ),
+        {"before": now - keep, "limit": limit},
+    )
+    return int(removed)
