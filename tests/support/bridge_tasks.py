@@ -59,3 +59,17 @@ def start_sleep_finish_task(label: str, seconds: float) -> int:
     time.sleep(seconds)
     run_service(insert_probe, f"{label}:done", False)
     return os.getpid()
+
+
+async def insert_then_wait(value: str, seconds: float, *, session: AsyncSession) -> None:
+    """One transaction that stays open: its row exists only if the whole task ran."""
+    await session.execute(text(f"INSERT INTO {PROBE_TABLE} (value) VALUES (:value)"), {"value": value})
+    await asyncio.sleep(seconds)
+
+
+@celery_app.task(name="tests.attempt_then_work")
+def attempt_then_work_task(label: str, seconds: float) -> int:
+    """Records each attempt (committed at once), then does its work in one transaction of `seconds`."""
+    run_service(insert_probe, f"{label}:attempt:{os.getpid()}", False)
+    run_service(insert_then_wait, f"{label}:done", seconds)
+    return os.getpid()
