@@ -8,18 +8,27 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
+import threading
 import time
+from datetime import timedelta
 
+import httpx
 import pytest
 from sqlalchemy import text
 
 from tests.support import bridge_tasks
 from tests.support.bridge_tasks import probe_values
-from tests.support.processes import ManagedProcess, start_worker
+from tests.support.processes import ManagedProcess, free_port, start_beat, start_worker
+from tests.support.procfile import procfile_commands, start_procfile_process
 from tests.support.scheduling import (
+    QueueWatcher,
+    add_interval_task,
     broker,
     empty_broker,
+    queued_runs,
+    utcnow,
     wait_for,
 )
 
@@ -106,3 +115,68 @@ def test_a_task_running_past_the_grace_period_goes_back_to_the_queue_and_runs_on
     assert second.stop() == 0
     assert probe_values(sync_engine) == [first_attempt, f"long:attempt:{final_pid}", "long:done"]
     assert nothing_left_in_redis()
+
+
+def test_beat_stopped_with_sigterm_hands_its_rows_to_a_second_beat_within_a_second(sync_engine, clean_tables):
+    empty_broker()
+    for number in range(40):
+        add_interval_task(sync_engine, f"handover-{number:02d}", every=1)
+    first = start_beat(name="beat-first")
+    wait_for(lambda: queued_runs("handover-"), timeout=20, message="the first beat's runs")
+    second = start_beat(name="beat-second")
+    time.sleep(2)
+    with QueueWatcher("handover-") as watcher:
+        told_to_stop = utcnow()
+        took = sigterm_like_heroku(first)
+        time.sleep(4)
+    runs = queued_runs("handover-")
+    assert second.stop() == 0
+
+    assert first.process.returncode == 0, first.output()[-3000:]
+    assert took < 5, first.output()[-3000:]
+    # Every row keeps firing every second after the first beat was told to stop ...
+    after = [run for run in runs if run["scheduled_at"] > told_to_stop]
+    for number in range(40):
+        seconds = {
+            run["scheduled_at"].replace(microsecond=0) for run in after if run["name"] == f"handover-{number:02d}"
+        }
+        assert len(seconds) >= 3, f"handover-{number:02d} fired only at {sorted(seconds)}"
+    # ... each run sent once, within a second of its time.
+    assert len({run["id"] for run in runs}) == len(runs)
+    lateness = [watcher.first_seen[run["id"]] - run["scheduled_at"] for run in after if run["id"] in watcher.first_seen]
+    assert lateness and max(lateness) < timedelta(seconds=1), max(lateness)
+
+
+def test_web_answers_the_request_in_flight_when_told_to_stop(migrated_database):
+    """The Procfile's web command, with a test app that has a slow route."""
+
+    web_command = shlex.split(procfile_commands()["web"])
+    grace = float(web_command[web_command.index("--timeout-graceful-shutdown") + 1])
+    assert grace < HEROKU_GRACE_SECONDS
+    port = free_port()
+    web = start_procfile_process(
+        "web",
+        port=port,
+        replace={"erp.api.app:create_app": "tests.support.slow_app:create_app", "0.0.0.0": "127.0.0.1"},
+    )
+    web.wait_for_output("Application startup complete", timeout=30)
+    url = f"http://127.0.0.1:{port}"
+    answers: list[httpx.Response] = []
+    in_flight = threading.Thread(target=lambda: answers.append(httpx.get(f"{url}/test/slow?seconds=3", timeout=20)))
+    in_flight.start()
+    time.sleep(0.5)
+    os_signal_time = time.monotonic()
+    stopping = threading.Thread(target=sigterm_like_heroku, args=(web,))
+    stopping.start()
+    time.sleep(0.5)
+    # Told to stop: no new connections ...
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health/live", timeout=2)
+    in_flight.join()
+    stopping.join()
+    # ... but the request in flight got its answer, and the process then exited cleanly.
+    assert [(r.status_code, r.json()) for r in answers] == [(200, {"slept": 3.0})]
+    # sh may exit before uvicorn (it got the SIGTERM too): wait for uvicorn's own last lines.
+    wait_for(lambda: "Finished server process" in web.output(), timeout=grace, message="uvicorn exiting")
+    assert time.monotonic() - os_signal_time < grace
+    assert "Application shutdown complete" in web.output()
