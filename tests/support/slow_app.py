@@ -1,8 +1,10 @@
-"""The real app plus one test-only route that takes as long as asked: a request to have in flight."""
+"""The real app plus test-only routes: one that takes as long as asked (a request to have in
+flight), one that names the process that answered (which uvicorn worker)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 from fastapi import FastAPI
 
@@ -16,5 +18,9 @@ def create_app() -> FastAPI:
     async def slow(seconds: float) -> dict[str, float]:
         await asyncio.sleep(seconds)
         return {"slept": seconds}
+
+    @app.get("/test/pid")
+    async def pid() -> dict[str, int]:
+        return {"pid": os.getpid()}
 
     return app
