@@ -12,11 +12,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from erp.accounts import router as accounts_router
-from erp.core import broker, health, task_owners
+from erp.core import broker, health, metrics, metrics_router, task_owners
 from erp.core.db import dispose_web_engine
 from erp.core.http_errors import install_error_handlers
 from erp.core.logging import configure_logging
+from erp.core.request_ids import RequestIdMiddleware
 from erp.features.ping import router as ping_router
+from erp.tasks import beat_metrics
 from erp.tasks import health_router as beat_health_router
 from erp.tasks import router as periodic_tasks_router
 from erp.tasks import status_router as task_status_router
@@ -32,6 +34,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     configure_logging()
+    # Before anything counts: prometheus-client reads the directory when its first metric is made.
+    metrics.prepare_web_metrics()
     app = FastAPI(
         title="erp",
         version="1.0.0",
@@ -39,7 +43,11 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     install_error_handlers(app)
+    # The request id outermost, so every line of a request (access log included) carries it.
+    app.add_middleware(metrics.HttpMetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics_router.build_router(beat_metrics.heartbeat_age_families))
     app.include_router(beat_health_router.router)
     # Feature routers before the generic task-status router: `/api/v1/tasks/ping` must not be
     # read as a task id.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as redis
@@ -97,16 +98,24 @@ def _sent_event(fields: dict[str, Any]) -> str:
     )
 
 
-async def send_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str) -> None:
-    """Queue `task(*args, **kwargs)` as `task.apply_async(args, kwargs, task_id=task_id)` would.
+async def send_task(
+    task: Task,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    task_id: str,
+    *,
+    headers: Mapping[str, Any] | None = None,
+) -> None:
+    """Queue `task(*args, **kwargs)` as `task.apply_async(args, kwargs, task_id=task_id, headers=headers)` would.
 
-    Raises TypeError for arguments the task does not accept, before anything is sent, and
-    redis' errors when Redis does not take the message.
+    `headers` are extra message headers (the request id, erp.core.request_ids); the worker
+    sees them on `task.request`. Raises TypeError for arguments the task does not accept,
+    before anything is sent, and redis' errors when Redis does not take the message.
     """
     if task.typing:
         task.__header__(*args, **kwargs)
     queue, options = _route(task, args, kwargs)
-    headers, properties, body, sent_event = celery_app.amqp.as_task_v2(
+    message_headers, properties, body, sent_event = celery_app.amqp.as_task_v2(
         task_id,
         task.name,
         args,
@@ -115,18 +124,32 @@ async def send_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], t
         create_sent_event=celery_app.conf.task_send_sent_event,
         **options,
     )
+    if headers:
+        # What kombu's send_task_message does with apply_async's `headers`: merged into the message's.
+        message_headers.update(headers)
     pipeline = _broker().pipeline(transaction=False)
     # Celery sends a direct-queue task through the default exchange, keyed by the queue name.
     pipeline.lpush(
         queue,
         broker_wire.envelope(
-            body, headers, properties, exchange="", routing_key=queue, delivery_mode=broker_wire.PERSISTENT
+            body, message_headers, properties, exchange="", routing_key=queue, delivery_mode=broker_wire.PERSISTENT
         ),
     )
     if sent_event is not None:
         sent_event.update(queue=queue, exchange="", routing_key=queue)
         pipeline.publish(_task_sent_channel(), _sent_event(sent_event))
     await pipeline.execute()
+
+
+async def queue_lengths(queues: Iterable[str]) -> dict[str, int]:
+    """Messages waiting in each queue: the lengths of all its lists (one per priority step), one round trip."""
+    names = list(queues)
+    pipeline = _broker().pipeline(transaction=False)
+    for queue in names:
+        for key in broker_wire.queue_keys(queue):
+            pipeline.llen(key)
+    lengths = iter(await pipeline.execute())
+    return {queue: sum(next(lengths) for _ in broker_wire.queue_keys(queue)) for queue in names}
 
 
 async def close() -> None:

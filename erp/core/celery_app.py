@@ -13,10 +13,22 @@ from typing import Any
 
 from celery import Celery, Task, states
 from celery.exceptions import Ignore
-from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    before_task_publish,
+    setup_logging,
+    task_failure,
+    task_postrun,
+    task_prerun,
+    task_retry,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutting_down,
+)
 
+from erp.core import worker_hooks
 from erp.core.config import Settings, get_settings
-from erp.core.logging import configure_logging
+from erp.core.logging import configure_logging, log_context
 
 # Every module that defines tasks, in one place: the worker imports these at start-up.
 TASK_MODULES = [
@@ -71,8 +83,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         # Ack after the task ran, so a task whose worker dies mid-run is delivered again, not lost.
         "task_acks_late": True,
-        # ...and also when the child process is killed (OOM, hard limit): re-queue instead of fail.
+        # ...and also when the child process is killed (OOM, hard limit, the end of the shutdown
+        # grace in erp.core.worker_hooks): re-queue instead of fail.
         "task_reject_on_worker_lost": True,
+        # When the broker connection is lost, Redis will hand the unacked messages of running
+        # tasks to another worker: stop those tasks rather than let them finish a second time.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Reserve one message per process: long ERP tasks should not wait behind a busy sibling.
         "worker_prefetch_multiplier": 1,
         # Redis hands an unacked message to another worker after this; it must outlast the hard limit.
@@ -155,3 +171,21 @@ def _close_bridge(**_: object) -> None:
     from erp.core.bridge import shutdown_bridge
 
     shutdown_bridge()
+
+
+@before_task_publish.connect
+def _carry_request_id(headers: dict[str, Any] | None = None, **_: object) -> None:
+    """Tasks queued through kombu inside a request or a task carry its request id on."""
+    request_id = log_context().get("request_id")
+    if request_id and headers is not None:
+        headers.setdefault(worker_hooks.REQUEST_ID_HEADER, request_id)
+
+
+# Around each task: log context and figures for /metrics; at shutdown: the grace period.
+worker_init.connect(worker_hooks.remember_worker, weak=False)
+worker_process_init.connect(worker_hooks.child_ignores_sigterm, weak=False)
+worker_shutting_down.connect(worker_hooks.shutting_down, weak=False)
+task_prerun.connect(worker_hooks.task_started, weak=False)
+task_failure.connect(worker_hooks.task_failed, weak=False)
+task_retry.connect(worker_hooks.task_retried, weak=False)
+task_postrun.connect(worker_hooks.task_finished, weak=False)

@@ -55,12 +55,17 @@ class Settings(BaseSettings):
 
     TIME_ZONE: str = "UTC"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # `json`: one JSON object per line, for log drains; `text`: one readable line per event.
+    LOG_FORMAT: Literal["text", "json"] = "text"
 
     WEB_CONCURRENCY: int = Field(1, ge=1)
     CELERY_WORKER_CONCURRENCY: int | None = Field(None, ge=1)
     CELERY_TASK_SOFT_TIME_LIMIT_SECONDS: int = Field(300, ge=1)
     CELERY_TASK_TIME_LIMIT_SECONDS: int = Field(360, ge=1)
     CELERY_RESULT_EXPIRES_SECONDS: int = Field(86400, ge=60)
+    # After SIGTERM a worker lets running tasks finish for this long, then stops them and puts
+    # their messages back on the queue: below Heroku's 30 s between SIGTERM and SIGKILL.
+    CELERY_WORKER_SHUTDOWN_GRACE_SECONDS: float = Field(25.0, gt=0, le=3600)
     CELERY_FLOWER_PORT: int = Field(5555, ge=1, le=65535)
     CELERY_BEAT_DB_SCHEDULER_SYNC_EVERY_SECONDS: float = Field(1.0, gt=0, le=60)
     CELERY_BEAT_DB_SCHEDULER_MAX_INTERVAL_SECONDS: float = Field(5.0, gt=0, le=300)
@@ -79,6 +84,11 @@ class Settings(BaseSettings):
     ERP_ENVIRONMENT: Literal["development", "production"] = "production"
     # `user:password[,user2:password2]`; flower refuses to start without it outside development.
     FLOWER_BASIC_AUTH: str | None = None
+
+    # --- operations: /metrics ------------------------------------------------------------------
+    # `Authorization: Bearer <METRICS_TOKEN>` reads /metrics; without it /metrics answers only
+    # in development.
+    METRICS_TOKEN: str | None = Field(None, min_length=16)
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -99,6 +109,12 @@ class Settings(BaseSettings):
         if value is not None and urlsplit(value).scheme not in _REDIS_SCHEMES:
             raise ValueError(f"expected a redis:// or rediss:// URL, got {urlsplit(value).scheme!r}://")
         return value
+
+    @field_validator("METRICS_TOKEN", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes `${METRICS_TOKEN:-}` as an empty string when the shell has none.
+        return None if value == "" else value
 
     @field_validator("TIME_ZONE")
     @classmethod

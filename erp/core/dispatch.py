@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from erp.core import broker, task_owners
+from erp.core import broker, metrics, request_ids, task_owners
 from erp.core.caller import Caller
 from erp.core.http_errors import error_responses
 
@@ -87,8 +87,10 @@ async def dispatch(request: Request, caller: Caller, task: Task, *args: Any, **k
         async with asyncio.timeout(BROKER_TIMEOUT_SECONDS):
             # The owner first: a status request right after the 202 must not be a 404.
             await task_owners.record_owner(owner)
-            await broker.send_task(task, args, kwargs, owner.task_id)
+            # The request id goes with the task, into the worker's log lines for it.
+            await broker.send_task(task, args, kwargs, owner.task_id, headers=request_ids.task_headers())
     except BROKER_ERRORS as error:
+        metrics.count_publish_error(task.name)
         # Not queued: drop the owner record (if Redis is gone, it expires with the results).
         with contextlib.suppress(*BROKER_ERRORS):
             await asyncio.wait_for(task_owners.forget_owner(owner), 1)

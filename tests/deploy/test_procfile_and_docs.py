@@ -44,6 +44,16 @@ def test_web_worker_count_comes_from_web_concurrency(monkeypatch):
     assert Config("erp.api.app:create_app", factory=True).workers == 3
 
 
+HEROKU_SECONDS_BETWEEN_SIGTERM_AND_SIGKILL = 30
+
+
+def test_web_and_worker_stop_within_herokus_grace():
+    web = shlex.split(procfile()["web"])
+    assert float(web[web.index("--timeout-graceful-shutdown") + 1]) < HEROKU_SECONDS_BETWEEN_SIGTERM_AND_SIGKILL
+    grace = Settings.model_fields["CELERY_WORKER_SHUTDOWN_GRACE_SECONDS"].default
+    assert grace < HEROKU_SECONDS_BETWEEN_SIGTERM_AND_SIGKILL
+
+
 def test_readme_process_table_matches_the_procfile():
     rows = re.findall(r"^\| (\w+) \| `([^`]+)` \|", readme_section("Processes"), flags=re.MULTILINE)
     assert {name for name, _ in rows} == PROCESSES

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 
 import httpx
 import pytest
 
-from tests.support.processes import ManagedProcess, free_port, start_beat, start_worker
+from tests.support.processes import ManagedProcess, free_port, start_beat, start_web, start_worker
 from tests.support.scheduling import empty_broker, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -20,27 +19,6 @@ def stopped_cleanly(process: ManagedProcess) -> bool:
     """Exit 0; uvicorn re-raises SIGTERM after its graceful shutdown, so -SIGTERM is clean too."""
     code = process.stop()
     return code == 0 or (code == -signal.SIGTERM and "Application shutdown complete" in process.output())
-
-
-def start_web(env: dict | None = None) -> tuple[ManagedProcess, str]:
-    port = free_port()
-    web = ManagedProcess(
-        "web",
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "erp.api.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env,
-    )
-    web.wait_for_output("Application startup complete", timeout=30)
-    return web, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

@@ -86,3 +86,17 @@ async def nested_service(depth: int, *, session: AsyncSession) -> int:
 @celery_app.task(name="tests.nested_service")
 def nested_service_task(depth: int) -> int:
     return run_service(nested_service, depth)
+
+
+async def insert_then_wait(value: str, seconds: float, *, session: AsyncSession) -> None:
+    """One transaction that stays open: its row exists only if the whole task ran."""
+    await session.execute(text(f"INSERT INTO {PROBE_TABLE} (value) VALUES (:value)"), {"value": value})
+    await asyncio.sleep(seconds)
+
+
+@celery_app.task(name="tests.attempt_then_work")
+def attempt_then_work_task(label: str, seconds: float) -> int:
+    """Records each attempt (committed at once), then does its work in one transaction of `seconds`."""
+    run_service(insert_probe, f"{label}:attempt:{os.getpid()}", False)
+    run_service(insert_then_wait, f"{label}:done", seconds)
+    return os.getpid()

@@ -71,6 +71,20 @@ class ManagedProcess:
         return self.process.returncode
 
 
+def start_web(
+    *extra: str, env: dict | None = None, factory: str = "erp.api.app:create_app"
+) -> tuple[ManagedProcess, str]:
+    """uvicorn on a free port; returns the process and its base URL."""
+    port = free_port()
+    web = ManagedProcess(
+        "web",
+        [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1", "--port", str(port), *extra],
+        env,
+    )
+    web.wait_for_output("Application startup complete", timeout=30)
+    return web, f"http://127.0.0.1:{port}"
+
+
 def start_worker(*extra: str, name: str = "worker", env: dict | None = None) -> ManagedProcess:
     worker = ManagedProcess(
         name,
