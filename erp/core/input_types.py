@@ -13,12 +13,18 @@ that names the field, raised before any row is written.
     offset: Annotated[Offset, Query()] = 0
     name: Annotated[StoredText, Field(max_length=200)]
     kwargs: StoredJsonObject | None = None
+    start_time: StoredDateTime | None = None
+
+Datetimes are held to a range a person can check (1970 to 2999, UTC): asyncpg cannot pass one
+whose UTC value leaves Python's years 1-9999 (`0001-01-01T00:00+14:00`), and schedule
+arithmetic overflows close to year 9999.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import annotated_types
@@ -114,3 +120,22 @@ def _check_json(value: Any) -> Any:
 # JSON stored in jsonb columns: checked all the way down, keys included.
 StoredJsonArray = Annotated[list[Any], AfterValidator(_check_json)]
 StoredJsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
+
+
+EARLIEST_DATETIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_DATETIME = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _check_datetime(value: datetime) -> datetime:
+    # A naive datetime is left to the model's own rule, which asks for an offset.
+    if value.tzinfo is not None and value.utcoffset() is not None:
+        try:
+            in_range = EARLIEST_DATETIME <= value < LATEST_DATETIME
+        except OverflowError:  # its UTC value is outside years 1-9999
+            in_range = False
+        if not in_range:
+            raise ValueError(f"must be between {EARLIEST_DATETIME.isoformat()} and {LATEST_DATETIME.isoformat()} (UTC)")
+    return value
+
+
+StoredDateTime = Annotated[datetime, AfterValidator(_check_datetime)]

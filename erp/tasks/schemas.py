@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from erp.core.input_types import (
     Int32,
     SmallDatabaseId,
+    StoredDateTime,
     StoredJsonArray,
     StoredJsonObject,
     StoredText,
@@ -49,7 +50,7 @@ class CrontabIn(BaseModel):
 
 class ClockedIn(BaseModel):
     kind: Literal["clocked"]
-    clocked_time: datetime = Field(examples=["2030-01-01T09:00:00+01:00"])
+    clocked_time: StoredDateTime = Field(examples=["2030-01-01T09:00:00+01:00"])
 
     @field_validator("clocked_time")
     @classmethod
@@ -87,10 +88,10 @@ class _TaskFields(BaseModel):
     routing_key: Annotated[StoredText, Field(max_length=NAME_MAX)] | None = None
     headers: StoredJsonObject | None = None
     priority: int | None = Field(None, ge=0, le=255)
-    expires: datetime | None = None
+    expires: StoredDateTime | None = None
     expire_seconds: Annotated[Int32, Field(gt=0)] | None = None
     one_off: bool | None = None
-    start_time: datetime | None = None
+    start_time: StoredDateTime | None = None
     enabled: bool | None = None
     description: Annotated[StoredText, Field(max_length=2000)] | None = None
     misfire_policy: MisfirePolicy | None = None

@@ -166,3 +166,41 @@ def test_unpaired_surrogates_and_non_finite_numbers_are_a_422(api_client, superu
     response = api_client.post(PERIODIC, content=content, headers=headers)
     assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
     assert row_counts(sync_engine) == before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "location"),
+    [
+        # Its UTC value is before year 1: asyncpg could not pass it (a 500 before).
+        ({"start_time": "0001-01-01T00:00:00+14:00"}, "body.start_time"),
+        ({"expires": "0001-01-01T00:00:00+14:00"}, "body.expires"),
+        (
+            {"schedule": {"kind": "clocked", "clocked_time": "9999-12-31T23:59:59-14:00"}},
+            "body.schedule.clocked.clocked_time",
+        ),
+        # Accepted before, and beyond what schedule arithmetic can reach.
+        ({"start_time": "9999-12-31T00:00:00+00:00"}, "body.start_time"),
+        ({"start_time": "1969-12-31T23:59:59+00:00"}, "body.start_time"),
+    ],
+)
+def test_datetimes_outside_1970_to_2999_are_a_422_naming_the_field(
+    api_client, superuser, sync_engine, overrides, location
+):
+    before = row_counts(sync_engine)
+    response = api_client.post(PERIODIC, json={**TASK, **overrides}, headers=superuser.headers)
+    assert_refused(response, location)
+    assert "between 1970-01-01" in response.json()["error"]["message"]
+    assert row_counts(sync_engine) == before
+
+
+def test_a_preview_stops_at_the_last_run_that_can_be_computed(api_client, superuser):
+    body = {
+        **TASK,
+        "start_time": "2999-12-31T00:00:00Z",
+        "schedule": {"kind": "interval", "every": 10**9, "period": "days"},
+    }
+    created = api_client.post(PERIODIC, json=body, headers=superuser.headers)
+    assert created.status_code == 201, created.text
+    preview = api_client.get(f"{PERIODIC}/{created.json()['id']}/preview", headers=superuser.headers)
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["next_runs"] == ["2999-12-31T00:00:00Z"]
