@@ -204,3 +204,18 @@ def test_a_preview_stops_at_the_last_run_that_can_be_computed(api_client, superu
     preview = api_client.get(f"{PERIODIC}/{created.json()['id']}/preview", headers=superuser.headers)
     assert preview.status_code == 200, preview.text
     assert preview.json()["next_runs"] == ["2999-12-31T00:00:00Z"]
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"kind": "interval", "every": 5_000_000, "period": "days"},  # the next run is past year 9999
+        {"kind": "interval", "every": 10**9, "period": "days"},  # more days than a timedelta holds
+    ],
+)
+def test_a_schedule_whose_next_run_cannot_be_computed_is_a_422(api_client, superuser, sync_engine, schedule):
+    before = row_counts(sync_engine)
+    body = {**TASK, "start_time": "1970-01-01T00:00:00Z", "schedule": schedule}
+    response = api_client.post(PERIODIC, json=body, headers=superuser.headers)
+    assert response.status_code == 422, response.text
+    assert row_counts(sync_engine) == before
