@@ -18,12 +18,15 @@ from erp.accounts import service
 from erp.accounts.models import UserDB
 from erp.core.caller import Caller
 from erp.core.db import DbSession, autocommit_engine, web_session_factory
+from erp.core.http_errors import raises
+from erp.core.input_types import DatabaseId
 
 
 def _unauthorized(message: str) -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
+@raises(401)
 async def authenticate(
     authorization: Annotated[str | None, Header(description="Bearer <API token>")] = None,
 ) -> service.Authenticated:
@@ -42,6 +45,7 @@ async def authenticate(
 Authenticated = Annotated[service.Authenticated, Depends(authenticate)]
 
 
+@raises(404)  # the user was deleted after the token was read
 async def get_current_active_user(authenticated: Authenticated, session: DbSession) -> UserDB:
     return await service.get_user(authenticated.user_id, session=session)
 
@@ -49,9 +53,11 @@ async def get_current_active_user(authenticated: Authenticated, session: DbSessi
 CurrentUser = Annotated[UserDB, Depends(get_current_active_user)]
 
 
+# 400: several organizations and no header; 403: not a member; 404: (superusers) no such organization.
+@raises(400, 403, 404)
 async def get_caller(
     authenticated: Authenticated,
-    x_organization_id: Annotated[int | None, Header(description="the organization to act in")] = None,
+    x_organization_id: Annotated[DatabaseId | None, Header(description="the organization to act in")] = None,
 ) -> Caller:
     roles = authenticated.roles
     if x_organization_id is None:
@@ -78,6 +84,7 @@ async def get_caller(
 CurrentCaller = Annotated[Caller, Depends(get_caller)]
 
 
+@raises(403)
 async def require_superuser(caller: CurrentCaller) -> Caller:
     if not caller.is_superuser:
         raise HTTPException(403, "only superusers may do this")
@@ -87,6 +94,7 @@ async def require_superuser(caller: CurrentCaller) -> Caller:
 SuperuserCaller = Annotated[Caller, Depends(require_superuser)]
 
 
+@raises(403)
 async def require_org_admin(caller: CurrentCaller) -> Caller:
     if not (caller.is_superuser or caller.role == "admin"):
         raise HTTPException(403, "only admins of this organization may do this")

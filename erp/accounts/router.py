@@ -21,6 +21,7 @@ from erp.accounts.schemas import (
 )
 from erp.core.db import DbSession
 from erp.core.http_errors import error_responses
+from erp.core.input_types import DatabaseId
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 ERRORS = error_responses(401, 403, 404, 422)
@@ -61,7 +62,7 @@ async def list_my_tokens(user: CurrentUser, session: DbSession) -> list[TokenOut
     summary="Revoke one of your tokens",
     responses=ERRORS,
 )
-async def revoke_my_token(token_id: int, user: CurrentUser, session: DbSession) -> Response:
+async def revoke_my_token(token_id: DatabaseId, user: CurrentUser, session: DbSession) -> Response:
     await service.revoke_token(user.id, token_id, session=session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -105,7 +106,7 @@ async def create_user(data: UserCreate, caller: SuperuserCaller, session: DbSess
     responses=error_responses(401, 403, 404, 409, 422),
 )
 async def add_member(
-    organization_id: int, data: MembershipCreate, caller: SuperuserCaller, session: DbSession
+    organization_id: DatabaseId, data: MembershipCreate, caller: SuperuserCaller, session: DbSession
 ) -> MembershipOut:
     await service.add_member(organization_id, data.user_id, data.role, session=session)
     organization = await service.get_organization(organization_id, session=session)
@@ -120,7 +121,7 @@ async def add_member(
     responses=ERRORS,
 )
 async def create_token_for_user(
-    user_id: int, data: TokenCreate, caller: SuperuserCaller, session: DbSession
+    user_id: DatabaseId, data: TokenCreate, caller: SuperuserCaller, session: DbSession
 ) -> TokenCreated:
     row, secret = await service.create_token(user_id, data.name, data.expires_in_days, session=session)
     return _token_created(row, secret)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from erp.core.input_types import DatabaseId, StoredText
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 class OrganizationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, examples=["Acme GmbH"])
+    name: Annotated[StoredText, Field(min_length=1, max_length=200, examples=["Acme GmbH"])]
 
 
 class OrganizationOut(BaseModel):
@@ -24,8 +26,8 @@ class OrganizationOut(BaseModel):
 
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str = Field(max_length=320, pattern=EMAIL_PATTERN, examples=["ada@example.com"])
-    full_name: str = Field("", max_length=200, examples=["Ada Lovelace"])
+    email: Annotated[StoredText, Field(max_length=320, pattern=EMAIL_PATTERN, examples=["ada@example.com"])]
+    full_name: Annotated[StoredText, Field(max_length=200, examples=["Ada Lovelace"])] = ""
     is_superuser: bool = False
 
     @field_validator("email")
@@ -46,7 +48,7 @@ class UserOut(BaseModel):
 
 class MembershipCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: int
+    user_id: DatabaseId
     role: Literal["member", "admin"] = "member"
 
 
@@ -63,7 +65,7 @@ class Me(BaseModel):
 
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100, examples=["ci deploys"])
+    name: Annotated[StoredText, Field(min_length=1, max_length=100, examples=["ci deploys"])]
     expires_in_days: int | None = Field(None, ge=1, le=3650, description="omit for a token that does not expire")
 
 

@@ -8,6 +8,13 @@ request (bench_api on one machine and run: 467 requests/s through a thread, 822 
 one round trip. Workers, Flower and `celery events` cannot tell the difference;
 tests/integration/test_broker.py compares the two messages.
 
+Like `apply_async`, it sends Celery's `before_task_publish` signal before writing (a receiver
+may add headers, e.g. for tracing, and they travel in the message) and `after_task_publish`
+after, with the arguments Celery gives them; it honours `task_compression` (and a task's or
+route's `compression`) and `task_default_delivery_mode` (and a task's, route's or exchange's
+`delivery_mode`). Receivers run on the event loop, as they run in the caller's thread with
+`apply_async`: one that blocks holds up the web process.
+
 It covers what dispatch needs: a task routed to a plain queue (Celery's default) at default
 priority, JSON, no ETA. A task whose route or options ask for more is refused with a message
 saying so; beat, the periodic-task "run now" and tasks that queue tasks publish through kombu.
@@ -21,17 +28,29 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as redis
-from celery import Task
+from celery import Task, signals
 from celery.events import Event
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
+from kombu import Queue
+from kombu.entity import maybe_delivery_mode
 
 from erp.core import broker_wire
 from erp.core.celery_app import celery_app
 from erp.core.config import get_settings
 
 # Options a route or task may set that `send_task` passes on; any other is refused.
-SUPPORTED_OPTIONS = {"queue", "serializer", "time_limit", "soft_time_limit", "ignore_result"}
+SUPPORTED_OPTIONS = {
+    "queue",
+    "serializer",
+    "time_limit",
+    "soft_time_limit",
+    "ignore_result",
+    "compression",
+    "delivery_mode",
+}
+# Options that go into the task message itself (Celery's as_task_v2).
+MESSAGE_OPTIONS = ("time_limit", "soft_time_limit", "ignore_result")
 
 
 def connect(url: str) -> redis.Redis:
@@ -62,20 +81,26 @@ def _task_sent_channel() -> str:
     return broker_wire.event_channel(_broker().connection_pool.connection_kwargs.get("db", 0), "task.sent")
 
 
-def _route(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The queue `task` is routed to (task_routes included), and its message options."""
+def _route(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Queue, dict[str, Any]]:
+    """The queue `task` is routed to (task_routes included), and its options."""
     # What apply_async starts from: the task's own queue, limits, serializer, ignore_result.
     options = {**task._get_exec_options(), "ignore_result": task.ignore_result}
     options = celery_app.amqp.router.route(options, task.name, args, kwargs, task)
     unsupported = sorted(set(options) - SUPPORTED_OPTIONS)
     if unsupported:
         raise ValueError(f"{task.name}: send_task cannot publish with {', '.join(unsupported)}; use apply_async")
-    queue = options["queue"]
+    queue: Queue = options["queue"]
     if options.get("serializer", "json") != "json" or queue.exchange.type != "direct":
         raise ValueError(f"{task.name}: send_task publishes JSON to direct queues only; use apply_async")
-    return queue.name, {
-        key: options[key] for key in ("time_limit", "soft_time_limit", "ignore_result") if key in options
-    }
+    return queue, options
+
+
+def _delivery_mode(queue: Queue, options: dict[str, Any]) -> int:
+    """As Celery's task sender and kombu's producer choose it: the task's or route's, the
+    exchange's, then task_default_delivery_mode; names ("transient") become kombu's numbers."""
+    chosen = options.get("delivery_mode") or queue.exchange.delivery_mode
+    mode: int = maybe_delivery_mode(chosen or celery_app.conf.task_default_delivery_mode)
+    return mode
 
 
 def _sent_event(fields: dict[str, Any]) -> str:
@@ -122,23 +147,45 @@ async def send_task(
         kwargs,
         reply_to=celery_app.thread_oid,
         create_sent_event=celery_app.conf.task_send_sent_event,
-        **options,
+        **{key: options[key] for key in MESSAGE_OPTIONS if key in options},
     )
     if headers:
         # What kombu's send_task_message does with apply_async's `headers`: merged into the message's.
         message_headers.update(headers)
-    pipeline = _broker().pipeline(transaction=False)
     # Celery sends a direct-queue task through the default exchange, keyed by the queue name.
+    exchange, routing_key = "", queue.name
+    if signals.before_task_publish.receivers:
+        signals.before_task_publish.send(
+            sender=task.name,
+            body=body,
+            exchange=exchange,
+            routing_key=routing_key,
+            declare=[queue],
+            headers=message_headers,
+            properties=properties,
+            retry_policy=None,
+        )
+    pipeline = _broker().pipeline(transaction=False)
     pipeline.lpush(
-        queue,
+        queue.name,
         broker_wire.envelope(
-            body, message_headers, properties, exchange="", routing_key=queue, delivery_mode=broker_wire.PERSISTENT
+            body,
+            message_headers,
+            properties,
+            exchange=exchange,
+            routing_key=routing_key,
+            delivery_mode=_delivery_mode(queue, options),
+            compression=options.get("compression") or celery_app.conf.task_compression,
         ),
     )
     if sent_event is not None:
-        sent_event.update(queue=queue, exchange="", routing_key=queue)
+        sent_event.update(queue=queue.name, exchange=exchange, routing_key=routing_key)
         pipeline.publish(_task_sent_channel(), _sent_event(sent_event))
     await pipeline.execute()
+    if signals.after_task_publish.receivers:
+        signals.after_task_publish.send(
+            sender=task.name, body=body, headers=message_headers, exchange=exchange, routing_key=routing_key
+        )
 
 
 async def queue_lengths(queues: Iterable[str]) -> dict[str, int]:

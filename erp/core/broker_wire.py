@@ -15,6 +15,7 @@ import base64
 import uuid
 from typing import Any
 
+from kombu.compression import compress
 from kombu.utils.json import dumps
 
 BODY_ENCODING = "base64"
@@ -38,11 +39,19 @@ def envelope(
     routing_key: str,
     delivery_mode: int,
     priority: int = 0,
+    compression: str | None = None,
 ) -> str:
-    """A message as kombu's Redis transport stores it."""
+    """A message as kombu's Redis transport stores it.
+
+    With `compression` (a kombu compression name, e.g. "gzip"), the serialized body is
+    compressed and, as kombu's producer does, `headers` gets the `compression` header naming it.
+    """
+    payload = dumps(body).encode()
+    if compression:
+        payload, headers["compression"] = compress(payload, compression)
     message: str = dumps(
         {
-            "body": base64.b64encode(dumps(body).encode()).decode(),
+            "body": base64.b64encode(payload).decode(),
             "content-encoding": "utf-8",
             "content-type": CONTENT_TYPE,
             "headers": headers,

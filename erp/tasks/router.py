@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 
 from erp.accounts.dependencies import SuperuserCaller
 from erp.core.celery_app import celery_app
 from erp.core.db import DbSession
 from erp.core.dispatch import TaskAccepted, off_the_loop
-from erp.core.http_errors import error_responses
+from erp.core.http_errors import ErrorResponse, error_responses, raises
+from erp.core.input_types import DatabaseId, Offset, StoredText
 from erp.tasks import service
 from erp.tasks.periodic_messages import send_periodic_run
 from erp.tasks.scheduler_models import PeriodicTaskDB, schedule_row_fields
@@ -53,6 +54,16 @@ def parse_if_match(if_match: str | None) -> int | None:
         raise HTTPException(400, f'If-Match must be the ETag you read, like "3"; got {if_match!r}') from None
 
 
+@raises(400)
+async def if_match_version(
+    if_match: Annotated[str | None, Header(description='the ETag you read, like "3"')] = None,
+) -> int | None:
+    return parse_if_match(if_match)
+
+
+IfMatchVersion = Annotated[int | None, Depends(if_match_version)]
+
+
 @router.get("/task-names", response_model=list[str], summary="Task names a schedule may use", responses=ERRORS)
 async def list_task_names(caller: SuperuserCaller) -> list[str]:
     return service.registered_task_names()
@@ -63,10 +74,10 @@ async def list_periodic_tasks(
     caller: SuperuserCaller,
     session: DbSession,
     enabled: bool | None = None,
-    task: Annotated[str | None, Query(max_length=200, description="exact task name")] = None,
-    name: Annotated[str | None, Query(max_length=200, description="part of the name, any case")] = None,
+    task: Annotated[StoredText | None, Query(max_length=200, description="exact task name")] = None,
+    name: Annotated[StoredText | None, Query(max_length=200, description="part of the name, any case")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> PeriodicTaskPage:
     rows, total = await service.list_periodic_tasks(
         session=session, enabled=enabled, task=task, name=name, limit=limit, offset=offset
@@ -96,7 +107,7 @@ async def create_periodic_task(
     responses=ERRORS,
 )
 async def get_periodic_task(
-    periodic_task_id: int, caller: SuperuserCaller, session: DbSession, response: Response
+    periodic_task_id: DatabaseId, caller: SuperuserCaller, session: DbSession, response: Response
 ) -> PeriodicTaskOut:
     return _with_etag(response, await service.get_periodic_task(periodic_task_id, session=session))
 
@@ -107,17 +118,19 @@ async def get_periodic_task(
     summary="Change a periodic task (send If-Match or `version`)",
     description="The version you read must still be current, or the answer is 409 and nothing changes. "
     'Send it as `If-Match: "<version>"` (the ETag) or as `version` in the body.',
-    responses={**error_responses(401, 403, 404, 409, 422), 428: {"description": "neither If-Match nor version given"}},
+    responses={
+        **error_responses(401, 403, 404, 409, 422),
+        428: {"model": ErrorResponse, "description": "neither If-Match nor version given"},
+    },
 )
 async def update_periodic_task(
-    periodic_task_id: int,
+    periodic_task_id: DatabaseId,
     data: PeriodicTaskUpdate,
     caller: SuperuserCaller,
     session: DbSession,
     response: Response,
-    if_match: Annotated[str | None, Header()] = None,
+    expected: IfMatchVersion,
 ) -> PeriodicTaskOut:
-    expected = parse_if_match(if_match)
     if expected is None:
         expected = data.version
     if expected is None:
@@ -135,9 +148,9 @@ async def update_periodic_task(
     responses=error_responses(401, 403, 404, 409, 422),
 )
 async def delete_periodic_task(
-    periodic_task_id: int, caller: SuperuserCaller, session: DbSession, if_match: Annotated[str | None, Header()] = None
+    periodic_task_id: DatabaseId, caller: SuperuserCaller, session: DbSession, expected: IfMatchVersion
 ) -> Response:
-    await service.delete_periodic_task(periodic_task_id, parse_if_match(if_match), caller, session=session)
+    await service.delete_periodic_task(periodic_task_id, expected, caller, session=session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -145,7 +158,7 @@ async def delete_periodic_task(
     "/{periodic_task_id}/enable", response_model=PeriodicTaskOut, summary="Enable a periodic task", responses=ERRORS
 )
 async def enable_periodic_task(
-    periodic_task_id: int, caller: SuperuserCaller, session: DbSession, response: Response
+    periodic_task_id: DatabaseId, caller: SuperuserCaller, session: DbSession, response: Response
 ) -> PeriodicTaskOut:
     return _with_etag(response, await service.set_enabled(periodic_task_id, True, caller, session=session))
 
@@ -154,7 +167,7 @@ async def enable_periodic_task(
     "/{periodic_task_id}/disable", response_model=PeriodicTaskOut, summary="Disable a periodic task", responses=ERRORS
 )
 async def disable_periodic_task(
-    periodic_task_id: int, caller: SuperuserCaller, session: DbSession, response: Response
+    periodic_task_id: DatabaseId, caller: SuperuserCaller, session: DbSession, response: Response
 ) -> PeriodicTaskOut:
     return _with_etag(response, await service.set_enabled(periodic_task_id, False, caller, session=session))
 
@@ -167,7 +180,7 @@ async def disable_periodic_task(
     responses=error_responses(401, 403, 404, 422, 503),
 )
 async def run_periodic_task(
-    periodic_task_id: int, caller: SuperuserCaller, session: DbSession, request: Request
+    periodic_task_id: DatabaseId, caller: SuperuserCaller, session: DbSession, request: Request
 ) -> TaskAccepted:
     async def send(task: PeriodicTaskDB, run_id: str, scheduled_at: datetime) -> None:
         await off_the_loop(send_periodic_run, celery_app, task, run_id=run_id, scheduled_at=scheduled_at)
@@ -178,7 +191,7 @@ async def run_periodic_task(
 
 @router.get("/{periodic_task_id}/preview", response_model=RunPreview, summary="The next N run times", responses=ERRORS)
 async def preview_runs(
-    periodic_task_id: int,
+    periodic_task_id: DatabaseId,
     caller: SuperuserCaller,
     session: DbSession,
     count: Annotated[int, Query(ge=1, le=service.MAX_PREVIEW)] = 10,
@@ -193,11 +206,11 @@ async def preview_runs(
     responses=ERRORS,
 )
 async def list_changes(
-    periodic_task_id: int,
+    periodic_task_id: DatabaseId,
     caller: SuperuserCaller,
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> list[PeriodicTaskChangeOut]:
     rows = await service.list_changes(periodic_task_id, session=session, limit=limit, offset=offset)
     return [PeriodicTaskChangeOut.model_validate(row, from_attributes=True) for row in rows]

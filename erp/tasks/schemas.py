@@ -8,6 +8,14 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from erp.core.input_types import (
+    Int32,
+    SmallDatabaseId,
+    StoredDateTime,
+    StoredJsonArray,
+    StoredJsonObject,
+    StoredText,
+)
 from erp.tasks import schedules
 from erp.tasks.schedule_kinds import SCHEDULE_COLUMNS, IntervalPeriod, MisfirePolicy, SolarEvent
 
@@ -32,17 +40,17 @@ class IntervalIn(BaseModel):
 
 class CrontabIn(BaseModel):
     kind: Literal["crontab"]
-    minute: str = Field("*", max_length=240, examples=["30"])
-    hour: str = Field("*", max_length=96, examples=["2"])
-    day_of_week: str = Field("*", max_length=64, examples=["mon-fri"])
-    day_of_month: str = Field("*", max_length=124)
-    month_of_year: str = Field("*", max_length=64)
-    timezone: str = Field("UTC", max_length=64, examples=["Europe/Berlin"])
+    minute: Annotated[StoredText, Field(max_length=240, examples=["30"])] = "*"
+    hour: Annotated[StoredText, Field(max_length=96, examples=["2"])] = "*"
+    day_of_week: Annotated[StoredText, Field(max_length=64, examples=["mon-fri"])] = "*"
+    day_of_month: Annotated[StoredText, Field(max_length=124)] = "*"
+    month_of_year: Annotated[StoredText, Field(max_length=64)] = "*"
+    timezone: Annotated[StoredText, Field(max_length=64, examples=["Europe/Berlin"])] = "UTC"
 
 
 class ClockedIn(BaseModel):
     kind: Literal["clocked"]
-    clocked_time: datetime = Field(examples=["2030-01-01T09:00:00+01:00"])
+    clocked_time: StoredDateTime = Field(examples=["2030-01-01T09:00:00+01:00"])
 
     @field_validator("clocked_time")
     @classmethod
@@ -72,26 +80,26 @@ class _TaskFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: str | None = Field(None, min_length=1, max_length=NAME_MAX, examples=["erp.ping"])
-    args: list[Any] | None = Field(None, examples=[[]])
-    kwargs: dict[str, Any] | None = Field(None, examples=[{}])
-    queue: str | None = Field(None, max_length=NAME_MAX)
-    exchange: str | None = Field(None, max_length=NAME_MAX)
-    routing_key: str | None = Field(None, max_length=NAME_MAX)
-    headers: dict[str, Any] | None = None
+    task: Annotated[StoredText, Field(min_length=1, max_length=NAME_MAX, examples=["erp.ping"])] | None = None
+    args: Annotated[StoredJsonArray, Field(examples=[[]])] | None = None
+    kwargs: Annotated[StoredJsonObject, Field(examples=[{}])] | None = None
+    queue: Annotated[StoredText, Field(max_length=NAME_MAX)] | None = None
+    exchange: Annotated[StoredText, Field(max_length=NAME_MAX)] | None = None
+    routing_key: Annotated[StoredText, Field(max_length=NAME_MAX)] | None = None
+    headers: StoredJsonObject | None = None
     priority: int | None = Field(None, ge=0, le=255)
-    expires: datetime | None = None
-    expire_seconds: int | None = Field(None, gt=0)
+    expires: StoredDateTime | None = None
+    expire_seconds: Annotated[Int32, Field(gt=0)] | None = None
     one_off: bool | None = None
-    start_time: datetime | None = None
+    start_time: StoredDateTime | None = None
     enabled: bool | None = None
-    description: str | None = Field(None, max_length=2000)
+    description: Annotated[StoredText, Field(max_length=2000)] | None = None
     misfire_policy: MisfirePolicy | None = None
     schedule: ScheduleIn | None = Field(None, description="an inline schedule (one of the four kinds)")
-    interval_id: int | None = Field(None, description="or: reference an existing interval schedule")
-    crontab_id: int | None = None
-    clocked_id: int | None = None
-    solar_id: int | None = None
+    interval_id: SmallDatabaseId | None = Field(None, description="or: reference an existing interval schedule")
+    crontab_id: SmallDatabaseId | None = None
+    clocked_id: SmallDatabaseId | None = None
+    solar_id: SmallDatabaseId | None = None
 
     @field_validator("args", "kwargs", "headers")
     @classmethod
@@ -114,8 +122,8 @@ class _TaskFields(BaseModel):
 
 
 class PeriodicTaskCreate(_TaskFields):
-    name: str = Field(min_length=1, max_length=NAME_MAX, examples=["nightly sales report"])
-    task: str = Field(min_length=1, max_length=NAME_MAX, examples=["erp.ping"])
+    name: Annotated[StoredText, Field(min_length=1, max_length=NAME_MAX, examples=["nightly sales report"])]
+    task: Annotated[StoredText, Field(min_length=1, max_length=NAME_MAX, examples=["erp.ping"])]
 
     @model_validator(mode="after")
     def _one_schedule(self) -> Self:
@@ -142,8 +150,8 @@ class PeriodicTaskCreate(_TaskFields):
 
 
 class PeriodicTaskUpdate(_TaskFields):
-    name: str | None = Field(None, min_length=1, max_length=NAME_MAX)
-    version: int | None = Field(None, description="the version you read; or send it as If-Match")
+    name: Annotated[StoredText, Field(min_length=1, max_length=NAME_MAX)] | None = None
+    version: Int32 | None = Field(None, description="the version you read; or send it as If-Match")
 
 
 class ScheduleOut(BaseModel):

@@ -121,6 +121,8 @@ async def _refresh_next_run(task: PeriodicTaskDB, *, session: AsyncSession) -> N
             schedules.upcoming(task.get_schedule(), after=next_run_at, count=VALIDATION_RUNS)
     except schedules.ScheduleError as error:
         raise InvalidPeriodicTask(f"schedule: {error}") from None
+    except (OverflowError, ValueError) as error:
+        raise InvalidPeriodicTask(f"schedule: its next run cannot be computed ({error})") from None
     if not task.enabled:
         task.next_run_at = None
         return
@@ -304,14 +306,18 @@ async def preview_runs(periodic_task_id: int, count: int, *, session: AsyncSessi
     task = await get_periodic_task(periodic_task_id, session=session)
     spec = task.get_schedule()
     upcoming: list[datetime] = []
-    moment = task.next_run_at or compute_next_run_at(task, _utcnow())
-    while moment is not None and len(upcoming) < min(count, MAX_PREVIEW):
-        if task.expires is not None and moment > task.expires:
-            break
-        upcoming.append(moment)
-        if task.one_off:
-            break
-        moment = schedules.next_run_after(spec, moment)
+    try:
+        moment = task.next_run_at or compute_next_run_at(task, _utcnow())
+        while moment is not None and len(upcoming) < min(count, MAX_PREVIEW):
+            if task.expires is not None and moment > task.expires:
+                break
+            upcoming.append(moment)
+            if task.one_off:
+                break
+            moment = schedules.next_run_after(spec, moment)
+    except OverflowError:
+        # Runs past year 9999 cannot be computed: the preview ends at the last one that can.
+        pass
     return upcoming
 
 

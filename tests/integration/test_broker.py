@@ -13,7 +13,9 @@ import uuid
 
 import pytest
 import redis
+from celery import signals
 from celery.events.state import State
+from kombu.compression import decompress
 
 from erp.core import broker as async_broker
 from erp.core.celery_app import celery_app
@@ -41,15 +43,15 @@ def send(api_client, task, args: tuple = (), kwargs: dict | None = None) -> str:
 
 def pop_message(client: redis.Redis) -> dict:
     message = json.loads(client.rpop(QUEUE))
-    message["body"] = json.loads(base64.b64decode(message["body"]))
+    body = base64.b64decode(message["body"])
+    if "compression" in message["headers"]:
+        body = decompress(body, message["headers"]["compression"])
+    message["body"] = json.loads(body)
     return message
 
 
-def test_the_message_is_the_one_apply_async_writes(api_client, broker_client):
-    ours = send(api_client, ping)
-    ping.apply_async(task_id=(kombus := str(uuid.uuid4())))
-    sent, expected = pop_message(broker_client), pop_message(broker_client)
-
+def assert_same_message(sent: dict, expected: dict, ours: str, kombus: str) -> None:
+    """The two messages are equal but for what differs per message (ids, delivery tag, thread)."""
     assert sent["headers"].pop("id") == sent["headers"].pop("root_id") == ours
     assert expected["headers"].pop("id") == expected["headers"].pop("root_id") == kombus
     assert sent["properties"].pop("correlation_id") == ours
@@ -58,6 +60,12 @@ def test_the_message_is_the_one_apply_async_writes(api_client, broker_client):
     # Celery's id of the sending thread (for the rpc result backend); the portal is another thread.
     assert sent["properties"].pop("reply_to") and expected["properties"].pop("reply_to")
     assert sent == expected
+
+
+def test_the_message_is_the_one_apply_async_writes(api_client, broker_client):
+    ours = send(api_client, ping)
+    ping.apply_async(task_id=(kombus := str(uuid.uuid4())))
+    assert_same_message(pop_message(broker_client), pop_message(broker_client), ours, kombus)
     assert broker_client.llen(QUEUE) == 0
 
 
@@ -121,4 +129,95 @@ def echo_with_limits(*args, **kwargs):
 
 @celery_app.task(name="tests.prioritised", priority=5)
 def prioritised():
+    return None
+
+
+@pytest.fixture
+def publish_signals():
+    """Receivers of both publish signals, recording their arguments; the first adds a trace header."""
+    calls: dict[str, list[dict]] = {"before": [], "after": []}
+
+    def before(sender=None, **arguments):
+        arguments["headers"]["x-trace-id"] = f"trace-{arguments['headers']['id']}"
+        calls["before"].append({"sender": sender, **arguments})
+
+    def after(sender=None, **arguments):
+        calls["after"].append({"sender": sender, **arguments})
+
+    signals.before_task_publish.connect(before, weak=False)
+    signals.after_task_publish.connect(after, weak=False)
+    yield calls
+    signals.before_task_publish.disconnect(before)
+    signals.after_task_publish.disconnect(after)
+
+
+def test_publish_signals_fire_as_for_apply_async_and_a_header_a_receiver_adds_travels(
+    api_client, broker_client, publish_signals
+):
+    ours = send(api_client, ping)
+    ping.apply_async(task_id=(kombus := str(uuid.uuid4())))
+
+    for moment in ("before", "after"):
+        sent, expected = publish_signals[moment]
+        assert sent.keys() == expected.keys()
+        assert sent["headers"]["id"] == ours and expected["headers"]["id"] == kombus
+        for name in sent.keys() - {"headers", "properties", "declare", "signal"}:
+            assert sent[name] == expected[name], (moment, name)
+    before_sent, before_expected = publish_signals["before"]
+    assert [queue.name for queue in before_sent["declare"]] == [q.name for q in before_expected["declare"]]
+    assert before_sent["properties"].keys() == before_expected["properties"].keys()
+    assert before_sent["exchange"] == "" and before_sent["routing_key"] == QUEUE and before_sent["sender"] == "erp.ping"
+
+    sent, expected = pop_message(broker_client), pop_message(broker_client)
+    assert sent["headers"]["x-trace-id"] == f"trace-{ours}"
+    assert expected["headers"]["x-trace-id"] == f"trace-{kombus}"
+    sent["headers"].pop("x-trace-id"), expected["headers"].pop("x-trace-id")
+    assert_same_message(sent, expected, ours, kombus)
+
+
+@pytest.fixture
+def conf_setting():
+    """Set Celery settings for one test; the previous values come back after it."""
+    saved: dict[str, object] = {}
+
+    def set_(name: str, value: object) -> None:
+        saved.setdefault(name, celery_app.conf[name])
+        celery_app.conf[name] = value
+
+    yield set_
+    for name, value in saved.items():
+        celery_app.conf[name] = value
+
+
+def test_task_compression_is_honoured_like_apply_async(api_client, broker_client, conf_setting):
+    conf_setting("task_compression", "gzip")
+    ours = send(api_client, ping)
+    # apply_async reads task_compression once, when its sender is first built: pass it explicitly.
+    ping.apply_async(task_id=(kombus := str(uuid.uuid4())), compression="gzip")
+    raw = json.loads(broker_client.lindex(QUEUE, -1))
+    assert raw["headers"]["compression"] == "application/x-gzip"
+    sent, expected = pop_message(broker_client), pop_message(broker_client)
+    assert_same_message(sent, expected, ours, kombus)
+
+
+def test_task_default_delivery_mode_is_honoured_like_apply_async(api_client, broker_client, conf_setting):
+    conf_setting("task_default_delivery_mode", "transient")
+    ours = send(api_client, ping)
+    ping.apply_async(task_id=(kombus := str(uuid.uuid4())), delivery_mode="transient")
+    sent, expected = pop_message(broker_client), pop_message(broker_client)
+    assert sent["properties"]["delivery_mode"] == 1
+    assert_same_message(sent, expected, ours, kombus)
+
+
+def test_a_tasks_own_compression_and_delivery_mode_are_honoured(api_client, broker_client):
+    task = celery_app.tasks["tests.compressed_transient"]
+    ours = send(api_client, task)
+    task.apply_async(task_id=(kombus := str(uuid.uuid4())))
+    raw = json.loads(broker_client.lindex(QUEUE, -1))
+    assert raw["headers"]["compression"] == "application/x-bz2" and raw["properties"]["delivery_mode"] == 1
+    assert_same_message(pop_message(broker_client), pop_message(broker_client), ours, kombus)
+
+
+@celery_app.task(name="tests.compressed_transient", compression="bzip2", delivery_mode="transient")
+def compressed_transient():
     return None

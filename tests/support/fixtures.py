@@ -12,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,8 +76,17 @@ def clean_tables(sync_engine):
     from erp.models import Base
 
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-    with sync_engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    # Processes a module keeps running (beat, a worker) read these tables meanwhile; TRUNCATE
+    # takes its locks table by table and may deadlock with one of their transactions, which
+    # PostgreSQL resolves by failing one side: then it is simply tried again.
+    for attempt in range(5):
+        try:
+            with sync_engine.begin() as connection:
+                connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            break
+        except DBAPIError as error:
+            if "deadlock detected" not in str(error) or attempt == 4:
+                raise
     yield
 
 
