@@ -115,7 +115,8 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def setup_schedule(self) -> None:
         settings = get_settings()
         self._engine = create_sync_engine(
-            "erp-beat",
+            # The pid tells two beats apart in pg_stat_activity.
+            f"erp-beat:{os.getpid()}",
             pool_pre_ping=True,
             pool_size=2,
             max_overflow=0,
