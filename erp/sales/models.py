@@ -25,6 +25,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+# The tables the foreign keys point to must be in the metadata of every process that writes
+# these rows; a worker imports only its task modules, not erp.models.
+from erp.accounts import models as accounts_models  # noqa: F401
 from erp.core.db import Base
 
 # Money: 12 digits before the point is beyond any single order; cents are kept exactly.

@@ -12,6 +12,9 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
+# The tables the foreign keys point to must be in the metadata of every process that writes
+# these rows; a worker imports only its task modules, not erp.models.
+from erp.accounts import models as accounts_models  # noqa: F401
 from erp.core.db import Base
 
 STATUSES = ("queued", "running", "done", "failed")
