@@ -16,11 +16,13 @@ from erp.features.data_processing.parsing import (
     Record,
     RowProblem,
     Utf8Decoder,
+    column_picker,
     header_columns,
     parse_row,
 )
 
 IN_ORDER = tuple(range(len(COLUMNS)))
+PICK = column_picker(IN_ORDER)
 
 
 def records_of(text: str, piece: int) -> list[Record]:
@@ -89,7 +91,7 @@ def row(**changes: str) -> list[str]:
 
 
 def test_a_valid_row():
-    parsed = parse_row(row(customer="  Acme  "), IN_ORDER, 7)
+    parsed = parse_row(row(customer="  Acme  "), PICK, 7)
     assert (parsed.line, parsed.order_date, parsed.customer, parsed.quantity, parsed.unit_price) == (
         7,
         date(2026, 3, 4),
@@ -117,12 +119,12 @@ def test_a_valid_row():
 )
 def test_a_bad_row_names_the_column_and_why(changes, message):
     with pytest.raises(RowProblem, match=message):
-        parse_row(row(**changes), IN_ORDER, 2)
+        parse_row(row(**changes), PICK, 2)
 
 
 def test_wrong_field_count():
     with pytest.raises(RowProblem, match="expected 7 fields, found 6"):
-        parse_row(row()[:-1], IN_ORDER, 2)
+        parse_row(row()[:-1], PICK, 2)
 
 
 def assemble(rows: list[list[str] | None]) -> list:
