@@ -243,39 +243,6 @@ def test_a_member_of_another_organization_gets_403_and_nothing_is_stored_or_queu
     assert api_client.get(other, headers=outsider.headers).status_code == 404
 
 
-def test_a_lost_database_connection_mid_import_is_retried_and_resumes_without_duplicates(
-    api_client, in_process_worker, users, sync_engine, monkeypatch
-):
-    member, _ = users
-    monkeypatch.setattr(get_settings(), "DATA_IMPORT_CHUNK_ROWS", 500)
-    rows = list(sales_csv.good_rows(30_000, seed=5, prefix="CUT"))
-    good = sales_csv.expected(rows)
-    accepted = upload(api_client, member, sales_csv.csv_bytes(rows)).json()
-    import_id = accepted["import_id"]
-
-    def progress() -> int:
-        with sync_engine.connect() as connection:
-            return connection.execute(
-                text("SELECT resume_after_line FROM data_imports WHERE id = :id"), {"id": import_id}
-            ).scalar_one()
-
-    wait_for(lambda: progress() > 0, timeout=60, interval=0.01)
-    with sync_engine.connect() as connection:
-        # The worker's connection is cut as a PostgreSQL restart or a network cut would.
-        cut = connection.execute(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'erp-worker' AND datname = current_database()"
-            )
-        ).scalar_one()
-    assert cut >= 1
-    assert progress() < 30_001, "the import had not finished when its connection was cut"
-    result = finished_import(api_client, member, accepted, timeout=120)
-    assert result["status"] == "done" and result["attempts"] == 2, result
-    assert (result["rows_read"], result["rows_imported"], result["rows_failed"]) == (30_000, 30_000, 0)
-    assert database_figures(sync_engine, member.organization_id) == (good.orders, good.lines, good.amount_by_currency)
-
-
 def test_nothing_imported_twice_when_two_runs_of_one_import_overlap(users, sync_engine):
     """A redelivery while the first run still works (after a visibility timeout): the runs take
     turns on the import's row, and the one that finds its position taken stops."""
