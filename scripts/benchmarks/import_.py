@@ -216,6 +216,15 @@ def main() -> None:
     sizes = [int(size) for size in args.sizes.split(",")]
     recreate_database()
     results = []
+    try:
+        run_sizes(sizes, results)
+    finally:
+        for process in ManagedProcess.started:  # a worker that failed to start is stopped too
+            process.stop(timeout=10)
+    print("target: import >= 0.5 of COPY at 100,000 rows; the worker's peak RSS flat as the file grows")
+
+
+def run_sizes(sizes: list[int], results: list[dict[str, float]]) -> None:
     with TemporaryDirectory() as folder:
         for rows in sizes:
             path = Path(folder) / f"orders-{rows}.csv"
@@ -232,7 +241,6 @@ def main() -> None:
                 f" worker child RSS idle {result['idle_mib']:.0f} MiB, peak {result['peak_mib']:.0f} MiB",
                 flush=True,
             )
-    print("target: import >= 0.5 of COPY at 100,000 rows; the worker's peak RSS flat as the file grows")
 
 
 if __name__ == "__main__":
