@@ -3,6 +3,7 @@
     caller: Caller = Depends(get_caller)          # any active user, in an organization
     caller: Caller = Depends(require_superuser)   # operators (schedules, accounts)
     caller: Caller = Depends(require_org_admin)   # admins of the caller's organization
+    caller: Caller = Depends(get_organization_member)  # members of /organizations/{organization_id}/...
 
 Callers authenticate with `Authorization: Bearer <API token>`. The organization a request
 acts in is the `X-Organization-Id` header, or the caller's only organization.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException
+from fastapi import Depends, Header, HTTPException, Path
 
 from erp.accounts import service
 from erp.accounts.models import UserDB
@@ -99,3 +100,30 @@ async def require_org_admin(caller: CurrentCaller) -> Caller:
     if not (caller.is_superuser or caller.role == "admin"):
         raise HTTPException(403, "only admins of this organization may do this")
     return caller
+
+
+@raises(403, 404)
+async def get_organization_member(
+    organization_id: Annotated[DatabaseId, Path(description="the organization the resource belongs to")],
+    authenticated: Authenticated,
+) -> Caller:
+    """The caller, acting in the organization named by the path: its members and superusers.
+
+    Anyone else gets 403 before the endpoint runs: nothing is read, stored or queued for them.
+    """
+    role = authenticated.roles.get(organization_id)
+    if role is None:
+        if not authenticated.is_superuser:
+            raise HTTPException(403, f"you are not a member of organization {organization_id}")
+        async with web_session_factory()() as session:
+            await service.get_organization(organization_id, session=session)  # 404 if missing
+    return Caller(
+        user_id=authenticated.user_id,
+        email=authenticated.email,
+        is_superuser=authenticated.is_superuser,
+        organization_id=organization_id,
+        role=role,
+    )
+
+
+OrganizationMember = Annotated[Caller, Depends(get_organization_member)]

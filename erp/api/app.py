@@ -17,8 +17,10 @@ from erp.core.db import dispose_web_engine
 from erp.core.http_errors import install_error_handlers
 from erp.core.logging import configure_logging
 from erp.core.request_ids import RequestIdMiddleware
+from erp.features.data_processing import router as data_processing_router
 from erp.features.ping import router as ping_router
-from erp.tasks import beat_metrics
+from erp.features.reports import router as reports_router
+from erp.tasks import beat_metrics, health_check_router
 from erp.tasks import health_router as beat_health_router
 from erp.tasks import router as periodic_tasks_router
 from erp.tasks import status_router as task_status_router
@@ -55,4 +57,7 @@ def create_app() -> FastAPI:
     app.include_router(task_status_router.router)
     app.include_router(accounts_router.router)
     app.include_router(periodic_tasks_router.router)
+    app.include_router(reports_router.router)
+    app.include_router(data_processing_router.router)
+    app.include_router(health_check_router.router)
     return app

@@ -33,8 +33,11 @@ from erp.core.logging import configure_logging, log_context
 # Every module that defines tasks, in one place: the worker imports these at start-up.
 TASK_MODULES = [
     "erp.features.ping.tasks",
+    "erp.features.reports.tasks",
+    "erp.features.data_processing.tasks",
     "erp.tasks.periodic_health_checks",
     "erp.tasks.run_ledger_worker",
+    "erp.tasks.file_retention",
 ]
 
 # A guard sees a task about to run and says whether it may: False drops the message before the
@@ -118,7 +121,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_scheduler": "erp.tasks.db_scheduler:DatabaseScheduler",
         # Written to the periodic_tasks table by beat (marked from_config); edit cadence here.
         "beat_schedule": {
-            "erp.health_check": {"task": "erp.health_check", "schedule": 60.0},
+            "erp.health_check": {"task": "erp.health_check", "schedule": settings.HEALTH_CHECK_INTERVAL_SECONDS},
+            # Files past FILE_RETENTION_HOURS are deleted within the hour after.
+            "erp.prune_expired_files": {"task": "erp.prune_expired_files", "schedule": 3600.0},
         },
     }
 

@@ -79,6 +79,21 @@ class Settings(BaseSettings):
     # How long the run ledger keeps the record of each occurrence (pruned in small batches).
     RUN_LEDGER_RETENTION_DAYS: int = Field(30, ge=1, le=3650)
 
+    # --- files, imports and health checks --------------------------------------------------
+    # Uploaded and generated files (in PostgreSQL, see erp.core.files) are deleted this long
+    # after they were stored; an hourly task prunes them.
+    FILE_RETENTION_HOURS: int = Field(72, ge=1)
+    # Largest CSV upload accepted; the limit is enforced while the body streams in (413).
+    DATA_IMPORT_MAX_UPLOAD_BYTES: int = Field(100 * 1024 * 1024, ge=1024)
+    # Rows an import commits per transaction, with its progress: what a redelivery repeats at most.
+    DATA_IMPORT_CHUNK_ROWS: int = Field(2000, ge=1, le=100_000)
+    # Cadence of the periodic health check (a `beat_schedule` entry, see erp.core.celery_app).
+    HEALTH_CHECK_INTERVAL_SECONDS: float = Field(60.0, ge=5)
+    # Health check results older than this are deleted by the health check itself.
+    HEALTH_CHECK_RETENTION_HOURS: int = Field(168, ge=1)
+    # Messages waiting in one queue above which the queue-depth check reports a problem.
+    HEALTH_CHECK_MAX_QUEUE_DEPTH: int = Field(1000, ge=1)
+
     # --- deployment: the flower process (erp/flower.py) ---------------------------------------
     # `development` lets flower start without a password; anything deployed stays `production`.
     ERP_ENVIRONMENT: Literal["development", "production"] = "production"

@@ -61,7 +61,12 @@ def concrete(path: str, superuser, periodic_task_id: int) -> str:
 def test_a_body_that_is_not_utf8_or_not_json_is_a_documented_error_on_every_operation_with_a_body(
     api_client, document, superuser, periodic_task_id, content, status, fragment
 ):
-    with_body = [(path, method) for path, method, operation in operations(document) if "requestBody" in operation]
+    # JSON bodies: FastAPI parses them (a raw CSV upload is read, and judged, by its route).
+    with_body = [
+        (path, method)
+        for path, method, operation in operations(document)
+        if "application/json" in operation.get("requestBody", {}).get("content", {})
+    ]
     assert len(with_body) >= 6
     for path, method in with_body:
         response = api_client.request(

@@ -100,5 +100,7 @@ def test_operations_with_a_body_or_the_organization_header_document_400(document
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             names = {parameter["name"] for parameter in operation.get("parameters", [])}
-            if "requestBody" in operation or "x-organization-id" in names or "if-match" in names:
+            # FastAPI answers 400 for a JSON body it cannot parse (a raw upload is read by the route).
+            json_body = "application/json" in operation.get("requestBody", {}).get("content", {})
+            if json_body or "x-organization-id" in names or "if-match" in names:
                 assert "400" in operation["responses"], (method, path)

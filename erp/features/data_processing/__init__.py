@@ -1,0 +1,1 @@
+"""Importing data from files: sales orders from CSV, in chunks, idempotently."""

@@ -1,0 +1,169 @@
+"""`/api/v1/organizations/{organization_id}/imports`: upload a sales-order CSV, follow its import."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from erp.accounts.dependencies import OrganizationMember
+from erp.core.config import get_settings
+from erp.core.db import DbSession, autocommit_engine
+from erp.core.dispatch import dispatch
+from erp.core.http_errors import error_responses
+from erp.core.input_types import DatabaseId, StoredText
+from erp.features.data_processing import service
+from erp.features.data_processing.exceptions import UploadTooLarge
+from erp.features.data_processing.parsing import EXAMPLE_HEADER
+from erp.features.data_processing.schemas import DataImport, ImportAccepted, RowError
+from erp.features.data_processing.tasks import import_sales_orders
+
+router = APIRouter(prefix="/api/v1/organizations/{organization_id}/imports", tags=["data imports"])
+
+IMPORT_ROUTE = "get_data_import"
+ERRORS_ROUTE = "download_data_import_errors"
+ACCEPTED_CONTENT_TYPES = {"text/csv", "application/csv", "text/plain", "application/octet-stream"}
+
+
+def _content_type(request: Request) -> str | None:
+    value = request.headers.get("content-type")
+    return value.split(";")[0].strip().lower() if value else None
+
+
+@router.post(
+    "/sales-orders",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ImportAccepted,
+    summary="Upload a CSV of sales orders and queue its import",
+    description=(
+        f"The body is the CSV file itself (`curl --data-binary @orders.csv -H 'Content-Type: text/csv'`), "
+        f"UTF-8 with or without BOM, header `{EXAMPLE_HEADER}` (any order), one row per order line; the "
+        "rows of an order are next to each other. The upload is checked while it streams in: a wrong "
+        "encoding or header is a 422 at once, a file over DATA_IMPORT_MAX_UPLOAD_BYTES a 413; either way "
+        "nothing is kept. Orders already present (same order_number) are skipped: importing a file "
+        "twice adds nothing."
+    ),
+    responses=error_responses(401, 403, 413, 415, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def upload_sales_orders(
+    request: Request,
+    caller: OrganizationMember,
+    session: DbSession,
+    filename: Annotated[
+        StoredText, Query(max_length=255, description="the file's name, shown with the import")
+    ] = "upload.csv",
+) -> ImportAccepted:
+    content_type = _content_type(request)
+    if content_type is not None and content_type not in ACCEPTED_CONTENT_TYPES:
+        raise HTTPException(
+            415,
+            f"send the CSV file itself as the body with Content-Type text/csv (got {content_type}); "
+            "e.g. curl --data-binary @orders.csv -H 'Content-Type: text/csv'",
+        )
+    assert caller.organization_id is not None
+    limit = get_settings().DATA_IMPORT_MAX_UPLOAD_BYTES
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, str(UploadTooLarge(limit)))
+    try:
+        data_import = await service.create_sales_order_import(
+            caller.organization_id, caller.user_id, filename, request.stream(), session=session
+        )
+    except UploadTooLarge as error:
+        raise HTTPException(413, str(error)) from None
+    try:
+        accepted = await dispatch(request, caller, import_sales_orders, data_import.id)
+    except HTTPException:
+        await service.discard_import(data_import.id, session=session)  # not queued: keep nothing
+        raise
+    await service.set_task_id(data_import.id, accepted.task_id, session=session)
+    import_url = request.url_for(IMPORT_ROUTE, organization_id=caller.organization_id, import_id=data_import.id)
+    return ImportAccepted(**accepted.model_dump(), import_id=data_import.id, import_url=import_url.path)
+
+
+@router.get(
+    "/{import_id}",
+    name=IMPORT_ROUTE,
+    response_model=DataImport,
+    summary="An import's state, counts and first failed rows",
+    responses=error_responses(401, 403, 404),
+)
+async def get_data_import(
+    request: Request,
+    import_id: DatabaseId,
+    caller: OrganizationMember,
+    session: DbSession,
+    errors: Annotated[int, Query(ge=0, le=1000, description="how many failed rows to include")] = 20,
+) -> DataImport:
+    assert caller.organization_id is not None
+    data_import = await service.get_import(caller.organization_id, import_id, session=session)
+    first = await service.first_errors(import_id, errors, session=session)
+    errors_url = request.url_for(ERRORS_ROUTE, organization_id=caller.organization_id, import_id=import_id).path
+    return DataImport(
+        id=data_import.id,
+        organization_id=data_import.organization_id,
+        kind=data_import.kind,
+        filename=data_import.filename,
+        size_bytes=data_import.size_bytes,
+        status=data_import.status,
+        task_id=data_import.task_id,
+        attempts=data_import.attempts,
+        rows_read=data_import.rows_read,
+        rows_imported=data_import.rows_imported,
+        rows_skipped=data_import.rows_skipped,
+        rows_failed=data_import.rows_failed,
+        orders_imported=data_import.orders_imported,
+        error=data_import.error,
+        errors=[RowError(line_number=row.line_number, reason=row.reason) for row in first],
+        errors_url=errors_url,
+        created_at=data_import.created_at,
+        started_at=data_import.started_at,
+        finished_at=data_import.finished_at,
+    )
+
+
+async def _error_csv(import_id: int) -> AsyncIterator[bytes]:
+    """The failed rows as CSV, read a page at a time on a connection of its own.
+
+    The request's session is closed before a streamed body is sent, and a slow client must
+    not hold a transaction open, hence the autocommit connection.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["line_number", "reason"])
+    yield buffer.getvalue().encode()
+    async with autocommit_engine().connect() as connection:
+        async for page in service.all_errors(import_id, connection=connection):
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerows(page)
+            yield buffer.getvalue().encode()
+
+
+@router.get(
+    "/{import_id}/errors.csv",
+    name=ERRORS_ROUTE,
+    summary="Every failed row of an import, as CSV (line_number, reason)",
+    response_class=StreamingResponse,
+    responses={**error_responses(401, 403, 404), 200: {"content": {"text/csv": {}}}},
+)
+async def download_data_import_errors(
+    import_id: DatabaseId, caller: OrganizationMember, session: DbSession
+) -> StreamingResponse:
+    assert caller.organization_id is not None
+    await service.get_import(caller.organization_id, import_id, session=session)  # 404 if not theirs
+    return StreamingResponse(
+        _error_csv(import_id),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="import-{import_id}-errors.csv"'},
+    )

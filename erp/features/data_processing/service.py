@@ -1,0 +1,492 @@
+"""Sales-order imports: the upload (web) and the import itself (worker), as plain async functions.
+
+Upload: the body streams through `checked_upload` (size limit, UTF-8, header) into the file
+store; a problem answers at once and leaves nothing behind (one transaction).
+
+Import, chunk by chunk: parse and check the rows (erp.features.data_processing.parsing), then
+in ONE transaction per chunk of about DATA_IMPORT_CHUNK_ROWS rows: insert the orders
+(`ON CONFLICT (organization_id, order_number) DO NOTHING`, so an order already present is
+skipped: importing the same file again adds nothing), the lines of the orders just inserted,
+the failed rows, and the import's counters with `resume_after_line`. An order and its lines
+are never split across transactions. If the worker dies, the redelivered task re-reads the
+file, skips every record up to `resume_after_line` and goes on: no duplicate, nothing lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from erp.core.config import get_settings
+from erp.core.files import file_store
+from erp.core.progress import Progress, no_progress
+from erp.features.data_processing.exceptions import ImportFailed, ImportNotFound, InvalidUpload, UploadTooLarge
+from erp.features.data_processing.models import DataImportDB, DataImportErrorDB
+from erp.features.data_processing.parsing import (
+    EXAMPLE_HEADER,
+    Batch,
+    CsvRecords,
+    EncodingProblem,
+    HeaderProblem,
+    OrderAssembler,
+    Record,
+    RowFailure,
+    Utf8Decoder,
+    header_columns,
+)
+
+logger = logging.getLogger(__name__)
+
+KIND_SALES_ORDERS = "sales_orders"
+# The header must be complete within this many bytes of the upload.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+# --- upload ------------------------------------------------------------------------------------
+
+
+async def checked_upload(body: AsyncIterable[bytes], limit: int) -> AsyncIterator[bytes]:
+    """The upload's bytes, passed on as they arrive, checked on the way.
+
+    Raises UploadTooLarge past `limit` bytes, InvalidUpload for an empty file, a header that is
+    not the expected one (as soon as the header line has arrived), or bytes that are not
+    UTF-8. The whole upload is decoded as it streams (decoding costs far less than storing),
+    so a bad byte anywhere in the file is refused at upload time, naming its line.
+    """
+    decoder = Utf8Decoder()
+    records = CsvRecords()
+    header_checked = False
+    received = 0
+
+    def check_header(found: list[Record]) -> None:
+        nonlocal header_checked
+        if not found:
+            return
+        header = found[0]
+        if header.fields is None:
+            raise InvalidUpload(f"the header line is not readable as CSV ({header.problem})")
+        header_columns(header.fields)
+        header_checked = True
+
+    try:
+        async for chunk in body:
+            received += len(chunk)
+            if received > limit:
+                raise UploadTooLarge(limit)
+            decoded = decoder.decode(chunk)
+            if not header_checked:
+                check_header(records.feed(decoded))
+                if not header_checked and received > MAX_HEADER_BYTES:
+                    raise InvalidUpload(f"no header line within the first {MAX_HEADER_BYTES:,} bytes")
+            yield chunk
+        decoded = decoder.decode(b"", final=True)
+        if not header_checked:
+            check_header(records.feed(decoded) + records.finish())
+    except (EncodingProblem, HeaderProblem) as error:
+        raise InvalidUpload(str(error)) from None
+    if received == 0 or not header_checked:
+        raise InvalidUpload(f"the file is empty: expected a header ({EXAMPLE_HEADER}) and rows")
+
+
+async def create_sales_order_import(
+    organization_id: int,
+    created_by: int,
+    filename: str,
+    body: AsyncIterable[bytes],
+    *,
+    session: AsyncSession,
+) -> DataImportDB:
+    """Store the uploaded CSV (checked while it streams) and a queued import of it; committed."""
+    limit = get_settings().DATA_IMPORT_MAX_UPLOAD_BYTES
+    # A problem raised by checked_upload ends the request before the commit: nothing is kept.
+    stored = await file_store(session).save(
+        checked_upload(body, limit),
+        name=filename,
+        content_type="text/csv",
+        purpose="upload",
+        organization_id=organization_id,
+    )
+    data_import = DataImportDB(
+        organization_id=organization_id,
+        created_by=created_by,
+        kind=KIND_SALES_ORDERS,
+        file_id=stored.id,
+        filename=filename,
+        size_bytes=stored.size_bytes,
+        status="queued",
+    )
+    session.add(data_import)
+    await session.commit()
+    logger.info(
+        "data import %s stored (%s bytes)",
+        data_import.id,
+        stored.size_bytes,
+        extra={"action": "data_import.uploaded", "import_id": data_import.id},
+    )
+    return data_import
+
+
+async def set_task_id(import_id: int, task_id: str, *, session: AsyncSession) -> None:
+    await session.execute(update(DataImportDB).where(DataImportDB.id == import_id).values(task_id=task_id))
+    await session.commit()
+
+
+async def discard_import(import_id: int, *, session: AsyncSession) -> None:
+    """Remove an import that could not be queued, and its file (the caller gets a 503)."""
+    data_import = await session.get(DataImportDB, import_id)
+    if data_import is not None:
+        if data_import.file_id is not None:
+            await file_store(session).delete(data_import.file_id)
+        await session.delete(data_import)
+    await session.commit()
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+async def get_import(organization_id: int, import_id: int, *, session: AsyncSession) -> DataImportDB:
+    data_import = await session.get(DataImportDB, import_id)
+    if data_import is None or data_import.organization_id != organization_id:
+        raise ImportNotFound(f"organization {organization_id} has no data import {import_id}")
+    return data_import
+
+
+async def first_errors(import_id: int, limit: int, *, session: AsyncSession) -> list[DataImportErrorDB]:
+    return list(
+        await session.scalars(
+            select(DataImportErrorDB)
+            .where(DataImportErrorDB.import_id == import_id)
+            .order_by(DataImportErrorDB.line_number)
+            .limit(limit)
+        )
+    )
+
+
+# Errors read per query when the whole list is downloaded.
+ERROR_PAGE = 5000
+
+
+async def all_errors(import_id: int, *, connection: AsyncConnection) -> AsyncIterator[list[tuple[int, str]]]:
+    """Every error of the import in line order, a page at a time (keyset pagination)."""
+    after = 0
+    while True:
+        rows = (
+            await connection.execute(
+                select(DataImportErrorDB.line_number, DataImportErrorDB.reason)
+                .where(DataImportErrorDB.import_id == import_id, DataImportErrorDB.line_number > after)
+                .order_by(DataImportErrorDB.line_number)
+                .limit(ERROR_PAGE)
+            )
+        ).all()
+        if not rows:
+            return
+        yield [(row.line_number, row.reason) for row in rows]
+        after = rows[-1].line_number
+
+
+# --- the import (worker) -----------------------------------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    """Outcomes waiting to be written in one transaction."""
+
+    batches: list[Batch]
+    rows: int = 0
+
+    def add(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        self.rows += batch.rows
+
+
+_INSERT_ORDERS = text(
+    """
+    INSERT INTO sales_orders (organization_id, order_number, order_date, customer, currency, amount, import_id)
+    SELECT :organization_id, order_number, order_date, customer, currency, amount, :import_id
+    FROM unnest(
+        CAST(:order_numbers AS text[]), CAST(:order_dates AS date[]), CAST(:customers AS text[]),
+        CAST(:currencies AS text[]), CAST(:amounts AS numeric[])
+    ) AS incoming (order_number, order_date, customer, currency, amount)
+    ON CONFLICT (organization_id, order_number) DO NOTHING
+    RETURNING id, order_number
+    """
+)
+_INSERT_LINES = text(
+    """
+    INSERT INTO sales_order_lines (order_id, position, product, quantity, unit_price)
+    SELECT * FROM unnest(
+        CAST(:order_ids AS bigint[]), CAST(:positions AS integer[]), CAST(:products AS text[]),
+        CAST(:quantities AS integer[]), CAST(:unit_prices AS numeric[])
+    )
+    """
+)
+_INSERT_ERRORS = text(
+    """
+    INSERT INTO data_import_errors (import_id, line_number, reason)
+    SELECT :import_id, * FROM unnest(CAST(:line_numbers AS integer[]), CAST(:reasons AS text[]))
+    ON CONFLICT (import_id, line_number) DO NOTHING
+    """
+)
+_ORDERS_OF_THIS_IMPORT = text(
+    """
+    SELECT order_number FROM sales_orders
+    WHERE organization_id = :organization_id AND import_id = :import_id
+      AND order_number = ANY(CAST(:order_numbers AS text[]))
+    """
+)
+
+
+class _Superseded(Exception):
+    """Another run of the same import committed past this one: this run stops."""
+
+
+async def _write_chunk(data_import: DataImportDB, chunk: _Chunk, expected_resume: int, *, session: AsyncSession) -> int:
+    """Write one chunk's outcomes and the import's progress; commit. Returns the new resume line."""
+    # Lock the import's row: two runs of one import (a redelivery while the first still runs)
+    # take turns, and the one that finds its position taken stops.
+    current = (
+        await session.execute(
+            select(DataImportDB.resume_after_line).where(DataImportDB.id == data_import.id).with_for_update()
+        )
+    ).scalar_one()
+    if current != expected_resume:
+        raise _Superseded
+    orders = [order for batch in chunk.batches for order in batch.orders]
+    failures: list[RowFailure] = [failure for batch in chunk.batches for failure in batch.failures]
+    # Orders whose rows are not next to each other in the file: a later group of the same order.
+    firsts: dict[str, int] = {}
+    unique_orders = []
+    for order in orders:
+        if order.order_number in firsts:
+            failures.extend(
+                RowFailure(
+                    line,
+                    f"order {order.order_number!r} appeared already at line {firsts[order.order_number]}: the rows of an order must be next to each other",
+                )
+                for line in order.row_lines
+            )
+        else:
+            firsts[order.order_number] = order.row_lines[0]
+            unique_orders.append(order)
+    orders = unique_orders
+    inserted: dict[str, int] = {}
+    if orders:
+        result = await session.execute(
+            _INSERT_ORDERS,
+            {
+                "organization_id": data_import.organization_id,
+                "import_id": data_import.id,
+                "order_numbers": [order.order_number for order in orders],
+                "order_dates": [order.order_date for order in orders],
+                "customers": [order.customer for order in orders],
+                "currencies": [order.currency for order in orders],
+                "amounts": [order.amount for order in orders],
+            },
+        )
+        inserted = {row.order_number: row.id for row in result}
+    skipped = [order for order in orders if order.order_number not in inserted]
+    if skipped:
+        ours = set(
+            (
+                await session.execute(
+                    _ORDERS_OF_THIS_IMPORT,
+                    {
+                        "organization_id": data_import.organization_id,
+                        "import_id": data_import.id,
+                        "order_numbers": [order.order_number for order in skipped],
+                    },
+                )
+            ).scalars()
+        )
+        for order in skipped:
+            if order.order_number in ours:
+                failures.extend(
+                    RowFailure(
+                        line,
+                        f"order {order.order_number!r} appeared already earlier in this file: the rows of an order must be next to each other",
+                    )
+                    for line in order.row_lines
+                )
+        skipped = [order for order in skipped if order.order_number not in ours]
+    new_orders = [order for order in orders if order.order_number in inserted]
+    if new_orders:
+        lines = [(inserted[order.order_number], line) for order in new_orders for line in order.lines]
+        await session.execute(
+            _INSERT_LINES,
+            {
+                "order_ids": [order_id for order_id, _ in lines],
+                "positions": [line.position for _, line in lines],
+                "products": [line.product for _, line in lines],
+                "quantities": [line.quantity for _, line in lines],
+                "unit_prices": [line.unit_price for _, line in lines],
+            },
+        )
+    if failures:
+        failures.sort(key=lambda failure: failure.line)
+        await session.execute(
+            _INSERT_ERRORS,
+            {
+                "import_id": data_import.id,
+                "line_numbers": [failure.line for failure in failures],
+                "reasons": [failure.reason for failure in failures],
+            },
+        )
+    resume_after_line = max(batch.through_line for batch in chunk.batches)
+    rows_imported = sum(len(order.lines) for order in new_orders)
+    rows_skipped = sum(len(order.lines) for order in skipped)
+    await session.execute(
+        update(DataImportDB)
+        .where(DataImportDB.id == data_import.id)
+        .values(
+            resume_after_line=resume_after_line,
+            rows_read=DataImportDB.rows_read + chunk.rows,
+            rows_imported=DataImportDB.rows_imported + rows_imported,
+            rows_skipped=DataImportDB.rows_skipped + rows_skipped,
+            rows_failed=DataImportDB.rows_failed + len(failures),
+            orders_imported=DataImportDB.orders_imported + len(new_orders),
+        )
+    )
+    await session.commit()
+    return resume_after_line
+
+
+def summary(data_import: DataImportDB) -> dict[str, Any]:
+    return {
+        "import_id": data_import.id,
+        "status": data_import.status,
+        "rows_read": data_import.rows_read,
+        "rows_imported": data_import.rows_imported,
+        "rows_skipped": data_import.rows_skipped,
+        "rows_failed": data_import.rows_failed,
+        "orders_imported": data_import.orders_imported,
+        "attempts": data_import.attempts,
+    }
+
+
+async def _fail(data_import: DataImportDB, message: str, *, session: AsyncSession) -> ImportFailed:
+    data_import.status = "failed"
+    data_import.error = message
+    data_import.finished_at = datetime.now(UTC)
+    await session.commit()
+    return ImportFailed(f"data import {data_import.id}: {message}")
+
+
+async def record_failure(import_id: int, message: str, *, session: AsyncSession) -> None:
+    """Mark an import failed after its task gave up (an error it does not retry, or retries spent)."""
+    await session.execute(
+        update(DataImportDB)
+        .where(DataImportDB.id == import_id, DataImportDB.status.in_(("queued", "running")))
+        .values(status="failed", error=message, finished_at=func.now())
+    )
+
+
+async def import_sales_orders(
+    import_id: int, *, session: AsyncSession, progress: Progress = no_progress
+) -> dict[str, Any]:
+    """Import the uploaded CSV of `import_id`, resuming after its last committed chunk."""
+    data_import = await session.get(DataImportDB, import_id, with_for_update=True)
+    if data_import is None:
+        raise ImportNotFound(f"data import {import_id} does not exist")
+    if data_import.status in ("done", "failed"):
+        return summary(data_import)  # a redelivery after it finished: nothing to do
+    data_import.status = "running"
+    data_import.attempts += 1
+    data_import.started_at = data_import.started_at or datetime.now(UTC)
+    await session.commit()
+    if data_import.file_id is None:
+        raise await _fail(
+            data_import, "its uploaded file has expired (FILE_RETENTION_HOURS): upload it again", session=session
+        )
+    resume_after_line = data_import.resume_after_line
+    if resume_after_line:
+        logger.info(
+            "data import %s resumes after line %s",
+            import_id,
+            resume_after_line,
+            extra={"action": "data_import.resumed", "import_id": import_id},
+        )
+    chunk_rows = get_settings().DATA_IMPORT_CHUNK_ROWS
+    decoder = Utf8Decoder()
+    records = CsvRecords()
+    assembler: OrderAssembler | None = None
+    chunk = _Chunk(batches=[])
+    bytes_read = 0
+
+    def report() -> None:
+        progress(
+            {
+                "stage": "importing",
+                "bytes_read": bytes_read,
+                "bytes_total": data_import.size_bytes,
+                "percent": round(100 * bytes_read / data_import.size_bytes, 1) if data_import.size_bytes else 100.0,
+                "rows_read": data_import.rows_read,
+                "rows_imported": data_import.rows_imported,
+                "rows_skipped": data_import.rows_skipped,
+                "rows_failed": data_import.rows_failed,
+            }
+        )
+
+    async def flush() -> None:
+        nonlocal chunk, resume_after_line
+        if chunk.batches:
+            resume_after_line = await _write_chunk(data_import, chunk, resume_after_line, session=session)
+            await session.refresh(data_import)
+            chunk = _Chunk(batches=[])
+            report()
+
+    async def take(found: list[Record]) -> None:
+        nonlocal assembler
+        for record in found:
+            if assembler is None:
+                if record.fields is None:
+                    raise HeaderProblem(f"the header line is not readable as CSV ({record.problem})")
+                assembler = OrderAssembler(header_columns(record.fields))
+                continue
+            if record.first_line <= resume_after_line:
+                continue  # committed by an earlier run
+            batch = assembler.add(record)
+            if batch is not None:
+                chunk.add(batch)
+                if chunk.rows >= chunk_rows:
+                    await flush()
+
+    try:
+        async for piece in file_store(session).read(data_import.file_id):
+            bytes_read += len(piece)
+            await take(records.feed(decoder.decode(piece)))
+        await take(records.feed(decoder.decode(b"", final=True)) + records.finish())
+        if assembler is not None:
+            batch = assembler.finish()
+            if batch.rows:
+                chunk.add(batch)
+        await flush()
+    except (EncodingProblem, HeaderProblem) as error:
+        await session.rollback()
+        raise await _fail(data_import, str(error), session=session) from None
+    except _Superseded:
+        await session.rollback()
+        logger.warning(
+            "data import %s: another run of it went further; this run stops",
+            import_id,
+            extra={"action": "data_import.superseded", "import_id": import_id},
+        )
+        await session.refresh(data_import)
+        return summary(data_import)
+    data_import.status = "done"
+    data_import.finished_at = datetime.now(UTC)
+    await session.commit()
+    logger.info(
+        "data import %s done: %s rows imported, %s skipped, %s failed",
+        import_id,
+        data_import.rows_imported,
+        data_import.rows_skipped,
+        data_import.rows_failed,
+        extra={"action": "data_import.done", "import_id": import_id},
+    )
+    return summary(data_import)

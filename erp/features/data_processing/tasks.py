@@ -1,0 +1,33 @@
+"""The import task: a plain synchronous Celery task calling the async service through the bridge."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from celery import Task
+
+from erp.core.bridge import run_service
+from erp.core.celery_app import celery_app
+from erp.core.progress import progress_reporter
+from erp.core.retries import RETRY_ON_TRANSIENT_ERRORS, TransientError, retry_transient_errors
+from erp.features.data_processing import service
+
+
+@celery_app.task(bind=True, name="erp.data_processing.import_sales_orders", **RETRY_ON_TRANSIENT_ERRORS)
+def import_sales_orders(self: Task, import_id: int) -> dict[str, Any]:
+    """Import an uploaded sales-order CSV; safe to run again (it resumes, never duplicates).
+
+    A lost database or broker connection is retried with backoff (the import resumes after its
+    last committed chunk); anything else fails the task and the import at once, with its message.
+    """
+    try:
+        with retry_transient_errors():
+            return run_service(service.import_sales_orders, import_id, progress=progress_reporter(self))
+    except Exception as error:
+        retrying = isinstance(error, TransientError) and self.request.retries < self.max_retries
+        if not retrying:
+            # Best effort: with the database away the import stays "running" until run again.
+            with contextlib.suppress(Exception):
+                run_service(service.record_failure, import_id, f"{type(error).__name__}: {error}")
+        raise

@@ -1,0 +1,67 @@
+"""`/api/v1/organizations/{organization_id}/reports`: queue a sales report, download it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import StreamingResponse
+
+from erp.accounts.dependencies import OrganizationMember
+from erp.core.db import autocommit_engine
+from erp.core.dispatch import TaskAccepted, dispatch
+from erp.core.files import file_store
+from erp.core.http_errors import error_responses
+from erp.core.input_types import DatabaseId
+from erp.features.reports import service
+from erp.features.reports.schemas import SalesReportRequest
+from erp.features.reports.tasks import generate_sales_report
+
+router = APIRouter(prefix="/api/v1/organizations/{organization_id}/reports", tags=["reports"])
+
+
+@router.post(
+    "/sales",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskAccepted,
+    summary="Queue a sales report (CSV or XLSX) of the organization",
+    description=(
+        "Orders and amount per day, ISO week, month or customer, one row per group and currency "
+        "(currencies are never added together). Follow the task at `status_url` (PROGRESS shows the "
+        "stage and rows written); its result has `download_url`."
+    ),
+    responses=error_responses(401, 403, 422, 503),
+)
+async def request_sales_report(request: Request, body: SalesReportRequest, caller: OrganizationMember) -> TaskAccepted:
+    return await dispatch(request, caller, generate_sales_report, caller.organization_id, body.model_dump(mode="json"))
+
+
+async def _file_bytes(file_id: int) -> AsyncIterator[bytes]:
+    # The request's session is gone once a streamed body is sent; a connection of its own,
+    # outside any transaction, reads one chunk per query.
+    async with autocommit_engine().connect() as connection:
+        async for chunk in file_store(connection).read(file_id):
+            yield chunk
+
+
+@router.get(
+    "/files/{file_id}",
+    summary="Download a generated report (members of the organization)",
+    response_class=StreamingResponse,
+    responses={
+        **error_responses(401, 403, 404),
+        200: {"content": {"text/csv": {}, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {}}},
+    },
+)
+async def download_report(file_id: DatabaseId, caller: OrganizationMember) -> StreamingResponse:
+    assert caller.organization_id is not None
+    async with autocommit_engine().connect() as connection:
+        stored = await service.get_report_file(caller.organization_id, file_id, connection=connection)
+    return StreamingResponse(
+        _file_bytes(file_id),
+        media_type=stored.content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{stored.name}"',
+            "Content-Length": str(stored.size_bytes),
+        },
+    )
