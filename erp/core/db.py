@@ -143,3 +143,28 @@ def run_with_session(action: Callable[[AsyncSession], Awaitable[T]], application
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def stall_limits(stall_timeout_seconds: int) -> dict[str, Any]:
+    """psycopg2 connection options that keep a frozen or vanished process (beat) from holding
+    row locks for long.
+
+    PostgreSQL ends a session idle inside a transaction for longer than the stall timeout (a
+    frozen process), and the keepalives make both sides notice a host that is gone within about
+    twenty seconds (the defaults would take over two hours). Statements of such a process are
+    short: one running longer than a minute is stuck, not busy.
+    """
+    server_settings = {
+        "idle_in_transaction_session_timeout": stall_timeout_seconds * 1000,
+        "statement_timeout": 60_000,
+        "tcp_keepalives_idle": 10,
+        "tcp_keepalives_interval": 5,
+        "tcp_keepalives_count": 3,
+    }
+    return {
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "options": " ".join(f"-c {name}={value}" for name, value in server_settings.items()),
+    }

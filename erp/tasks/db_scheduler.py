@@ -52,20 +52,20 @@ import redis
 from celery import Celery
 from celery.beat import Scheduler
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from erp.core.batch_publisher import BatchPublisher, OutgoingTask
 from erp.core.config import get_settings
-from erp.core.db import create_sync_engine
+from erp.core.db import create_sync_engine, stall_limits
 from erp.tasks import run_ledger, schedules
 from erp.tasks.change_listener import ChangeListener
 from erp.tasks.config_entries import sync_config_entries
 from erp.tasks.heartbeat import Heartbeat
 from erp.tasks.periodic_messages import outgoing_run, routing_problem
-from erp.tasks.run_planning import RowUpdate, plan_row
+from erp.tasks.run_planning import plan_row
 from erp.tasks.scheduler_models import BrokenScheduleError, PeriodicTaskDB, compute_next_run_at
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             pool_pre_ping=True,
             pool_size=2,
             max_overflow=0,
-            connect_args=session_limits(settings.CELERY_BEAT_STALL_TIMEOUT_SECONDS),
+            connect_args=stall_limits(settings.CELERY_BEAT_STALL_TIMEOUT_SECONDS),
         )
         self._redis = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2, socket_timeout=5)
         self._publisher = BatchPublisher(self.app, self._redis)
@@ -264,7 +264,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             for task, update in zip(tasks, updates, strict=True):
                 if not update.enabled and (update.disabled_reason or "").startswith("broken"):
                     _alert_stopped(session, task, update.disabled_reason or "")
-            _write_updates(session, now, updates)
+            run_ledger.advance_rows(session, now, updates)
         return sum(update.runs_sent for update in updates), len(tasks)
 
     def publish_due(self, now: datetime) -> int:
@@ -378,30 +378,6 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         return delay
 
 
-def session_limits(stall_timeout_seconds: int) -> dict[str, Any]:
-    """libpq connection options that keep a frozen or vanished beat from holding rows for long.
-
-    PostgreSQL ends a session idle inside a transaction for longer than the stall timeout (a
-    frozen beat), and the keepalives make both sides notice a host that is gone within about
-    twenty seconds (the defaults would take over two hours). Beat's statements are short: one
-    running longer than a minute is stuck, not busy.
-    """
-    server_settings = {
-        "idle_in_transaction_session_timeout": stall_timeout_seconds * 1000,
-        "statement_timeout": 60_000,
-        "tcp_keepalives_idle": 10,
-        "tcp_keepalives_interval": 5,
-        "tcp_keepalives_count": 3,
-    }
-    return {
-        "keepalives": 1,
-        "keepalives_idle": 10,
-        "keepalives_interval": 5,
-        "keepalives_count": 3,
-        "options": " ".join(f"-c {name}={value}" for name, value in server_settings.items()),
-    }
-
-
 @functools.lru_cache(maxsize=4096)
 def _cached_routing_problem(
     app: Celery, task_name: str, queue: str | None, exchange: str | None, routing_key: str | None
@@ -425,35 +401,4 @@ def _alert_stopped(session: Session, task: PeriodicTaskDB, reason: str) -> None:
         f"{task.name}: stopped firing, {reason}",
         periodic_task_id=task.id,
         periodic_task_name=task.name,
-    )
-
-
-def _write_updates(session: Session, now: datetime, updates: list[RowUpdate]) -> None:
-    if not updates:
-        return
-    # One statement for the whole batch: a round trip per row would cost more than the sends.
-    session.execute(
-        text(
-            """
-            UPDATE periodic_tasks AS t SET
-                next_run_at = u.next_run_at,
-                last_run_at = CASE WHEN u.runs_sent > 0 THEN :now ELSE t.last_run_at END,
-                total_run_count = t.total_run_count + u.runs_sent,
-                enabled = u.enabled,
-                disabled_reason = u.disabled_reason
-            FROM unnest(
-                CAST(:ids AS bigint[]), CAST(:next_run_ats AS timestamptz[]), CAST(:runs_sent AS int[]),
-                CAST(:enabled AS boolean[]), CAST(:reasons AS text[])
-            ) AS u(id, next_run_at, runs_sent, enabled, disabled_reason)
-            WHERE t.id = u.id
-            """
-        ),
-        {
-            "now": now,
-            "ids": [u.id for u in updates],
-            "next_run_ats": [u.next_run_at for u in updates],
-            "runs_sent": [u.runs_sent for u in updates],
-            "enabled": [u.enabled for u in updates],
-            "reasons": [u.disabled_reason for u in updates],
-        },
     )

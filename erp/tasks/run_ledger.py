@@ -15,7 +15,7 @@ from sqlalchemy import Connection, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from erp.tasks.run_planning import Occurrence
+from erp.tasks.run_planning import Occurrence, RowUpdate
 from erp.tasks.schedule_kinds import FINISHED_STATES, UNFINISHED_STATES
 from erp.tasks.scheduler_models import PeriodicTaskAlertDB, PeriodicTaskDB, PeriodicTaskRunDB
 
@@ -216,3 +216,35 @@ def prune(session: Session, now: datetime, keep: timedelta, limit: int) -> int:
         {"before": now - keep, "limit": limit},
     )
     return int(removed)
+
+
+def advance_rows(session: Session, now: datetime, updates: Sequence[RowUpdate]) -> None:
+    """Advance the planned rows (next run, last run, run count, enabled and its reason)."""
+    if not updates:
+        return
+    # One statement for the whole batch: a round trip per row would cost more than the sends.
+    session.execute(
+        text(
+            """
+            UPDATE periodic_tasks AS t SET
+                next_run_at = u.next_run_at,
+                last_run_at = CASE WHEN u.runs_sent > 0 THEN :now ELSE t.last_run_at END,
+                total_run_count = t.total_run_count + u.runs_sent,
+                enabled = u.enabled,
+                disabled_reason = u.disabled_reason
+            FROM unnest(
+                CAST(:ids AS bigint[]), CAST(:next_run_ats AS timestamptz[]), CAST(:runs_sent AS int[]),
+                CAST(:enabled AS boolean[]), CAST(:reasons AS text[])
+            ) AS u(id, next_run_at, runs_sent, enabled, disabled_reason)
+            WHERE t.id = u.id
+            """
+        ),
+        {
+            "now": now,
+            "ids": [u.id for u in updates],
+            "next_run_ats": [u.next_run_at for u in updates],
+            "runs_sent": [u.runs_sent for u in updates],
+            "enabled": [u.enabled for u in updates],
+            "reasons": [u.disabled_reason for u in updates],
+        },
+    )

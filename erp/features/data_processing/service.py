@@ -1,5 +1,9 @@
 """Sales-order imports: the upload (web) and the import itself (worker), as plain async functions.
 
+(Longer than 400 lines on purpose: the upload and the import share the rules of what a row and
+an order are, the chunk's transaction and the resume position, and are read together; the row
+parsing itself is erp.features.data_processing.parsing.)
+
 Upload: the body streams through `checked_upload` (size limit, UTF-8, header) into the file
 store; a problem answers at once and leaves nothing behind (one transaction).
 
