@@ -58,6 +58,8 @@ class BatchPublisher:
         self._client = client
         db = client.connection_pool.connection_kwargs.get("db", 0)
         self._sent_channel = broker_wire.event_channel(int(db), "task.sent")
+        # The app's queues and routes do not change while it runs: one answer per routing.
+        self._queues: dict[tuple[str, str | None, str | None, str | None, int | None], Queue | None] = {}
 
     def publish(self, tasks: Sequence[OutgoingTask], *, now: datetime | None = None) -> None:
         """Publish every message (one round trip for those on the direct path).
@@ -131,6 +133,12 @@ class BatchPublisher:
 
     def _direct_queue(self, task: OutgoingTask) -> Queue | None:
         """The queue the message goes straight to, or None when kombu must route it."""
+        key = (task.task_name, task.queue, task.exchange, task.routing_key, task.priority)
+        if key not in self._queues:
+            self._queues[key] = self._find_direct_queue(task)
+        return self._queues[key]
+
+    def _find_direct_queue(self, task: OutgoingTask) -> Queue | None:
         conf = self._app.conf
         if task.priority or conf.task_compression or conf.task_serializer != "json":
             return None

@@ -12,37 +12,48 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, select, text
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, noload
 
 from erp.tasks.run_planning import Occurrence, RowUpdate
 from erp.tasks.schedule_kinds import FINISHED_STATES, UNFINISHED_STATES
 from erp.tasks.scheduler_models import PeriodicTaskAlertDB, PeriodicTaskDB, PeriodicTaskRunDB
 
+_RECORD = text(
+    """
+    INSERT INTO periodic_task_runs
+        (periodic_task_id, periodic_task_name, task_name, origin, scheduled_at, due_at, message_id, state, skip_reason)
+    SELECT * FROM unnest(
+        CAST(:task_ids AS bigint[]), CAST(:names AS text[]), CAST(:task_names AS text[]), CAST(:origins AS text[]),
+        CAST(:scheduled AS timestamptz[]), CAST(:due AS timestamptz[]), CAST(:message_ids AS text[]),
+        CAST(:states AS text[]), CAST(:reasons AS text[])
+    )
+    ON CONFLICT (periodic_task_id, scheduled_at) DO NOTHING
+    """
+)
+
 
 def record_occurrences(session: Session, occurrences: Sequence[Occurrence]) -> None:
-    """Insert the occurrences; one already in the ledger (same task and slot) is left as it is."""
+    """Insert the occurrences; one already in the ledger (same task and slot) is left as it is.
+
+    One statement with arrays for the whole batch: its SQL is the same for any batch (prepared
+    once), where a multi-row VALUES would be compiled anew for each size, costing more than the
+    insert itself.
+    """
     if not occurrences:
         return
     session.execute(
-        insert(PeriodicTaskRunDB)
-        .values(
-            [
-                {
-                    "periodic_task_id": occurrence.periodic_task_id,
-                    "periodic_task_name": occurrence.periodic_task_name,
-                    "task_name": occurrence.task_name,
-                    "origin": occurrence.origin,
-                    "scheduled_at": occurrence.scheduled_at,
-                    "due_at": occurrence.due_at,
-                    "message_id": occurrence.message_id,
-                    "state": occurrence.state,
-                    "skip_reason": occurrence.skip_reason,
-                }
-                for occurrence in occurrences
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["periodic_task_id", "scheduled_at"])
+        _RECORD,
+        {
+            "task_ids": [occurrence.periodic_task_id for occurrence in occurrences],
+            "names": [occurrence.periodic_task_name for occurrence in occurrences],
+            "task_names": [occurrence.task_name for occurrence in occurrences],
+            "origins": [occurrence.origin for occurrence in occurrences],
+            "scheduled": [occurrence.scheduled_at for occurrence in occurrences],
+            "due": [occurrence.due_at for occurrence in occurrences],
+            "message_ids": [occurrence.message_id for occurrence in occurrences],
+            "states": [occurrence.state for occurrence in occurrences],
+            "reasons": [occurrence.skip_reason for occurrence in occurrences],
+        },
     )
 
 
@@ -86,11 +97,9 @@ def claim_due_runs(session: Session, now: datetime, limit: int) -> list[DueRun]:
         .with_for_update(skip_locked=True)
     ).all()
     task_ids = {run.periodic_task_id for run in runs}
-    tasks = (
-        {task.id: task for task in session.scalars(select(PeriodicTaskDB).where(PeriodicTaskDB.id.in_(task_ids)))}
-        if task_ids
-        else {}
-    )
+    # A message needs the task's own columns, not its schedule: no joined loads here.
+    query = select(PeriodicTaskDB).where(PeriodicTaskDB.id.in_(task_ids)).options(noload("*"))
+    tasks = {task.id: task for task in session.scalars(query)} if task_ids else {}
     return [DueRun(run.id, run.message_id, run.scheduled_at, tasks.get(run.periodic_task_id)) for run in runs]
 
 
