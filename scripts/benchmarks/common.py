@@ -9,7 +9,8 @@ BENCH_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://root@127
 
 def use_benchmark_environment() -> None:
     """Point erp (this process and those it starts) at the benchmark database and Redis databases
-    14 and 15; call it before anything reads a setting."""
+    (14 and 15, or BENCH_REDIS_BROKER_DB and BENCH_REDIS_RESULT_DB); call it before anything reads
+    a setting."""
     from erp.core.config import get_settings
 
     os.environ.update(
@@ -17,8 +18,8 @@ def use_benchmark_environment() -> None:
             "ERP_ENV_FILE": "/nonexistent/.env",
             "DATABASE_URL": BENCH_DATABASE_URL,
             "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
-            "REDIS_CELERY_BROKER_DB": "14",
-            "REDIS_CELERY_RESULT_DB": "15",
+            "REDIS_CELERY_BROKER_DB": os.environ.get("BENCH_REDIS_BROKER_DB", "14"),
+            "REDIS_CELERY_RESULT_DB": os.environ.get("BENCH_REDIS_RESULT_DB", "15"),
             "LOG_LEVEL": "WARNING",
         }
     )
