@@ -30,7 +30,8 @@ a transaction has its session ended by PostgreSQL after `CELERY_BEAT_STALL_TIMEO
 vanished client is noticed by TCP keepalives), so its locks go and another beat takes the rows
 over, saying so in its log.
 
-This class keeps Celery's interface and the tick; the parts are small modules of their own:
+This class keeps Celery's interface and the tick (about 400 lines: the tick's steps, each a
+short method); the parts are small modules of their own:
 what a due row records (run_planning), the ledger's statements (run_ledger), the message
 (periodic_messages, erp.core.batch_publisher), `beat_schedule` entries (config_entries),
 waking on changes (change_listener) and the heartbeat (heartbeat).
