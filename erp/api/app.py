@@ -18,7 +18,7 @@ from erp.core.http_errors import install_error_handlers
 from erp.core.logging import configure_logging
 from erp.core.request_ids import RequestIdMiddleware
 from erp.features.ping import router as ping_router
-from erp.tasks import beat_metrics
+from erp.tasks import beat_metrics, ledger_router
 from erp.tasks import health_router as beat_health_router
 from erp.tasks import router as periodic_tasks_router
 from erp.tasks import status_router as task_status_router
@@ -55,4 +55,5 @@ def create_app() -> FastAPI:
     app.include_router(task_status_router.router)
     app.include_router(accounts_router.router)
     app.include_router(periodic_tasks_router.router)
+    app.include_router(ledger_router.router)
     return app
