@@ -13,7 +13,6 @@ is handed to kombu (`Celery.send_task`) one by one, so nothing is refused.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,10 +20,7 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
-from celery.events import Event
 from celery.result import denied_join_result
-from celery.utils.nodenames import anon_nodename
-from celery.utils.time import utcoffset
 from kombu import Exchange, Queue
 
 from erp.core import broker_wire
@@ -150,20 +146,4 @@ class BatchPublisher:
         return queue
 
     def _sent_event(self, fields: dict[str, Any]) -> str:
-        hostname = anon_nodename()  # what Celery's own event dispatcher calls this process
-        event = Event(
-            "task-sent",
-            hostname=hostname,
-            utcoffset=utcoffset(),
-            pid=os.getpid(),
-            clock=self._app.clock.forward(),
-            **fields,
-        )
-        return broker_wire.envelope(
-            event,
-            {"hostname": hostname},
-            {},
-            exchange=broker_wire.EVENT_EXCHANGE,
-            routing_key="task.sent",
-            delivery_mode=broker_wire.TRANSIENT,
-        )
+        return broker_wire.task_sent_event(fields, self._app.clock.forward())

@@ -23,15 +23,11 @@ saying so; beat, the periodic-task "run now" and tasks that queue tasks publish 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as redis
 from celery import Task, signals
-from celery.events import Event
-from celery.utils.nodenames import anon_nodename
-from celery.utils.time import utcoffset
 from kombu import Queue
 from kombu.entity import maybe_delivery_mode
 
@@ -104,23 +100,7 @@ def _delivery_mode(queue: Queue, options: dict[str, Any]) -> int:
 
 
 def _sent_event(fields: dict[str, Any]) -> str:
-    hostname = anon_nodename()  # what Celery's own event dispatcher calls this process
-    event = Event(
-        "task-sent",
-        hostname=hostname,
-        utcoffset=utcoffset(),
-        pid=os.getpid(),
-        clock=celery_app.clock.forward(),
-        **fields,
-    )
-    return broker_wire.envelope(
-        event,
-        {"hostname": hostname},
-        {},
-        exchange=broker_wire.EVENT_EXCHANGE,
-        routing_key="task.sent",
-        delivery_mode=broker_wire.TRANSIENT,
-    )
+    return broker_wire.task_sent_event(fields, celery_app.clock.forward())
 
 
 async def send_task(

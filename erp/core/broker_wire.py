@@ -12,9 +12,13 @@ kombu itself writes.
 from __future__ import annotations
 
 import base64
+import os
 import uuid
 from typing import Any
 
+from celery.events import Event
+from celery.utils.nodenames import anon_nodename
+from celery.utils.time import utcoffset
 from kombu.compression import compress
 from kombu.utils.json import dumps
 
@@ -76,3 +80,12 @@ def queue_keys(queue: str) -> tuple[str, ...]:
 def event_channel(db: int, routing_key: str) -> str:
     """The pub/sub channel of the fanout event exchange for one routing key (e.g. task.sent)."""
     return f"/{db}.{EVENT_EXCHANGE}/{routing_key}"
+
+
+def task_sent_event(fields: dict[str, Any], clock: int) -> str:
+    """A task-sent event as Celery's event dispatcher publishes it (Flower, `celery events`)."""
+    hostname = anon_nodename()  # what Celery's own event dispatcher calls this process
+    event = Event("task-sent", hostname=hostname, utcoffset=utcoffset(), pid=os.getpid(), clock=clock, **fields)
+    return envelope(
+        event, {"hostname": hostname}, {}, exchange=EVENT_EXCHANGE, routing_key="task.sent", delivery_mode=TRANSIENT
+    )

@@ -54,7 +54,7 @@ from celery.beat import Scheduler
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from erp.core.batch_publisher import BatchPublisher, OutgoingTask
@@ -115,7 +115,8 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def setup_schedule(self) -> None:
         settings = get_settings()
         self._engine = create_sync_engine(
-            "erp-beat",
+            # The pid tells two beats apart in pg_stat_activity.
+            f"erp-beat:{os.getpid()}",
             pool_pre_ping=True,
             pool_size=2,
             max_overflow=0,
@@ -175,8 +176,11 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             self._look_after_ledger(now)
             self._heartbeat.record(self.engine)
             wait_seconds = self._seconds_until_next_run()
-        except DBAPIError as error:
+        except (OperationalError, InterfaceError) as error:
             return self._back_off("PostgreSQL is unavailable", error)
+        except DBAPIError as error:
+            # Not a connection problem: most often a schema older than the code.
+            return self._back_off("database error (is the schema migrated? alembic upgrade head)", error)
         except BROKER_ERRORS as error:
             return self._back_off("Redis is unavailable", error)
         except Exception as error:  # nothing may stop beat; the next tick tries again

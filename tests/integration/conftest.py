@@ -23,6 +23,21 @@ def probe_table(sync_engine):
 
 
 @pytest.fixture
+def runs_table(sync_engine):
+    """The table the ledger test tasks write one row per execution to, fresh for each test."""
+    with sync_engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE IF EXISTS {bridge_tasks.RUNS_TABLE}"))
+        connection.execute(
+            text(
+                f"CREATE TABLE {bridge_tasks.RUNS_TABLE} (id serial PRIMARY KEY, message_id text, phase text, pid int)"
+            )
+        )
+    yield
+    with sync_engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE IF EXISTS {bridge_tasks.RUNS_TABLE}"))
+
+
+@pytest.fixture
 def scheduler(clean_tables, redis_clean):
     """A DatabaseScheduler in this process, whose steps a test calls with its own `now`."""
     empty_broker()

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from tests.support.processes import start_beat
 from tests.support.scheduling import (
     add_interval_task,
+    beat_in_transaction,
     empty_broker,
     get_task,
     queued_runs,
@@ -120,18 +121,6 @@ def test_a_task_enabled_again_continues_at_its_next_slot_without_catching_up(sch
     assert [run["scheduled_at"] for run in queued_runs("hourly")] == [start, start + timedelta(days=7, hours=1)]
 
 
-def _beat_backend_state(sync_engine, pid: int) -> str | None:
-    """The state of the database session of the beat process `pid` that claims rows."""
-    with sync_engine.connect() as connection:
-        return connection.execute(
-            text(
-                "SELECT state FROM pg_stat_activity WHERE application_name = 'erp-beat' AND datname = current_database()"
-                " AND client_port IS NOT NULL AND backend_type = 'client backend' AND state LIKE 'idle in transaction%'"
-                " AND pid IN (SELECT pid FROM pg_locks WHERE relation = 'periodic_tasks'::regclass)"
-            )
-        ).scalar()
-
-
 def test_a_frozen_beat_loses_its_rows_to_another_beat_within_30_seconds(empty_scheduler, sync_engine):
     stall = 5
     env = {"CELERY_BEAT_STALL_TIMEOUT_SECONDS": str(stall)}
@@ -145,9 +134,9 @@ def test_a_frozen_beat_loses_its_rows_to_another_beat_within_30_seconds(empty_sc
         # Stop it while it holds due rows locked inside a transaction (it often does: each tick
         # claims, sends and advances 300 rows).
         for _ in range(200):
-            if _beat_backend_state(sync_engine, pid):
+            if beat_in_transaction(sync_engine, pid, "periodic_tasks"):
                 os.kill(pid, signal.SIGSTOP)
-                if _beat_backend_state(sync_engine, pid):
+                if beat_in_transaction(sync_engine, pid, "periodic_tasks"):
                     break
                 os.kill(pid, signal.SIGCONT)
             time.sleep(0.01)

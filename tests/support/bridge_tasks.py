@@ -100,3 +100,31 @@ def attempt_then_work_task(label: str, seconds: float) -> int:
     run_service(insert_probe, f"{label}:attempt:{os.getpid()}", False)
     run_service(insert_then_wait, f"{label}:done", seconds)
     return os.getpid()
+
+
+# --- periodic runs counted by their bodies (run ledger tests) -----------------------------------
+
+RUNS_TABLE = "ledger_probe"
+
+
+async def record_run(message_id: str, phase: str, *, session: AsyncSession) -> None:
+    await session.execute(
+        text(f"INSERT INTO {RUNS_TABLE} (message_id, phase, pid) VALUES (:message_id, :phase, :pid)"),
+        {"message_id": message_id, "phase": phase, "pid": os.getpid()},
+    )
+
+
+@celery_app.task(name="tests.count_run", bind=True)
+def count_run_task(self, seconds: float = 0.0) -> str:
+    """Writes one row per execution of its body (committed at once), then its end after `seconds`."""
+    run_service(record_run, self.request.id, "started")
+    if seconds:
+        time.sleep(seconds)
+        run_service(record_run, self.request.id, "done")
+    return self.request.id
+
+
+@celery_app.task(name="tests.always_fails", bind=True)
+def always_fails_task(self) -> None:
+    run_service(record_run, self.request.id, "started")
+    raise RuntimeError("this task always fails")

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from erp.core.config import get_settings
@@ -129,3 +129,31 @@ class QueueWatcher:
             for run in queued_runs(self.name_prefix):
                 self.first_seen.setdefault(run["id"], seen_at)
             time.sleep(self.interval)
+
+
+def beat_in_transaction(engine, pid: int, table: str) -> bool:
+    """Is the beat process `pid` inside a transaction, between statements, holding locks on `table`?"""
+    with engine.connect() as connection:
+        return bool(
+            connection.execute(
+                text(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = :name AND datname = current_database()"
+                    " AND state LIKE 'idle in transaction%'"
+                    " AND pid IN (SELECT pid FROM pg_locks WHERE relation = CAST(:table AS regclass))"
+                ),
+                {"name": f"erp-beat:{pid}", "table": table},
+            ).scalar()
+        )
+
+
+def ledger_rows(engine, name_prefix: str) -> list:
+    """The run ledger's rows of the periodic tasks whose name starts with `name_prefix`."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                text(
+                    "SELECT * FROM periodic_task_runs WHERE periodic_task_name LIKE :prefix ORDER BY scheduled_at, id"
+                ),
+                {"prefix": name_prefix.replace("%", r"\%") + "%"},
+            )
+        )
