@@ -259,7 +259,7 @@ async def backfill(periodic_task_id: int, start: datetime, end: datetime, *, ses
         task.name,
         planned,
         len(slots) - planned,
-        extra={"action": "backfill", "periodic_task_id": task.id},
+        extra={"action": "backfilled"},
     )
     return BackfillResult(planned, len(slots) - planned, slots[0] if slots else None, slots[-1] if slots else None)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Annotated
 
@@ -36,7 +35,6 @@ from erp.tasks.schemas import (
     ScheduleOut,
 )
 
-logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/admin/periodic-tasks", tags=["periodic tasks"])
 
 ERRORS = error_responses(401, 403, 404, 422)
@@ -264,13 +262,6 @@ async def backfill(
     periodic_task_id: DatabaseId, data: BackfillIn, caller: SuperuserCaller, session: DbSession
 ) -> BackfillOut:
     result = await ledger_service.backfill(periodic_task_id, data.start, data.end, session=session)
-    logger.info(
-        "%s backfilled periodic task %d: %d planned",
-        caller.email,
-        periodic_task_id,
-        result.planned,
-        extra={"action": "backfill_requested"},
-    )
     return BackfillOut(
         planned=result.planned,
         already_recorded=result.already_recorded,

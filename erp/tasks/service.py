@@ -6,6 +6,7 @@ changed (beat is NOTIFYed by a trigger and picks it up at once), and writes a ch
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ from erp.tasks.scheduler_models import (
     compute_next_run_at,
 )
 from erp.tasks.schemas import PeriodicTaskCreate, PeriodicTaskUpdate, schedule_spec
+
+logger = logging.getLogger(__name__)
 
 # Changing any of these can move the next run.
 RESCHEDULING_FIELDS = {"start_time", "enabled", "one_off", *SCHEDULE_COLUMNS}
@@ -350,6 +353,7 @@ async def pause_periodic_task(
     task.version += 1
     _record(task, "pause", actor, {"paused": [False, True], "pause_note": [None, note]}, session=session)
     await session.commit()
+    logger.info("periodic task %r paused by %s: %s", task.name, actor.email, note, extra={"action": "paused"})
     return task
 
 
@@ -370,6 +374,7 @@ async def resume_periodic_task(periodic_task_id: int, actor: Actor, *, session: 
     task.version += 1
     _record(task, "resume", actor, changes, session=session)
     await session.commit()
+    logger.info("periodic task %r resumed by %s", task.name, actor.email, extra={"action": "resumed"})
     return task
 
 
