@@ -433,9 +433,9 @@ async def _explain_missing(
     elif not state["enabled"]:
         answer.say("disabled", "the periodic task was disabled at this time (its change log says so)")
     if state["paused"]:
-        answer.say(
-            "paused", f"the periodic task was paused at this time by {state['paused_by']}: {state['pause_note']}"
-        )
+        # An auto-pause records no note in the change log (the alert and the task carry it).
+        note = f": {state['pause_note']}" if state["pause_note"] else ""
+        answer.say("paused", f"the periodic task was paused at this time by {state['paused_by']}{note}")
     if task is None:
         return
     if task.start_time is not None and moment < task.start_time:
