@@ -20,7 +20,7 @@ from erp.core.request_ids import RequestIdMiddleware
 from erp.features.data_processing import router as data_processing_router
 from erp.features.ping import router as ping_router
 from erp.features.reports import router as reports_router
-from erp.tasks import beat_metrics, health_check_router
+from erp.tasks import beat_metrics, health_check_router, ledger_router
 from erp.tasks import health_router as beat_health_router
 from erp.tasks import router as periodic_tasks_router
 from erp.tasks import status_router as task_status_router
@@ -60,4 +60,5 @@ def create_app() -> FastAPI:
     app.include_router(reports_router.router)
     app.include_router(data_processing_router.router)
     app.include_router(health_check_router.router)
+    app.include_router(ledger_router.router)
     return app

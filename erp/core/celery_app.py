@@ -38,7 +38,10 @@ TASK_MODULES = [
     "erp.tasks.periodic_health_checks",
     "erp.tasks.run_ledger_worker",
     "erp.tasks.file_retention",
+    "erp.tasks.alerts",
 ]
+# How often beat has the alerts delivered (erp.tasks.alerts), when webhooks are configured.
+ALERT_DELIVERY_EVERY_SECONDS = 15.0
 
 # A guard sees a task about to run and says whether it may: False drops the message before the
 # task body (acknowledged, nothing stored). The run ledger registers one for periodic runs.
@@ -120,12 +123,24 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_max_loop_interval": settings.CELERY_BEAT_DB_SCHEDULER_MAX_INTERVAL_SECONDS,
         "beat_scheduler": "erp.tasks.db_scheduler:DatabaseScheduler",
         # Written to the periodic_tasks table by beat (marked from_config); edit cadence here.
-        "beat_schedule": {
-            "erp.health_check": {"task": "erp.health_check", "schedule": settings.HEALTH_CHECK_INTERVAL_SECONDS},
-            # Files past FILE_RETENTION_HOURS are deleted within the hour after.
-            "erp.prune_expired_files": {"task": "erp.prune_expired_files", "schedule": 3600.0},
-        },
+        "beat_schedule": beat_schedule(settings),
     }
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Periodic tasks of the product itself, written to the periodic_tasks table by beat.
+
+    Alerts are delivered by a worker task, so a slow webhook never holds beat up; without
+    webhooks there is nothing to deliver, and no message every 15 seconds to do nothing.
+    """
+    entries: dict[str, dict[str, Any]] = {
+        "erp.health_check": {"task": "erp.health_check", "schedule": settings.HEALTH_CHECK_INTERVAL_SECONDS},
+        # Files past FILE_RETENTION_HOURS are deleted within the hour after.
+        "erp.prune_expired_files": {"task": "erp.prune_expired_files", "schedule": 3600.0},
+    }
+    if settings.alert_webhook_urls:
+        entries["erp.deliver_alerts"] = {"task": "erp.deliver_alerts", "schedule": ALERT_DELIVERY_EVERY_SECONDS}
+    return entries
 
 
 class _LazyConfig(Mapping[str, Any]):

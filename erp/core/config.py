@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     # Messages waiting in one queue above which the queue-depth check reports a problem.
     HEALTH_CHECK_MAX_QUEUE_DEPTH: int = Field(1000, ge=1)
 
+    # --- alerts from the run ledger (erp.tasks.alerts) -----------------------------------------
+    # Comma-separated http(s) URLs each alert is posted to as JSON (Slack-compatible `text`);
+    # empty: alerts are only listed at /api/v1/admin/alerts.
+    ALERT_WEBHOOK_URLS: str = ""
+    ALERT_WEBHOOK_TIMEOUT_SECONDS: float = Field(5.0, gt=0, le=60)
+    # An alert not delivered after this many attempts is given up (it stays listed, with its error).
+    ALERT_WEBHOOK_MAX_ATTEMPTS: int = Field(8, ge=1, le=100)
+
     # --- deployment: the flower process (erp/flower.py) ---------------------------------------
     # `development` lets flower start without a password; anything deployed stays `production`.
     ERP_ENVIRONMENT: Literal["development", "production"] = "production"
@@ -131,6 +139,18 @@ class Settings(BaseSettings):
         # Compose passes `${METRICS_TOKEN:-}` as an empty string when the shell has none.
         return None if value == "" else value
 
+    @field_validator("ALERT_WEBHOOK_URLS")
+    @classmethod
+    def _check_webhook_urls(cls, value: str) -> str:
+        for url in _split_urls(value):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # The URL itself is not quoted: a webhook's path is often its secret.
+                raise ValueError(
+                    f"each URL must be http:// or https:// with a host; got one starting {parts.scheme!r}://"
+                )
+        return value
+
     @field_validator("TIME_ZONE")
     @classmethod
     def _check_time_zone(cls, value: str) -> str:
@@ -150,6 +170,10 @@ class Settings(BaseSettings):
         return self
 
     # --- derived URLs -------------------------------------------------------------------------
+
+    @cached_property
+    def alert_webhook_urls(self) -> list[str]:
+        return _split_urls(self.ALERT_WEBHOOK_URLS)
 
     def _database_url(self, scheme: str, ssl_parameter: str) -> str:
         # asyncpg calls libpq's `sslmode` `ssl`; Heroku-style URLs may carry either.
@@ -193,6 +217,10 @@ class Settings(BaseSettings):
     @cached_property
     def result_backend_url(self) -> str:
         return self.CELERY_RESULT_BACKEND or self._redis_db_url(self.REDIS_CELERY_RESULT_DB)
+
+
+def _split_urls(value: str) -> list[str]:
+    return [url.strip() for url in value.split(",") if url.strip()]
 
 
 def describe_validation_error(error: ValidationError) -> str:

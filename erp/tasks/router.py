@@ -12,16 +12,25 @@ from erp.core.celery_app import celery_app
 from erp.core.db import DbSession
 from erp.core.dispatch import TaskAccepted, off_the_loop
 from erp.core.http_errors import ErrorResponse, error_responses, raises
-from erp.core.input_types import DatabaseId, Offset, StoredText
-from erp.tasks import service
+from erp.core.input_types import DatabaseId, Offset, StoredDateTime, StoredText
+from erp.tasks import ledger_service, service
 from erp.tasks.periodic_messages import send_periodic_run
-from erp.tasks.scheduler_models import PeriodicTaskDB, schedule_row_fields
+from erp.tasks.schedule_kinds import RunState
+from erp.tasks.scheduler_models import PeriodicTaskDB, PeriodicTaskRunDB, schedule_row_fields
 from erp.tasks.schemas import (
+    BackfillIn,
+    BackfillOut,
+    LastRunOut,
+    PauseIn,
     PeriodicTaskChangeOut,
     PeriodicTaskCreate,
     PeriodicTaskOut,
     PeriodicTaskPage,
     PeriodicTaskUpdate,
+    PreviewRun,
+    RunAtOut,
+    RunOut,
+    RunPage,
     RunPreview,
     ScheduleOut,
 )
@@ -31,17 +40,22 @@ router = APIRouter(prefix="/api/v1/admin/periodic-tasks", tags=["periodic tasks"
 ERRORS = error_responses(401, 403, 404, 422)
 
 
-def to_out(task: PeriodicTaskDB) -> PeriodicTaskOut:
+def to_out(task: PeriodicTaskDB, last_run: PeriodicTaskRunDB | None = None) -> PeriodicTaskOut:
     row = task.schedule_row
     schedule = ScheduleOut(kind=task.schedule_kind, id=row.id, fields=schedule_row_fields(row))
     return PeriodicTaskOut.model_validate(
-        {**{column.key: getattr(task, column.key) for column in task.__table__.columns}, "schedule": schedule}
+        {
+            **{column.key: getattr(task, column.key) for column in task.__table__.columns},
+            "schedule": schedule,
+            "last_run": None if last_run is None else LastRunOut.model_validate(last_run, from_attributes=True),
+        }
     )
 
 
-def _with_etag(response: Response, task: PeriodicTaskDB) -> PeriodicTaskOut:
+async def _with_etag(response: Response, task: PeriodicTaskDB, session: DbSession) -> PeriodicTaskOut:
     response.headers["ETag"] = f'"{task.version}"'
-    return to_out(task)
+    last = await ledger_service.last_runs([task.id], session=session)
+    return to_out(task, last.get(task.id))
 
 
 def parse_if_match(if_match: str | None) -> int | None:
@@ -82,7 +96,11 @@ async def list_periodic_tasks(
     rows, total = await service.list_periodic_tasks(
         session=session, enabled=enabled, task=task, name=name, limit=limit, offset=offset
     )
-    return PeriodicTaskPage(items=[to_out(row) for row in rows], total=total, limit=limit, offset=offset)
+    # The last outcome of every row of the page: one query, not one per row.
+    last = await ledger_service.last_runs([row.id for row in rows], session=session)
+    return PeriodicTaskPage(
+        items=[to_out(row, last.get(row.id)) for row in rows], total=total, limit=limit, offset=offset
+    )
 
 
 @router.post(
@@ -97,7 +115,7 @@ async def create_periodic_task(
 ) -> PeriodicTaskOut:
     task = await service.create_periodic_task(data, caller, session=session)
     response.headers["Location"] = f"{router.prefix}/{task.id}"
-    return _with_etag(response, task)
+    return await _with_etag(response, task, session)
 
 
 @router.get(
@@ -109,7 +127,7 @@ async def create_periodic_task(
 async def get_periodic_task(
     periodic_task_id: DatabaseId, caller: SuperuserCaller, session: DbSession, response: Response
 ) -> PeriodicTaskOut:
-    return _with_etag(response, await service.get_periodic_task(periodic_task_id, session=session))
+    return await _with_etag(response, await service.get_periodic_task(periodic_task_id, session=session), session)
 
 
 @router.patch(
@@ -138,7 +156,7 @@ async def update_periodic_task(
             428, "send the version you read, as If-Match or as `version`, so no one's change is overwritten"
         )
     task = await service.update_periodic_task(periodic_task_id, data, expected, caller, session=session)
-    return _with_etag(response, task)
+    return await _with_etag(response, task, session)
 
 
 @router.delete(
@@ -160,7 +178,9 @@ async def delete_periodic_task(
 async def enable_periodic_task(
     periodic_task_id: DatabaseId, caller: SuperuserCaller, session: DbSession, response: Response
 ) -> PeriodicTaskOut:
-    return _with_etag(response, await service.set_enabled(periodic_task_id, True, caller, session=session))
+    return await _with_etag(
+        response, await service.set_enabled(periodic_task_id, True, caller, session=session), session
+    )
 
 
 @router.post(
@@ -169,7 +189,9 @@ async def enable_periodic_task(
 async def disable_periodic_task(
     periodic_task_id: DatabaseId, caller: SuperuserCaller, session: DbSession, response: Response
 ) -> PeriodicTaskOut:
-    return _with_etag(response, await service.set_enabled(periodic_task_id, False, caller, session=session))
+    return await _with_etag(
+        response, await service.set_enabled(periodic_task_id, False, caller, session=session), session
+    )
 
 
 @router.post(
@@ -196,7 +218,115 @@ async def preview_runs(
     session: DbSession,
     count: Annotated[int, Query(ge=1, le=service.MAX_PREVIEW)] = 10,
 ) -> RunPreview:
-    return RunPreview(next_runs=await service.preview_runs(periodic_task_id, count, session=session))
+    runs = await service.preview_runs(periodic_task_id, count, session=session)
+    return RunPreview(
+        next_runs=[slot for slot, _ in runs], runs=[PreviewRun(scheduled_at=slot, due_at=due) for slot, due in runs]
+    )
+
+
+@router.post(
+    "/{periodic_task_id}/pause",
+    response_model=PeriodicTaskOut,
+    summary="Pause a periodic task, saying why: its occurrences are recorded as skipped (paused)",
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+async def pause_periodic_task(
+    periodic_task_id: DatabaseId, data: PauseIn, caller: SuperuserCaller, session: DbSession, response: Response
+) -> PeriodicTaskOut:
+    task = await service.pause_periodic_task(periodic_task_id, data.note, caller, session=session)
+    return await _with_etag(response, task, session)
+
+
+@router.post(
+    "/{periodic_task_id}/resume",
+    response_model=PeriodicTaskOut,
+    summary="Resume a paused periodic task (its count of failures in a row starts again from zero)",
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+async def resume_periodic_task(
+    periodic_task_id: DatabaseId, caller: SuperuserCaller, session: DbSession, response: Response
+) -> PeriodicTaskOut:
+    task = await service.resume_periodic_task(periodic_task_id, caller, session=session)
+    return await _with_etag(response, task, session)
+
+
+@router.post(
+    "/{periodic_task_id}/backfill",
+    response_model=BackfillOut,
+    summary=f"Run the occurrences of a past range (at most {ledger_service.MAX_BACKFILL}), each with its own slot",
+    description="Slots the ledger already holds (ran, running, skipped) are not run again. "
+    "Beat sends the planned ones at once.",
+    responses=ERRORS,
+)
+async def backfill(
+    periodic_task_id: DatabaseId, data: BackfillIn, caller: SuperuserCaller, session: DbSession
+) -> BackfillOut:
+    result = await ledger_service.backfill(periodic_task_id, data.start, data.end, session=session)
+    return BackfillOut(
+        planned=result.planned,
+        already_recorded=result.already_recorded,
+        first_slot=result.first_slot,
+        last_slot=result.last_slot,
+    )
+
+
+@router.get(
+    "/{periodic_task_id}/runs",
+    response_model=RunPage,
+    summary="Occurrences of a periodic task in the run ledger, newest first",
+    responses=ERRORS,
+)
+async def list_task_runs(
+    periodic_task_id: DatabaseId,
+    caller: SuperuserCaller,
+    session: DbSession,
+    state: Annotated[list[RunState] | None, Query(description="repeat to ask for several")] = None,
+    start: Annotated[StoredDateTime | None, Query(alias="from", description="slots from (inclusive)")] = None,
+    end: Annotated[StoredDateTime | None, Query(alias="to", description="slots before (exclusive)")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[Offset, Query()] = 0,
+) -> RunPage:
+    await service.get_periodic_task(periodic_task_id, session=session)  # 404 for an unknown task
+    run_filter = ledger_service.RunFilter(periodic_task_id=periodic_task_id, states=state or (), start=start, end=end)
+    rows, has_more = await ledger_service.list_runs(run_filter, session=session, limit=limit, offset=offset)
+    return run_page(rows, limit, offset, has_more)
+
+
+def run_page(rows: list[PeriodicTaskRunDB], limit: int, offset: int, has_more: bool) -> RunPage:
+    return RunPage(
+        items=[RunOut.model_validate(row, from_attributes=True) for row in rows],
+        limit=limit,
+        offset=offset,
+        has_more=has_more,
+    )
+
+
+@router.get(
+    "/{periodic_task_id}/runs/at",
+    response_model=RunAtOut,
+    summary="What happened at a time: its occurrence, or why there is none",
+    description="The ledger row of the slot at `time` (or the nearest slot within `tolerance_seconds`); "
+    "if there is none, the reasons, from the task's state at that time (change log, pauses, start and "
+    "expiry, its schedule's slots, the ledger's retention).",
+    responses=ERRORS,
+)
+async def run_at(
+    periodic_task_id: DatabaseId,
+    caller: SuperuserCaller,
+    session: DbSession,
+    time: Annotated[StoredDateTime, Query(description="the moment asked about, with a UTC offset")],
+    tolerance_seconds: Annotated[int, Query(ge=0, le=3600)] = ledger_service.DEFAULT_TOLERANCE_SECONDS,
+) -> RunAtOut:
+    if time.tzinfo is None:
+        raise HTTPException(422, "time needs a UTC offset, e.g. 2030-01-01T09:00:00Z")
+    answer = await ledger_service.run_at(periodic_task_id, time, tolerance_seconds, session=session)
+    return RunAtOut(
+        time=answer.time,
+        run=None if answer.run is None else RunOut.model_validate(answer.run, from_attributes=True),
+        reasons=answer.reasons,
+        explanation=answer.explanation,
+        nearest_slots=answer.nearest_slots,
+    )
 
 
 @router.get(

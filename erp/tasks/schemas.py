@@ -17,12 +17,38 @@ from erp.core.input_types import (
     StoredText,
 )
 from erp.tasks import schedules
-from erp.tasks.schedule_kinds import SCHEDULE_COLUMNS, IntervalPeriod, MisfirePolicy, SolarEvent
+from erp.tasks.schedule_kinds import (
+    SCHEDULE_COLUMNS,
+    AlertKind,
+    IntervalPeriod,
+    MisfirePolicy,
+    OverlapPolicy,
+    RunOrigin,
+    RunState,
+    SkipReason,
+    SolarEvent,
+)
 
 # Bounds on what one row may carry: big enough for real arguments, small enough that a
 # mistaken paste cannot bloat every message beat sends.
 MAX_JSON_BYTES = 16_384
 NAME_MAX = 200
+# Jitter spreads an occurrence over at most a day after its slot.
+MAX_JITTER_SECONDS = 86_400
+PAUSE_NOTE_MAX = 2000
+# Fields that cannot be NULL in the table: on update, an explicit null is refused by name.
+NOT_NULLABLE_ON_UPDATE = (
+    "name",
+    "task",
+    "args",
+    "kwargs",
+    "one_off",
+    "enabled",
+    "description",
+    "misfire_policy",
+    "overlap_policy",
+    "jitter_seconds",
+)
 
 
 def _bounded_json(value: Any, what: str) -> Any:
@@ -95,6 +121,23 @@ class _TaskFields(BaseModel):
     enabled: bool | None = None
     description: Annotated[StoredText, Field(max_length=2000)] | None = None
     misfire_policy: MisfirePolicy | None = None
+    overlap_policy: OverlapPolicy | None = Field(
+        None,
+        description="an occurrence whose previous one has not finished: `allow` (send it), `skip` (record it as"
+        " skipped: overlap) or `buffer_one` (hold it until the previous one finishes; at most one held)",
+    )
+    jitter_seconds: Annotated[Int32, Field(ge=0, le=MAX_JITTER_SECONDS)] | None = Field(
+        None, description="each occurrence is sent a stable offset in [0, jitter_seconds) after its slot"
+    )
+    start_deadline_seconds: Annotated[Int32, Field(gt=0)] | None = Field(
+        None, description="must start within this many seconds of its slot, or it is flagged and alerted (null: off)"
+    )
+    finish_deadline_seconds: Annotated[Int32, Field(gt=0)] | None = Field(
+        None, description="must finish within this many seconds of its slot, or it is flagged and alerted (null: off)"
+    )
+    auto_pause_after_failures: Annotated[Int32, Field(gt=0)] | None = Field(
+        None, description="pause the task after this many failed occurrences in a row (null: never)"
+    )
     schedule: ScheduleIn | None = Field(None, description="an inline schedule (one of the four kinds)")
     interval_id: SmallDatabaseId | None = Field(None, description="or: reference an existing interval schedule")
     crontab_id: SmallDatabaseId | None = None
@@ -153,11 +196,32 @@ class PeriodicTaskUpdate(_TaskFields):
     name: Annotated[StoredText, Field(min_length=1, max_length=NAME_MAX)] | None = None
     version: Int32 | None = Field(None, description="the version you read; or send it as If-Match")
 
+    @model_validator(mode="after")
+    def _no_null_for_required_columns(self) -> Self:
+        # Leaving a field out keeps it; null is "off" only where the column may be empty
+        # (deadlines, auto-pause, routing; headers, where null means none). Elsewhere it was a
+        # NOT NULL violation (a 500), or, for args and kwargs, a JSON null beat cannot send.
+        nulls = [
+            name for name in NOT_NULLABLE_ON_UPDATE if name in self.model_fields_set and getattr(self, name) is None
+        ]
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)}: may not be null (leave a field out to keep its value)")
+        return self
+
 
 class ScheduleOut(BaseModel):
     kind: str
     id: int
     fields: dict[str, Any] = Field(examples=[{"every": 10, "period": "seconds"}])
+
+
+class LastRunOut(BaseModel):
+    state: str
+    scheduled_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error_type: str | None
+    error_message: str | None
 
 
 class PeriodicTaskOut(BaseModel):  # type: ignore[no-redef]  # a field named kwargs, as the plugin's __init__ parameter
@@ -187,6 +251,16 @@ class PeriodicTaskOut(BaseModel):  # type: ignore[no-redef]  # a field named kwa
     created_at: datetime
     updated_at: datetime
     schedule: ScheduleOut
+    overlap_policy: str
+    jitter_seconds: int
+    start_deadline_seconds: int | None
+    finish_deadline_seconds: int | None
+    auto_pause_after_failures: int | None
+    consecutive_failures: int
+    paused_at: datetime | None
+    paused_by: str | None = Field(description="the email of who paused it, or `auto-pause`")
+    pause_note: str | None
+    last_run: LastRunOut | None = Field(None, description="its latest occurrence in the run ledger")
 
 
 class PeriodicTaskPage(BaseModel):
@@ -196,8 +270,14 @@ class PeriodicTaskPage(BaseModel):
     offset: int
 
 
+class PreviewRun(BaseModel):
+    scheduled_at: datetime = Field(description="the slot")
+    due_at: datetime = Field(description="when it is sent: the slot plus its jitter")
+
+
 class RunPreview(BaseModel):
-    next_runs: list[datetime]
+    next_runs: list[datetime] = Field(description="the slots (kept for clients of earlier versions)")
+    runs: list[PreviewRun]
 
 
 class PeriodicTaskChangeOut(BaseModel):
@@ -209,3 +289,133 @@ class PeriodicTaskChangeOut(BaseModel):
     actor_email: str | None
     changed_at: datetime
     changes: dict[str, Any]
+
+
+# --- the run ledger: pause, backfill, runs, alerts, load -------------------------------------
+
+
+class PauseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[StoredText, Field(min_length=1, max_length=PAUSE_NOTE_MAX, examples=["supplier API down"])] = Field(
+        description="why it is paused; shown with who paused it and when"
+    )
+
+
+class BackfillIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    start: Annotated[StoredDateTime, Field(alias="from", description="the first slot considered (inclusive)")]
+    end: Annotated[
+        StoredDateTime, Field(alias="to", description="the last slot considered (inclusive); not in the future")
+    ]
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, value: datetime, info: ValidationInfo) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError(
+                f"{'from' if info.field_name == 'start' else 'to'} needs a UTC offset, e.g. 2030-01-01T09:00:00Z"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end < self.start:
+            raise ValueError("`to` is before `from`")
+        return self
+
+
+class BackfillOut(BaseModel):
+    planned: int = Field(description="occurrences written to the ledger as planned (beat sends them at once)")
+    already_recorded: int = Field(
+        description="occurrences the ledger already had (ran, running or skipped): not run again"
+    )
+    first_slot: datetime | None
+    last_slot: datetime | None
+
+
+class RunOut(BaseModel):
+    id: int
+    periodic_task_id: int
+    periodic_task_name: str
+    task_name: str
+    origin: RunOrigin
+    scheduled_at: datetime = Field(description="its slot")
+    due_at: datetime = Field(description="the slot plus its jitter (a backfill: when it was asked for)")
+    message_id: str = Field(description="the Celery task id of its message")
+    state: RunState
+    skip_reason: SkipReason | None
+    planned_at: datetime
+    sent_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    lateness_seconds: float | None = Field(description="from its slot to the start of the task body")
+    worker: str | None
+    attempts: int
+    error_type: str | None
+    error_message: str | None
+    start_deadline_missed: bool
+    finish_deadline_missed: bool
+
+
+class RunPage(BaseModel):
+    items: list[RunOut]
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class RunAtOut(BaseModel):
+    """What happened at one moment of a schedule: its ledger row, or why there is none."""
+
+    time: datetime
+    run: RunOut | None = Field(description="the occurrence of that slot (or the nearest within the tolerance)")
+    reasons: list[str] = Field(
+        description="codes: recorded, deleted, created_after, before_start_time, expired, disabled, paused,"
+        " not_a_slot, pruned, in_future, schedule_changed, not_recorded"
+    )
+    explanation: list[str] = Field(description="the same, in sentences")
+    nearest_slots: list[datetime] = Field(description="the slots just before and after `time`, when it is not one")
+
+
+class AlertOut(BaseModel):
+    id: int
+    kind: AlertKind
+    periodic_task_id: int | None
+    periodic_task_name: str | None
+    run_id: int | None
+    message: str
+    created_at: datetime
+    delivered_at: datetime | None
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+
+
+class AlertPage(BaseModel):
+    items: list[AlertOut]
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class MinuteLoad(BaseModel):
+    minute: datetime
+    occurrences: int
+
+
+class ScheduleLoadOut(BaseModel):
+    start: datetime = Field(description="`from`, rounded down to the minute")
+    end: datetime = Field(description="`to`, rounded up to the minute")
+    total: int = Field(description="occurrences in the window across all enabled, not paused schedules")
+    schedules: int = Field(description="enabled, not paused schedules considered")
+    jittered_schedules: int = Field(
+        description="of those, how many have jitter: the forecast counts slots, so their messages go out up to"
+        " jitter_seconds later than the minute shown"
+    )
+    not_computable: int = Field(
+        description="schedules whose definition cannot be computed (broken rows): counted as firing nothing"
+    )
+    minutes: list[MinuteLoad] = Field(description="every minute of the window, in order (zeros included)")
+    busiest: list[MinuteLoad] = Field(description="the busiest minutes, busiest first")

@@ -6,6 +6,7 @@ changed (beat is NOTIFYed by a trigger and picks it up at once), and writes a ch
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from erp.core.celery_app import celery_app
 from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
 from erp.tasks import schedules
 from erp.tasks.periodic_messages import routing_problem
+from erp.tasks.run_planning import jitter_offset
 from erp.tasks.schedule_kinds import SCHEDULE_COLUMNS, SCHEDULE_KINDS, schedule_column
 from erp.tasks.scheduler_models import (
     SCHEDULE_MODELS,
@@ -28,6 +30,8 @@ from erp.tasks.scheduler_models import (
     compute_next_run_at,
 )
 from erp.tasks.schemas import PeriodicTaskCreate, PeriodicTaskUpdate, schedule_spec
+
+logger = logging.getLogger(__name__)
 
 # Changing any of these can move the next run.
 RESCHEDULING_FIELDS = {"start_time", "enabled", "one_off", *SCHEDULE_COLUMNS}
@@ -58,6 +62,10 @@ class PeriodicTaskConflict(ConflictError):
 
 class InvalidPeriodicTask(InvalidInputError):
     """Input that passed the schema but not the rules (unknown task, bad crontab)."""
+
+
+class PauseConflict(ConflictError):
+    """Pausing a paused task, or resuming one that is not paused."""
 
 
 def registered_task_names() -> list[str]:
@@ -301,8 +309,9 @@ async def run_periodic_task_now(
     return run.message_id
 
 
-async def preview_runs(periodic_task_id: int, count: int, *, session: AsyncSession) -> list[datetime]:
-    """The next `count` run times as beat would fire them (for a disabled task: once enabled)."""
+async def preview_runs(periodic_task_id: int, count: int, *, session: AsyncSession) -> list[tuple[datetime, datetime]]:
+    """The next `count` occurrences as beat would fire them (for a disabled task: once enabled),
+    each as (slot, due time): the due time adds the task's stable jitter, as beat does."""
     task = await get_periodic_task(periodic_task_id, session=session)
     spec = task.get_schedule()
     upcoming: list[datetime] = []
@@ -318,7 +327,55 @@ async def preview_runs(periodic_task_id: int, count: int, *, session: AsyncSessi
     except OverflowError:
         # Runs past year 9999 cannot be computed: the preview ends at the last one that can.
         pass
-    return upcoming
+    return [(slot, _due_at(task, slot)) for slot in upcoming]
+
+
+def _due_at(task: PeriodicTaskDB, slot: datetime) -> datetime:
+    try:
+        return slot + jitter_offset(task.id, slot, task.jitter_seconds or 0)
+    except OverflowError:  # a slot at the very end of year 9999: its jitter cannot be added
+        return slot
+
+
+async def pause_periodic_task(
+    periodic_task_id: int, note: str, actor: Actor, *, session: AsyncSession
+) -> PeriodicTaskDB:
+    """Pause: beat keeps the schedule and records each occurrence as skipped (paused)."""
+    task = await get_periodic_task(periodic_task_id, session=session, lock=True)
+    if task.paused_at is not None:
+        raise PauseConflict(
+            f"periodic task {periodic_task_id} is already paused (by {task.paused_by} at"
+            f" {task.paused_at.isoformat()}: {task.pause_note})"
+        )
+    task.paused_at = _utcnow()
+    task.paused_by = actor.email
+    task.pause_note = note
+    task.version += 1
+    _record(task, "pause", actor, {"paused": [False, True], "pause_note": [None, note]}, session=session)
+    await session.commit()
+    logger.info("periodic task %r paused by %s: %s", task.name, actor.email, note, extra={"action": "paused"})
+    return task
+
+
+async def resume_periodic_task(periodic_task_id: int, actor: Actor, *, session: AsyncSession) -> PeriodicTaskDB:
+    """Resume: the next occurrence is sent again, and the run of failures starts from zero."""
+    task = await get_periodic_task(periodic_task_id, session=session, lock=True)
+    if task.paused_at is None:
+        raise PauseConflict(f"periodic task {periodic_task_id} is not paused")
+    changes: dict[str, Any] = {
+        "paused": [True, False],
+        "pause_note": [task.pause_note, None],
+        "paused_by": [task.paused_by, None],
+    }
+    if task.consecutive_failures:
+        changes["consecutive_failures"] = [task.consecutive_failures, 0]
+    task.paused_at = task.paused_by = task.pause_note = None
+    task.consecutive_failures = 0
+    task.version += 1
+    _record(task, "resume", actor, changes, session=session)
+    await session.commit()
+    logger.info("periodic task %r resumed by %s", task.name, actor.email, extra={"action": "resumed"})
+    return task
 
 
 async def list_changes(

@@ -1,7 +1,10 @@
 """`/api/v1/tasks/{task_id}`: the state of a task, and listing and revoking them.
 
 Who may see a task comes from its owner record (erp.core.task_owners), written when it was
-dispatched; its state comes from Celery's result backend.
+dispatched; its state comes from Celery's result backend. A task with an owner record is
+answered from Redis alone. Periodic runs (sent by beat, "run now" or a backfill) have no owner
+record: their id is looked up in the run ledger, and superusers may read them, with a link to
+their schedule. An id in neither is 404 for everyone.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from erp.accounts.dependencies import CurrentCaller
 from erp.core import task_owners
 from erp.core.caller import Caller
 from erp.core.celery_app import celery_app
+from erp.core.db import web_session_factory
 from erp.core.dispatch import ERRORS, TASK_STATUS_ROUTE, off_the_loop, within_deadline
+from erp.tasks import ledger_service
+from erp.tasks.scheduler_models import PeriodicTaskRunDB
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -40,6 +46,10 @@ class TaskStatus(BaseModel):
     error: TaskError | None = None
     created_at: datetime | None = Field(None, description="when it was dispatched through the API")
     finished_at: datetime | None = None
+    periodic_task_id: int | None = Field(None, description="a periodic run: the schedule it belongs to")
+    periodic_task_name: str | None = None
+    scheduled_at: datetime | None = Field(None, description="a periodic run: its slot")
+    run_state: str | None = Field(None, description="a periodic run: its state in the run ledger")
 
 
 class TaskList(BaseModel):
@@ -77,20 +87,46 @@ def _read_status(task_id: str, owner: task_owners.TaskOwner | None, show_traceba
     return status
 
 
-async def _owner_visible_to(caller: Caller, task_id: str) -> task_owners.TaskOwner | None:
-    """The task's owner record, or 404/403 when `caller` may not see the task."""
+class _Visible:
+    """What a caller may see of a task id: its owner record, or (superusers) its ledger row."""
+
+    def __init__(self, owner: task_owners.TaskOwner | None, run: PeriodicTaskRunDB | None) -> None:
+        self.owner = owner
+        self.run = run
+
+
+def _not_found(task_id: str) -> HTTPException:
+    return HTTPException(404, f"no task {task_id} was started through this API, or its result has expired")
+
+
+async def _visible_to(caller: Caller, task_id: str) -> _Visible:
+    """The task's owner record or ledger row, or 404/403 when `caller` may not see the task."""
     owner = await within_deadline(task_owners.get_owner(task_id))
-    if owner is None and not caller.is_superuser:
-        # Superusers may look at any id (periodic runs sent by beat have no owner record).
-        raise HTTPException(404, f"no task {task_id} was started through this API, or its result has expired")
-    if owner is not None and not _may_see(caller, owner):
-        raise HTTPException(403, "this task was started by another user and organization")
-    return owner
+    if owner is not None:
+        if not _may_see(caller, owner):
+            raise HTTPException(403, "this task was started by another user and organization")
+        return _Visible(owner, None)  # Redis alone: no database query for a dispatched task
+    if not caller.is_superuser:
+        raise _not_found(task_id)
+    # Periodic runs have no owner record; an id the ledger does not know is nobody's task.
+    async with web_session_factory()() as session:
+        run = await ledger_service.run_by_message_id(task_id, session=session)
+    if run is None:
+        raise _not_found(task_id)
+    return _Visible(None, run)
 
 
 async def _status_for(caller: Caller, task_id: str) -> TaskStatus:
-    owner = await _owner_visible_to(caller, task_id)
-    return await off_the_loop(_read_status, task_id, owner, caller.is_superuser)
+    visible = await _visible_to(caller, task_id)
+    status = await off_the_loop(_read_status, task_id, visible.owner, caller.is_superuser)
+    if visible.run is not None:
+        run = visible.run
+        status.task_name = status.task_name or run.task_name
+        status.periodic_task_id = run.periodic_task_id
+        status.periodic_task_name = run.periodic_task_name
+        status.scheduled_at = run.scheduled_at
+        status.run_state = run.state
+    return status
 
 
 @router.get("", response_model=TaskList, summary="Your recent tasks, newest first", responses=ERRORS)

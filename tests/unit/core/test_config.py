@@ -91,6 +91,9 @@ def test_explicit_celery_urls_are_kept():
             "CELERY_TASK_SOFT_TIME_LIMIT_SECONDS",
             "below",
         ),
+        ({"ALERT_WEBHOOK_URLS": "https://ok.example.com/x, ftp://files/x"}, "ALERT_WEBHOOK_URLS", "'ftp'://"),
+        ({"ALERT_WEBHOOK_URLS": "hooks.slack.com/services/T/B/secret"}, "ALERT_WEBHOOK_URLS", "http:// or https://"),
+        ({"ALERT_WEBHOOK_MAX_ATTEMPTS": "0"}, "ALERT_WEBHOOK_MAX_ATTEMPTS", "greater than or equal to 1"),
     ],
 )
 def test_bad_values_name_the_variable(overrides, variable, fragment):
@@ -98,6 +101,20 @@ def test_bad_values_name_the_variable(overrides, variable, fragment):
         make(**overrides)
     line = describe_validation_error(caught.value)
     assert variable in line and fragment in line
+
+
+def test_a_bad_webhook_url_is_not_quoted_since_its_path_is_a_secret():
+    with pytest.raises(ValidationError) as caught:
+        make(ALERT_WEBHOOK_URLS="hooks.slack.com/services/T/B/secret")
+    assert "secret" not in describe_validation_error(caught.value)
+
+
+def test_webhook_urls_are_split_on_commas():
+    assert make(ALERT_WEBHOOK_URLS=" https://a.example.com/1 ,,https://b.example.com/2 ").alert_webhook_urls == [
+        "https://a.example.com/1",
+        "https://b.example.com/2",
+    ]
+    assert make().alert_webhook_urls == []
 
 
 def test_missing_database_url_is_named():
