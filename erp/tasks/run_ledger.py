@@ -204,7 +204,7 @@ def add_alert(
 
 
 def prune(session: Session, now: datetime, keep: timedelta, limit: int) -> int:
-    """Delete up to `limit` finished occurrences (and delivered alerts) older than `keep`."""
+    """Delete up to `limit` finished occurrences (and alerts) older than `keep`."""
     removed = session.execute(
         text(
             f"""
@@ -219,8 +219,9 @@ def prune(session: Session, now: datetime, keep: timedelta, limit: int) -> int:
     ).rowcount  # type: ignore[attr-defined]
     session.execute(
         text(
+            # Delivered or given up: an alert older than the retention is history either way.
             "DELETE FROM periodic_task_alerts WHERE id IN (SELECT id FROM periodic_task_alerts"
-            " WHERE created_at < :before AND delivered_at IS NOT NULL LIMIT :limit)"
+            " WHERE created_at < :before LIMIT :limit)"
         ),
         {"before": now - keep, "limit": limit},
     )

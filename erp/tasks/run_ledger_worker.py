@@ -108,7 +108,7 @@ FINISH = text(
         UPDATE periodic_task_runs SET state = :state, finished_at = now(),
             error_type = :error_type, error_message = :error_message
         WHERE message_id = :message_id AND state IN ('started', 'planned', 'sent', 'retried')
-        RETURNING periodic_task_id
+        RETURNING id, periodic_task_id
     ), streak AS (
         UPDATE periodic_tasks AS t SET consecutive_failures = CASE WHEN :failed THEN t.consecutive_failures + 1 ELSE 0 END
         WHERE t.id IN (SELECT periodic_task_id FROM run) AND :ends_streak_or_adds
@@ -120,7 +120,7 @@ FINISH = text(
         LIMIT 1
     )
     SELECT streak.id, streak.name, streak.consecutive_failures, streak.auto_pause_after_failures,
-           streak.paused_at, (SELECT count(*) FROM wake) AS woken
+           streak.paused_at, (SELECT count(*) FROM wake) AS woken, (SELECT id FROM run) AS run_id
     FROM (SELECT 1) AS one LEFT JOIN streak ON true
     """
 )
@@ -147,11 +147,12 @@ def _finish(request: Any, state: str, error: BaseException | None = None) -> Non
             return
         connection.execute(
             text(
-                "INSERT INTO periodic_task_alerts (kind, periodic_task_id, periodic_task_name, message)"
-                " VALUES ('failure', :id, :name, :message)"
+                "INSERT INTO periodic_task_alerts (kind, periodic_task_id, periodic_task_name, run_id, message)"
+                " VALUES ('failure', :id, :name, :run_id, :message)"
             ),
             {
                 "id": row.id,
+                "run_id": row.run_id,
                 "name": row.name,
                 "message": f"{row.name}: the run {request.id} failed: {type(error).__name__}: {error}",
             },

@@ -206,8 +206,11 @@ def test_pause_auto_pause_and_the_failure_alerts_with_a_real_beat(fresh, worker,
     states = Counter(row.state for row in ledger_rows(sync_engine, "failing"))
     assert states["failed"] >= 3 and states["skipped"] >= 1, states
     with sync_engine.connect() as connection:
-        kinds = Counter(connection.execute(text("SELECT kind FROM periodic_task_alerts")).scalars())
+        alerts = connection.execute(text("SELECT kind, run_id FROM periodic_task_alerts")).all()
+    kinds = Counter(kind for kind, _ in alerts)
     assert kinds["failure"] >= 3 and kinds["auto_pause"] == 1
+    failed_runs = {row.id for row in ledger_rows(sync_engine, "failing") if row.state == "failed"}
+    assert {run_id for kind, run_id in alerts if kind == "failure"} <= failed_runs, "each names its run"
 
 
 def test_a_missed_start_deadline_is_flagged_and_alerted(fresh, sync_engine):
