@@ -1,5 +1,8 @@
 """Reading a sales-order CSV: decoding, records, the header, rows and orders. Pure logic, no I/O.
 
+(Longer than 400 lines on purpose: each step feeds the next and the line numbers and outcomes
+they carry must agree from the bytes to the orders, so they are read and tested together.)
+
 The file arrives in chunks of bytes (an upload streaming in, or chunks read back from the file
 store) and is never whole in memory:
 

@@ -14,6 +14,11 @@ skipped: importing the same file again adds nothing), the lines of the orders ju
 the failed rows, and the import's counters with `resume_after_line`. An order and its lines
 are never split across transactions. If the worker dies, the redelivered task re-reads the
 file, skips every record up to `resume_after_line` and goes on: no duplicate, nothing lost.
+
+A chunk is written by a task on the event loop while the next one is read and parsed
+(`_ChunkWrites`): the server stores rows while Python parses, where before each waited for the
+other. The file is read on a connection of its own (`_file_reader`), since the session's
+connection is busy with the write.
 """
 
 from __future__ import annotations
