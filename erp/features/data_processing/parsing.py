@@ -1,5 +1,8 @@
 """Reading a sales-order CSV: decoding, records, the header, rows and orders. Pure logic, no I/O.
 
+(Longer than 400 lines on purpose: each step feeds the next and the line numbers and outcomes
+they carry must agree from the bytes to the orders, so they are read and tested together.)
+
 The file arrives in chunks of bytes (an upload streaming in, or chunks read back from the file
 store) and is never whole in memory:
 
@@ -20,9 +23,9 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import operator
 import re
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -35,6 +38,7 @@ MAX_ORDER_LINES = 1000
 MAX_QUANTITY = 1_000_000
 # sales_orders.amount is NUMERIC(14, 2).
 MAX_ORDER_AMOUNT = Decimal("999999999999.99")
+MAX_ORDER_AMOUNT_CENTS = 99_999_999_999_999
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 _CURRENCY = re.compile(r"[A-Z]{3}\Z")
@@ -77,31 +81,6 @@ class Utf8Decoder:
         return text
 
 
-class _NeedMoreText(Exception):
-    """The csv reader asked for a line that has not arrived yet."""
-
-
-class _LineFeed:
-    """The csv reader's input: complete lines, remembering those taken for the current record."""
-
-    def __init__(self) -> None:
-        self.lines: deque[str] = deque()
-        self.taken: list[str] = []
-        self.at_end = False
-
-    def __iter__(self) -> _LineFeed:
-        return self
-
-    def __next__(self) -> str:
-        if not self.lines:
-            if self.at_end:
-                raise StopIteration
-            raise _NeedMoreText
-        line = self.lines.popleft()
-        self.taken.append(line)
-        return line
-
-
 @dataclass(frozen=True, slots=True)
 class Record:
     first_line: int  # physical line numbers in the file; line 1 is the header
@@ -114,52 +93,55 @@ class CsvRecords:
     """CSV records from text fed piece by piece: `feed(text)`, then `finish()` at the end.
 
     Both return the records complete so far. A blank line is no record (it is skipped).
+
+    Each piece's complete lines go to one `csv.reader` at once (its C loop reads them from a
+    StringIO; `line_num` says where each record ends). A record whose quoted field goes on
+    past the lines received so far makes the reader fail at the end of its input: its lines
+    are held back and read again, with the next piece, as the start of its text.
     """
 
     def __init__(self) -> None:
-        self._feed = _LineFeed()
-        # strict: a quoted field left open at the end of the file, or text after a closing
-        # quote, is a row error rather than a silently different value.
-        self._reader = csv.reader(self._feed, strict=True)
-        self._partial = ""  # text after the last newline
+        self._pending = ""  # text not read yet: held-back lines, then the text after the last newline
         self._lines_done = 0
 
     def feed(self, text: str) -> list[Record]:
         if not text:
             return []
-        parts = (self._partial + text).split("\n")
-        self._partial = parts.pop()
-        self._feed.lines.extend(part + "\n" for part in parts)
-        return self._records()
+        text = self._pending + text
+        end = text.rfind("\n") + 1
+        self._pending = text[end:]
+        return self._read(text[:end], at_end=False)
 
     def finish(self) -> list[Record]:
-        if self._partial:
-            self._feed.lines.append(self._partial)
-            self._partial = ""
-        self._feed.at_end = True
-        return self._records()
+        text, self._pending = self._pending, ""
+        return self._read(text, at_end=True)
 
-    def _records(self) -> list[Record]:
+    def _read(self, text: str, *, at_end: bool) -> list[Record]:
         records: list[Record] = []
-        feed = self._feed
-        while feed.lines:
-            feed.taken.clear()
-            first_line = self._lines_done + 1
+        if not text:
+            return records
+        # strict: a quoted field left open at the end of the file, or text after a closing
+        # quote, is a row error rather than a silently different value.
+        reader = csv.reader(io.StringIO(text), strict=True)
+        first = self._lines_done + 1
+        done = 0  # lines of `text` read into records
+        while True:
             try:
-                fields: list[str] | None = next(self._reader)
+                fields: list[str] | None = next(reader)
                 problem = None
-            except _NeedMoreText:
-                # A quoted field goes on in text not received yet: read this record again later.
-                feed.lines.extendleft(reversed(feed.taken))
-                break
             except StopIteration:
                 break
             except csv.Error as error:
+                if not at_end and reader.line_num >= text.count("\n"):
+                    # It may go on in text not received yet: read its lines again later.
+                    self._pending = "\n".join(text.split("\n")[done:]) + self._pending
+                    break
                 fields, problem = None, f"not readable as CSV: {error}"
-            self._lines_done += len(feed.taken)
-            if fields == [] and problem is None:
-                continue  # a blank line
-            records.append(Record(first_line, self._lines_done, fields, problem))
+            line_num = reader.line_num
+            if fields or problem is not None:  # [] is a blank line
+                records.append(Record(first + done, first + line_num - 1, fields, problem))
+            done = line_num
+        self._lines_done += done
         return records
 
 
@@ -181,16 +163,19 @@ def header_columns(fields: list[str]) -> tuple[int, ...]:
     return tuple(names.index(name) for name in COLUMNS)
 
 
-@dataclass(frozen=True, slots=True)
+# Rows and orders are plain (not frozen) slotted dataclasses: a frozen one sets each field
+# through object.__setattr__, several times slower to make, and an import makes one per row.
+@dataclass(slots=True)
 class SalesRow:
     line: int
     order_number: str
-    order_date: date
+    order_date: str  # YYYY-MM-DD, a date in the calendar (PostgreSQL reads it as it is)
     customer: str
     currency: str
     product: str
     quantity: int
-    unit_price: Decimal
+    unit_price: str  # ASCII digits, at most two decimals (PostgreSQL reads it as a numeric)
+    unit_price_cents: int  # the same amount in cents: totals are added up exactly as integers
 
 
 def _text(name: str, value: str) -> str:
@@ -210,38 +195,68 @@ def column_picker(columns: tuple[int, ...]) -> ColumnPicker:
     return operator.itemgetter(*columns)
 
 
+# The four formatted fields of a good row, stripped and joined by spaces, match this at once
+# (none of the four patterns matches a space, so each field matches its own pattern); a row
+# that does not is checked field by field, for the message.
+_FORMATTED = re.compile(
+    "(?:{}) (?:{}) (?:{}) (?:{})".format(
+        *(pattern.pattern.removesuffix(r"\Z") for pattern in (_DATE, _CURRENCY, _QUANTITY, _PRICE))
+    )
+    + r"\Z"
+)
+_MAX_ORDER_NUMBER, _MAX_CUSTOMER, _MAX_PRODUCT = (
+    _TEXT_LIMITS[name] for name in ("order_number", "customer", "product")
+)
+
+
 def parse_row(fields: list[str], pick: ColumnPicker, line: int) -> SalesRow:
     """One CSV row as a SalesRow, or RowProblem naming the first column that is wrong."""
     if len(fields) != len(COLUMNS):
         raise RowProblem(f"expected {len(COLUMNS)} fields, found {len(fields)}")
     number, day, customer, currency, product, quantity, price = pick(fields)
-    order_number = _text("order_number", number)
-    day = day.strip()
+    number, day, customer, currency = number.strip(), day.strip(), customer.strip(), currency.strip()
+    product, quantity, price = product.strip(), quantity.strip(), price.strip()
+    if not (
+        0 < len(number) <= _MAX_ORDER_NUMBER
+        and 0 < len(customer) <= _MAX_CUSTOMER
+        and 0 < len(product) <= _MAX_PRODUCT
+        and _FORMATTED.match(f"{day} {currency} {quantity} {price}")
+    ):
+        _explain(number, day, customer, currency, product, quantity, price)
+    _calendar_date(day)
+    whole, _, cents = price.partition(".")
+    unit_price_cents = int(whole) * 100 + (int(cents) * (10 if len(cents) == 1 else 1) if cents else 0)
+    if not price.isascii():  # other digits Python reads (Arabic-Indic, ...) but PostgreSQL does not
+        price = _decimal_text(unit_price_cents)
+    return SalesRow(line, number, day, customer, currency, product, int(quantity), price, unit_price_cents)
+
+
+def _explain(number: str, day: str, customer: str, currency: str, product: str, quantity: str, price: str) -> None:
+    """RowProblem for the first field that is wrong, in the order the checks have always run."""
+    _text("order_number", number)
     if not _DATE.match(day):
         raise RowProblem(f"order_date {day!r} is not a date written YYYY-MM-DD")
-    try:
-        order_date = date.fromisoformat(day)
-    except ValueError:
-        raise RowProblem(f"order_date {day!r} is not a date in the calendar") from None
-    currency = currency.strip()
+    _calendar_date(day)
     if not _CURRENCY.match(currency):
         raise RowProblem(f"currency {currency!r} is not a three-letter ISO 4217 code such as EUR")
-    quantity = quantity.strip()
     if not _QUANTITY.match(quantity):
         raise RowProblem(f"quantity {quantity!r} is not a whole number from 1 to {MAX_QUANTITY:,}")
-    price = price.strip()
     if not _PRICE.match(price):
         raise RowProblem(f"unit_price {price!r} is not an amount such as 12.50 (at most 2 decimals, not negative)")
-    return SalesRow(
-        line=line,
-        order_number=order_number,
-        order_date=order_date,
-        customer=_text("customer", customer),
-        currency=currency,
-        product=_text("product", product),
-        quantity=int(quantity),
-        unit_price=Decimal(price),
-    )
+    _text("customer", customer)
+    _text("product", product)
+    raise AssertionError("_explain found nothing wrong with a row the fast check refused")
+
+
+def _calendar_date(day: str) -> None:
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        raise RowProblem(f"order_date {day!r} is not a date in the calendar") from None
+
+
+def _decimal_text(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
 
 
 def order_number_of(fields: list[str] | None, columns: tuple[int, ...]) -> str | None:
@@ -251,41 +266,38 @@ def order_number_of(fields: list[str] | None, columns: tuple[int, ...]) -> str |
     return fields[columns[0]].strip() or None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OrderLine:
     position: int
     product: str
     quantity: int
-    unit_price: Decimal
+    unit_price: str  # as in SalesRow
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Order:
     order_number: str
-    order_date: date
+    order_date: str  # as in SalesRow
     customer: str
     currency: str
-    amount: Decimal
+    amount: str  # the sum of its lines, exact, with two decimals ("7.60")
     lines: list[OrderLine]
     row_lines: list[int]  # the file line of each of its rows
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RowFailure:
     line: int
     reason: str
 
 
-@dataclass
+@dataclass(slots=True)
 class _PendingOrder:
     order_number: str
     rows: list[SalesRow] = field(default_factory=list)
     problems: list[RowFailure] = field(default_factory=list)
     # Failed rows belonging to no order, read while this order was open: reported after it.
     held: list[RowFailure] = field(default_factory=list)
-
-    def row_lines(self) -> list[int]:
-        return sorted([row.line for row in self.rows] + [problem.line for problem in self.problems])
 
 
 @dataclass
@@ -298,34 +310,52 @@ class Batch:
     rows: int = 0  # data rows these outcomes account for
 
 
+def _difference(first: SalesRow, row: SalesRow) -> str | None:
+    """The first of the columns an order's rows must agree on in which `row` differs from `first`."""
+    if row.order_date != first.order_date:
+        return "order_date"
+    if row.customer != first.customer:
+        return "customer"
+    if row.currency != first.currency:
+        return "currency"
+    return None
+
+
 def _close(pending: _PendingOrder) -> tuple[Order | None, list[RowFailure]]:
     """An order from its rows, or the failures of all of them (an order is imported whole)."""
     rows = pending.rows
     problems = list(pending.problems)
-    if len(rows) > 1 and not problems:
+    amount_cents = 0
+    if not problems:
         first = rows[0]
-        for row in rows[1:]:
-            for name in ("order_date", "customer", "currency"):
-                if getattr(row, name) != getattr(first, name):
-                    problems.append(
-                        RowFailure(
-                            row.line, f"{name} differs from line {first.line} of the same order {first.order_number!r}"
-                        )
+        for row in rows:
+            if row is not first and (name := _difference(first, row)) is not None:
+                problems.append(
+                    RowFailure(
+                        row.line, f"{name} differs from line {first.line} of the same order {first.order_number!r}"
                     )
-                    break
+                )
+            amount_cents += row.quantity * row.unit_price_cents
         if len(rows) > MAX_ORDER_LINES:
             problems.append(RowFailure(rows[MAX_ORDER_LINES].line, f"the order has more than {MAX_ORDER_LINES} lines"))
-    if not problems:
-        amount = sum((row.quantity * row.unit_price for row in rows), Decimal(0))
-        if amount > MAX_ORDER_AMOUNT:
-            problems.append(RowFailure(rows[0].line, f"the order's total {amount} exceeds {MAX_ORDER_AMOUNT}"))
+    if not problems and amount_cents > MAX_ORDER_AMOUNT_CENTS:
+        problems.append(
+            RowFailure(rows[0].line, f"the order's total {_decimal_text(amount_cents)} exceeds {MAX_ORDER_AMOUNT}")
+        )
     if not problems:
         first = rows[0]
         lines = [OrderLine(i, row.product, row.quantity, row.unit_price) for i, row in enumerate(rows, start=1)]
         order = Order(
-            first.order_number, first.order_date, first.customer, first.currency, amount, lines, [r.line for r in rows]
+            first.order_number,
+            first.order_date,
+            first.customer,
+            first.currency,
+            _decimal_text(amount_cents),
+            lines,
+            [row.line for row in rows],
         )
-        return order, sorted(pending.held, key=lambda failure: failure.line)
+        held = pending.held
+        return order, sorted(held, key=_by_line) if len(held) > 1 else held
     failed_lines = {problem.line for problem in problems}
     first_bad = min(failed_lines)
     failures = problems + [
@@ -333,7 +363,11 @@ def _close(pending: _PendingOrder) -> tuple[Order | None, list[RowFailure]]:
         for row in rows
         if row.line not in failed_lines
     ]
-    return None, sorted(failures + pending.held, key=lambda failure: failure.line)
+    return None, sorted(failures + pending.held, key=_by_line)
+
+
+def _by_line(failure: RowFailure) -> int:
+    return failure.line
 
 
 class OrderAssembler:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-from decimal import Decimal
-
 import pytest
 
 from erp.features.data_processing.parsing import (
@@ -41,6 +38,16 @@ def test_records_are_the_same_whatever_the_pieces_and_know_their_lines(piece):
         (2, 3, ["a", "two\nlines"]),
         (5, 5, ["b", 'say "hi"']),
         (6, 6, ["c", "last"]),
+    ]
+
+
+@pytest.mark.parametrize("piece", [1, 4, 1000])
+def test_text_after_a_closing_quote_is_a_problem_of_its_record_alone_wherever_the_pieces_end(piece):
+    text = 'h\nx,"b"c\ny\n'
+    assert [(r.first_line, r.last_line, r.fields, r.problem) for r in records_of(text, piece)] == [
+        (1, 1, ["h"], None),
+        (2, 2, None, "not readable as CSV: ',' expected after '\"'"),
+        (3, 3, ["y"], None),
     ]
 
 
@@ -92,13 +99,14 @@ def row(**changes: str) -> list[str]:
 
 def test_a_valid_row():
     parsed = parse_row(row(customer="  Acme  "), PICK, 7)
-    assert (parsed.line, parsed.order_date, parsed.customer, parsed.quantity, parsed.unit_price) == (
-        7,
-        date(2026, 3, 4),
-        "Acme",
-        3,
-        Decimal("2.50"),
-    )
+    assert (
+        parsed.line,
+        parsed.order_date,
+        parsed.customer,
+        parsed.quantity,
+        parsed.unit_price,
+        parsed.unit_price_cents,
+    ) == (7, "2026-03-04", "Acme", 3, "2.50", 250)
 
 
 @pytest.mark.parametrize(
@@ -120,6 +128,25 @@ def test_a_valid_row():
 def test_a_bad_row_names_the_column_and_why(changes, message):
     with pytest.raises(RowProblem, match=message):
         parse_row(row(**changes), PICK, 2)
+
+
+@pytest.mark.parametrize(
+    ("price", "text", "cents"),
+    [("3", "3", 300), ("0.5", "0.5", 50), ("12.05", "12.05", 1205), ("\u0661\u0662.\u0665", "12.50", 1250)],
+)
+def test_a_price_is_kept_as_postgresql_reads_it_and_in_cents(price, text, cents):
+    parsed = parse_row(row(unit_price=price), PICK, 2)
+    assert (parsed.unit_price, parsed.unit_price_cents) == (text, cents)
+
+
+def test_a_row_with_several_problems_names_the_one_checked_first():
+    # The checks run in a fixed order: order number, date, currency, quantity, price, customer, product.
+    with pytest.raises(RowProblem, match="currency 'eur'"):
+        parse_row(row(customer=" ", currency="eur", product=""), PICK, 2)
+    with pytest.raises(RowProblem, match="not a date in the calendar"):
+        parse_row(row(order_date="2026-02-30", quantity="0"), PICK, 2)
+    with pytest.raises(RowProblem, match="customer is empty"):
+        parse_row(row(customer=" ", product=""), PICK, 2)
 
 
 def test_wrong_field_count():
@@ -144,9 +171,16 @@ def test_consecutive_rows_make_one_order_and_batches_cover_whole_lines():
     )
     assert [[order.order_number for order in batch.orders] for batch in batches] == [["SO-1"], ["SO-2"], ["SO-3"]]
     first = batches[0].orders[0]
-    assert first.amount == Decimal("7.60") and [line.position for line in first.lines] == [1, 2]
+    assert first.amount == "7.60" and [line.position for line in first.lines] == [1, 2]
     assert [batch.through_line for batch in batches] == [3, 4, 5]
     assert [batch.rows for batch in batches] == [2, 1, 1]
+
+
+def test_an_order_whose_total_does_not_fit_its_column_is_refused_whole():
+    big = {"quantity": "1000000", "unit_price": "999999.99"}
+    [batch] = assemble([row(**big), row(**big)])
+    assert batch.orders == []
+    assert batch.failures[0].reason == "the order's total 1999999980000.00 exceeds 999999999999.99"
 
 
 def test_one_bad_row_rejects_its_whole_order_and_names_it():
