@@ -65,6 +65,7 @@ class ErpTask(Task):  # type: ignore[misc]
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         for guard in _run_guards:
             if not guard(self):
+                self.request.dropped_by_guard = True  # counted by erp.core.worker_hooks
                 raise Ignore()
         if not self.ignore_result:
             self.backend.store_result(

@@ -52,6 +52,8 @@ PUBLISH_ERRORS = "erp_broker_publish_errors"  # exposed as erp_broker_publish_er
 TASK_SUCCEEDED = "celery_task_succeeded"
 TASK_FAILED = "celery_task_failed"
 TASK_RETRIED = "celery_task_retried"
+# Messages a run guard dropped before the task body (a duplicate of a periodic run).
+TASK_DROPPED = "erp_task_dropped_duplicates"  # exposed as erp_task_dropped_duplicates_total
 TASK_RUNTIME = "celery_task_runtime"
 PERIODIC_LATENESS = "erp_periodic_task_lateness_seconds"
 QUEUE_LENGTH = "celery_queue_length"
@@ -69,6 +71,10 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     TASK_SUCCEEDED: ("Tasks that ran to success, by task name.", ("name", "queue_name")),
     TASK_FAILED: ("Tasks that raised, by task name and exception.", ("name", "exception", "queue_name")),
     TASK_RETRIED: ("Tasks that asked to be retried, by task name.", ("name", "queue_name")),
+    TASK_DROPPED: (
+        "Messages dropped before the task body: duplicates of a periodic run that ran or runs elsewhere.",
+        ("name", "queue_name"),
+    ),
 }
 _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     TASK_RUNTIME: ("Run time of tasks in seconds, by task name.", ("name", "queue_name"), RUNTIME_BUCKETS),
@@ -229,6 +235,9 @@ def task_commands(
         commands.append(("hincrby", _field(TASK_FAILED, failed, "total"), 1))
     elif outcome == "retried":
         commands.append(("hincrby", _field(TASK_RETRIED, labels, "total"), 1))
+    elif outcome == "dropped":
+        commands.append(("hincrby", _field(TASK_DROPPED, labels, "total"), 1))
+        return commands  # the body did not run: no run time, no lateness
     if runtime is not None:
         _observe(commands, TASK_RUNTIME, labels, runtime)
     if lateness is not None:

@@ -107,6 +107,8 @@ def task_finished(task_id: str, task: Any, state: str | None = None, **_: Any) -
         return
     try:
         outcome = running.outcome or ("succeeded" if state == "SUCCESS" else None)
+        if getattr(task.request, "dropped_by_guard", False):
+            outcome = "dropped"
         delivery_info = getattr(task.request, "delivery_info", None) or {}
         queue = delivery_info.get("routing_key") or task.app.conf.task_default_queue
         commands = metrics.task_commands(

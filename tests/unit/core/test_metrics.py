@@ -60,3 +60,14 @@ def test_outcomes_run_time_and_lateness_read_back_in_celery_exporters_names():
 
 def test_a_field_nobody_wrote_is_ignored():
     assert "celery_task_succeeded_total{" not in exposition({"not json": 1})
+
+
+def test_a_dropped_duplicate_is_counted_without_a_run_time():
+    redis_hash = FakeHash()
+    commands = metrics.task_commands(
+        name="erp.ping", queue="celery", outcome="dropped", exception=None, runtime=0.001, lateness=None
+    )
+    metrics.record_task(redis_hash, commands)
+    text = exposition(redis_hash.fields)
+    assert 'erp_task_dropped_duplicates_total{name="erp.ping",queue_name="celery"} 1.0' in text
+    assert 'celery_task_runtime_count{name="erp.ping"' not in text
