@@ -52,6 +52,37 @@ class OutgoingTask:
         return {name: value for name, value in options.items() if value is not None}
 
 
+def routed_queue(app: Celery, task_name: str, queue: str | None) -> Queue | None:
+    """The queue `send_task` puts a task in: the given one, else its route's, else the default.
+
+    A queue name the app does not know is the queue Celery would create and declare for it
+    (`task_create_missing_queues`), or None when Celery would refuse it.
+    """
+    if not queue:
+        routed: Queue = app.amqp.router.route({}, task_name)["queue"]
+        return routed
+    if queue in app.amqp.queues:
+        known: Queue = app.amqp.queues[queue]
+        return known
+    return Queue(queue, Exchange(queue), queue) if app.conf.task_create_missing_queues else None
+
+
+def send_with_kombu(app: Celery, task: OutgoingTask) -> None:
+    """Publish one message through `Celery.send_task` (kombu), one round trip."""
+    # Nobody waits on these results: saying so keeps Celery's Redis backend from subscribing to
+    # each (celery#4261): a round trip per message, and an unsubscribe in AsyncResult.__del__
+    # that could swallow the SystemExit of beat's SIGTERM handler.
+    with denied_join_result():
+        app.send_task(
+            task.task_name,
+            args=task.args,
+            kwargs=task.kwargs,
+            task_id=task.task_id,
+            headers=task.headers,
+            **task.send_task_options(),
+        )
+
+
 class BatchPublisher:
     def __init__(self, app: Celery, client: redis.Redis) -> None:
         self._app = app
@@ -120,16 +151,7 @@ class BatchPublisher:
                     sender=task.task_name, body=body, headers=headers, exchange="", routing_key=queue_name
                 )
         for task in through_kombu:
-            # Nobody waits on these results: no subscription to each (celery#4261).
-            with denied_join_result():
-                self._app.send_task(
-                    task.task_name,
-                    args=task.args,
-                    kwargs=task.kwargs,
-                    task_id=task.task_id,
-                    headers=task.headers,
-                    **task.send_task_options(),
-                )
+            send_with_kombu(self._app, task)
 
     def _direct_queue(self, task: OutgoingTask) -> Queue | None:
         """The queue the message goes straight to, or None when kombu must route it."""
@@ -142,12 +164,8 @@ class BatchPublisher:
         conf = self._app.conf
         if task.priority or conf.task_compression or conf.task_serializer != "json":
             return None
-        queues = self._app.amqp.queues
-        if task.queue:
-            queue = queues.get(task.queue) or Queue(task.queue, Exchange(task.queue), task.queue)
-        else:
-            queue = self._app.amqp.router.route({}, task.task_name)["queue"]
-        if queue.exchange.type != "direct" or (task.exchange and task.routing_key):
+        queue = routed_queue(self._app, task.task_name, task.queue)
+        if queue is None or queue.exchange.type != "direct" or (task.exchange and task.routing_key):
             return None
         if getattr(queue, "max_priority", None) or queue.exchange.delivery_mode not in (None, 2, "persistent"):
             return None

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from celery import Task
-from celery.result import AsyncResult
 from fastapi import HTTPException, Request
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field
@@ -65,13 +64,6 @@ async def within_deadline(awaitable: Awaitable[T]) -> T:
 async def off_the_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a blocking Celery call (results, control, kombu) in the thread pool, with the deadline."""
     return await within_deadline(run_in_threadpool(fn, *args, **kwargs))
-
-
-async def send_with_timeout(send: Callable[..., AsyncResult[Any]], *args: Any, **options: Any) -> str:
-    """Publish through kombu (apply_async, send_task) with any options; returns the task id."""
-    task_id = options.pop("task_id", None) or str(uuid.uuid4())
-    await off_the_loop(send, *args, task_id=task_id, **options)
-    return task_id
 
 
 async def dispatch(request: Request, caller: Caller, task: Task, *args: Any, **kwargs: Any) -> TaskAccepted:

@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
-from celery.result import denied_join_result
-from kombu import Exchange, Queue
+from kombu import Queue
 
-from erp.core.batch_publisher import OutgoingTask
+from erp.core.batch_publisher import OutgoingTask, routed_queue, send_with_kombu
 from erp.tasks.scheduler_models import PeriodicTaskDB
 
 PERIODIC_RUN_NAMESPACE = uuid.UUID("3f1d6c2e-8a57-4b0e-9d7e-6f2b9c4a1e55")
@@ -53,19 +52,7 @@ def outgoing_run(task: PeriodicTaskDB, *, run_id: str, scheduled_at: datetime) -
 
 def send_periodic_run(app: Celery, task: PeriodicTaskDB, *, run_id: str, scheduled_at: datetime) -> None:
     """Publish one run of `task` through kombu (a run started by hand)."""
-    message = outgoing_run(task, run_id=run_id, scheduled_at=scheduled_at)
-    # Nobody waits on a periodic run's result. Saying so keeps Celery's Redis backend from
-    # subscribing to every run's result (celery#4261): a round trip per run, and an unsubscribe
-    # in AsyncResult.__del__ that could swallow the SystemExit of beat's SIGTERM handler.
-    with denied_join_result():
-        app.send_task(
-            message.task_name,
-            args=message.args,
-            kwargs=message.kwargs,
-            task_id=message.task_id,
-            headers=message.headers,
-            **message.send_task_options(),
-        )
+    send_with_kombu(app, outgoing_run(task, run_id=run_id, scheduled_at=scheduled_at))
 
 
 def routing_problem(
@@ -81,15 +68,9 @@ def routing_problem(
     has it.
     """
     queues = app.amqp.queues
-    if queue:
-        if queue in queues:
-            target = queues[queue]
-        elif app.conf.task_create_missing_queues:
-            target = Queue(queue, Exchange(queue), queue)  # what Celery would create and declare
-        else:
-            return f"queue {queue!r} is not one of this app's queues ({', '.join(sorted(queues))})"
-    else:
-        target = app.amqp.router.route({}, task_name)["queue"]
+    target = routed_queue(app, task_name, queue)
+    if target is None:
+        return f"queue {queue!r} is not one of this app's queues ({', '.join(sorted(queues))})"
     if (not exchange or not routing_key) and target.exchange.type == "direct":
         return None
     exchange_name = exchange if exchange is not None else target.exchange.name

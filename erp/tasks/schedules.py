@@ -119,11 +119,6 @@ def spec_from_fields(kind: ScheduleKind, fields: Mapping[str, Any]) -> ScheduleS
     )
 
 
-def spec_fields(spec: ScheduleSpec) -> dict[str, Any]:
-    """The fields of a spec, as a schedule table stores them."""
-    return {field.name: getattr(spec, field.name) for field in dataclass_fields(spec)}
-
-
 @dataclass(frozen=True)
 class RunPlan:
     send: tuple[datetime, ...]

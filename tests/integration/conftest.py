@@ -38,6 +38,12 @@ def runs_table(sync_engine):
 
 
 @pytest.fixture
+def empty_scheduler(clean_tables, redis_clean):
+    """Empty tables and an empty broker: nothing scheduled, nothing queued."""
+    empty_broker()
+
+
+@pytest.fixture
 def scheduler(clean_tables, redis_clean):
     """A DatabaseScheduler in this process, whose steps a test calls with its own `now`."""
     empty_broker()

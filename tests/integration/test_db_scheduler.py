@@ -22,7 +22,6 @@ from tests.support.scheduling import (
     QueueWatcher,
     add_crontab_task,
     add_interval_task,
-    empty_broker,
     find_task,
     get_task,
     ledger_rows,
@@ -31,12 +30,6 @@ from tests.support.scheduling import (
     utcnow,
     wait_for,
 )
-
-
-@pytest.fixture
-def empty_scheduler(clean_tables, redis_clean):
-    empty_broker()
-    yield
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from tests.support.processes import start_beat, start_worker
 from tests.support.scheduling import (
     add_interval_task,
     beat_in_transaction,
-    empty_broker,
     ledger_rows,
     update_task,
     utcnow,
@@ -32,8 +31,8 @@ FINISHED = {"succeeded", "failed", "revoked", "skipped"}
 
 
 @pytest.fixture
-def fresh(clean_tables, redis_clean, runs_table):
-    empty_broker()
+def fresh(empty_scheduler, runs_table):
+    """Empty tables and broker, and the table the test tasks count their runs in."""
 
 
 @pytest.fixture

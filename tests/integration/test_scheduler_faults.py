@@ -16,18 +16,12 @@ from tests.support.processes import start_beat
 from tests.support.scheduling import (
     add_interval_task,
     beat_in_transaction,
-    empty_broker,
     get_task,
     queued_runs,
     update_task,
     utcnow,
     wait_for,
 )
-
-
-@pytest.fixture
-def empty_scheduler(clean_tables, redis_clean):
-    empty_broker()
 
 
 def step(scheduler, now) -> None:
