@@ -82,6 +82,10 @@ MAX_BACKOFF_SECONDS = 30
 DEADLINE_CHECK_EVERY_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 60.0
 PRUNE_BATCH = 1000
+# How soon to look again at rows another beat holds locked. It is sending them (gone in
+# milliseconds) or it froze and PostgreSQL ends its session within the stall timeout; looking
+# again at once would spin on the locks, hundreds of transactions a second.
+HELD_ELSEWHERE_RECHECK_SECONDS = 1.0
 # What a missing or failing Redis raises, through kombu or redis-py.
 BROKER_ERRORS = (BrokerError, redis.RedisError, OSError)
 
@@ -176,7 +180,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             self._note_rows_held_elsewhere(now)
             self._look_after_ledger(now)
             self._heartbeat.record(self.engine)
-            wait_seconds = self._seconds_until_next_run()
+            wait_seconds = self._seconds_until_next_run(now)
         except (OperationalError, InterfaceError) as error:
             return self._back_off("PostgreSQL is unavailable", error)
         except DBAPIError as error:
@@ -358,16 +362,27 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 extra={"action": "rows_taken_over"},
             )
 
-    def _seconds_until_next_run(self) -> float:
+    def _seconds_until_next_run(self, now: datetime) -> float:
+        """Until the next row or occurrence falls due after this tick's `now`.
+
+        Whatever was due at `now` and is still due after a whole tick is locked by another beat:
+        this beat looks at it again after HELD_ELSEWHERE_RECHECK_SECONDS, not at once.
+        """
+        next_run_at = PeriodicTaskDB.next_run_at
         with self.engine.connect() as connection:
-            next_run_at = connection.execute(
-                select(func.min(PeriodicTaskDB.next_run_at)).where(PeriodicTaskDB.enabled)
-            ).scalar()
-            next_due_at = run_ledger.next_due_at(connection)
-        moments = [moment for moment in (next_run_at, next_due_at) if moment is not None]
-        if not moments:
-            return self.sync_every_seconds
-        return max(0.0, (min(moments) - datetime.now(UTC)).total_seconds())
+            row = connection.execute(
+                select(func.min(next_run_at).filter(next_run_at > now), func.bool_or(next_run_at <= now)).where(
+                    PeriodicTaskDB.enabled
+                )
+            ).one()
+            next_due_at, runs_held = run_ledger.next_due_after(connection, now)
+        moments = [moment for moment in (row[0], next_due_at) if moment is not None]
+        wait = self.sync_every_seconds
+        if moments:
+            wait = max(0.0, (min(moments) - datetime.now(UTC)).total_seconds())
+        if row[1] or runs_held:
+            wait = min(wait, HELD_ELSEWHERE_RECHECK_SECONDS)
+        return wait
 
     def _back_off(self, what: str, error: Exception) -> float:
         self._consecutive_failures += 1

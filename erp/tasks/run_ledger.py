@@ -141,12 +141,16 @@ def release_held(session: Session, now: datetime) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def next_due_at(connection: Connection) -> datetime | None:
-    """When the earliest planned occurrence falls due (jitter can put it after its slot)."""
-    value: datetime | None = connection.execute(
-        select(func.min(PeriodicTaskRunDB.due_at)).where(PeriodicTaskRunDB.state == "planned")
-    ).scalar()
-    return value
+def next_due_after(connection: Connection, now: datetime) -> tuple[datetime | None, bool]:
+    """When the earliest planned occurrence after `now` falls due (jitter can put it after its
+    slot), and whether any planned occurrence is due at `now` already."""
+    due_at = PeriodicTaskRunDB.due_at
+    row = connection.execute(
+        select(func.min(due_at).filter(due_at > now), func.bool_or(due_at <= now)).where(
+            PeriodicTaskRunDB.state == "planned"
+        )
+    ).one()
+    return row[0], bool(row[1])
 
 
 @dataclass(frozen=True)

@@ -116,18 +116,27 @@ def test_a_task_enabled_again_continues_at_its_next_slot_without_catching_up(sch
 
 
 def test_a_frozen_beat_loses_its_rows_to_another_beat_within_30_seconds(empty_scheduler, sync_engine):
+    """Two beats side by side; one freezes while it holds rows. The other takes them over once
+    PostgreSQL ends the frozen session (the stall timeout), says so, and does not spin on the
+    locked rows meanwhile."""
     stall = 5
     env = {"CELERY_BEAT_STALL_TIMEOUT_SECONDS": str(stall)}
     names = [f"frozen-{number:03d}" for number in range(300)]
     for name in names:
         add_interval_task(sync_engine, name, every=1)
     frozen = start_beat(env=env, name="beat-frozen")
+    other = start_beat(env=env, name="beat-other")
     pid = frozen.process.pid
     try:
-        wait_for(lambda: len(queued_runs("frozen-")) >= 2 * len(names), timeout=20, message="beat sends every row")
+        wait_for(
+            lambda: heartbeat_pids(sync_engine) >= {pid, other.process.pid},
+            timeout=20,
+            message="both beats tick",
+        )
+        wait_for(lambda: len(queued_runs("frozen-")) >= 2 * len(names), timeout=20, message="the beats send every row")
         # Stop it while it holds due rows locked inside a transaction (it often does: each tick
-        # claims, sends and advances 300 rows).
-        for _ in range(200):
+        # plans and advances a batch of rows).
+        for _ in range(500):
             if beat_in_transaction(sync_engine, pid, "periodic_tasks"):
                 os.kill(pid, signal.SIGSTOP)
                 if beat_in_transaction(sync_engine, pid, "periodic_tasks"):
@@ -137,23 +146,40 @@ def test_a_frozen_beat_loses_its_rows_to_another_beat_within_30_seconds(empty_sc
         else:
             pytest.fail("never caught beat holding rows inside a transaction")
         stopped_at = utcnow()
-        other = start_beat(env=env, name="beat-other")
-        try:
+        commits_before = transactions_committed(sync_engine)
 
-            def every_row_fired_again() -> bool:
-                fired = {run["name"] for run in queued_runs("frozen-") if run["scheduled_at"] > stopped_at}
-                return fired == set(names)
+        def every_row_fired_again() -> bool:
+            fired = {run["name"] for run in queued_runs("frozen-") if run["scheduled_at"] > stopped_at}
+            return fired == set(names)
 
-            took_over = wait_for(
-                every_row_fired_again,
-                timeout=30,
-                interval=0.5,
-                message="every row fires again, sent by the other beat",
-            )
-            assert took_over
-            other.wait_for_output("took over", timeout=5)
-        finally:
-            assert other.stop() == 0, other.output()[-3000:]
+        took_over = wait_for(
+            every_row_fired_again, timeout=30, interval=0.5, message="every row fires again, sent by the other beat"
+        )
+        assert took_over
+        other.wait_for_output("took over", timeout=5)
+        # The other beat ticked about once a second while the rows were locked: a beat that
+        # looked again at once would commit thousands of transactions in these seconds.
+        waited = (utcnow() - stopped_at).total_seconds()
+        commits = transactions_committed(sync_engine) - commits_before
+        assert commits < 60 * waited, f"{commits} transactions in {waited:.1f} s"
     finally:
         os.kill(pid, signal.SIGCONT)
+        assert other.stop() == 0, other.output()[-3000:]
         frozen.stop()
+
+
+def heartbeat_pids(engine) -> set[int]:
+    with engine.connect() as connection:
+        return set(connection.execute(text("SELECT pid FROM beat_heartbeats")).scalars())
+
+
+def transactions_committed(engine) -> int:
+    """Commits in this database so far, as PostgreSQL's statistics have them."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_stat_force_next_flush()"))
+        connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return int(
+            connection.execute(
+                text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar()
+        )
