@@ -9,6 +9,7 @@ ledger already holds is never run a second time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,10 +35,10 @@ from erp.tasks.service import PeriodicTaskNotFound, get_periodic_task
 
 logger = logging.getLogger(__name__)
 
-# A backfill plans at most this many occurrences; a larger range is refused, saying how many.
+# A backfill plans at most this many occurrences; a larger range is refused. Crontab and solar
+# ranges are walked slot by slot (a solar slot costs about a millisecond), so no more than one
+# past this limit: the walk is bounded whatever range is asked for.
 MAX_BACKFILL = 1000
-# Beyond this many, a crontab or solar range is not walked to the end to count it exactly.
-BACKFILL_COUNT_LIMIT = 10_000
 # How far from `time` a recorded slot may be and still be "the run at `time`", by default.
 DEFAULT_TOLERANCE_SECONDS = 60
 # Rows written per INSERT statement of a backfill.
@@ -174,15 +175,23 @@ def _interval_anchor(task: PeriodicTaskDB) -> datetime | None:
     return task.next_run_at or task.last_run_at or task.start_time
 
 
-def range_slots(task: PeriodicTaskDB, start: datetime, end: datetime, limit: int) -> tuple[list[datetime], int]:
-    """Up to `limit` slots of the task's schedule in [start, end], and how many there are in all
-    (exact for intervals and up to BACKFILL_COUNT_LIMIT for the others, which are walked)."""
-    spec = task.get_schedule()
+def range_slots(
+    spec: schedules.ScheduleSpec,
+    anchor: datetime | None,
+    bounds: tuple[datetime | None, datetime | None],
+    start: datetime,
+    end: datetime,
+    limit: int,
+) -> tuple[list[datetime], int]:
+    """Up to `limit` slots of a schedule in [start, end] within its `bounds` (start_time,
+    expires), and how many there are: exact for intervals (arithmetic) and clocked schedules;
+    for crontab and solar ones, which are walked, at most `limit + 1`, meaning "more"."""
     schedules.validate(spec)
-    if task.start_time is not None:
-        start = max(start, task.start_time)
-    if task.expires is not None:
-        end = min(end, task.expires)
+    start_time, expires = bounds
+    if start_time is not None:
+        start = max(start, start_time)
+    if expires is not None:
+        end = min(end, expires)
     if end < start:
         return [], 0
     if isinstance(spec, schedules.ClockedSpec):
@@ -190,19 +199,16 @@ def range_slots(task: PeriodicTaskDB, start: datetime, end: datetime, limit: int
         return ([clocked], 1) if start <= clocked <= end else ([], 0)
     if isinstance(spec, schedules.IntervalSpec):
         step = interval_step(spec)
-        anchor = _interval_anchor(task) or start
+        anchor = anchor or start
         first = anchor - ((anchor - start) // step) * step  # the first grid slot at or after start
         total = 0 if first > end else (end - first) // step + 1
         return [first + index * step for index in range(min(total, limit))], total
     slots: list[datetime] = []
-    total = 0
     moment = schedules.next_run_after(spec, start - timedelta(microseconds=1))
-    while moment is not None and moment <= end and total < BACKFILL_COUNT_LIMIT:
-        if len(slots) < limit:
-            slots.append(moment)
-        total += 1
+    while moment is not None and moment <= end and len(slots) <= limit:
+        slots.append(moment)
         moment = schedules.next_run_after(spec, moment)
-    return slots, total
+    return slots[:limit], len(slots)
 
 
 async def backfill(periodic_task_id: int, start: datetime, end: datetime, *, session: AsyncSession) -> BackfillResult:
@@ -215,14 +221,24 @@ async def backfill(periodic_task_id: int, start: datetime, end: datetime, *, ses
     if end > now:
         raise InvalidInputError(f"to: {end.isoformat()} is in the future; a backfill runs past occurrences only")
     task = await get_periodic_task(periodic_task_id, session=session)
+    spec = task.get_schedule()
     try:
-        slots, total = range_slots(task, start, end, MAX_BACKFILL)
+        # In a thread: walking a long range is CPU work that would hold up every other request.
+        slots, total = await asyncio.to_thread(
+            range_slots,
+            spec,
+            _interval_anchor(task),
+            (task.start_time, task.expires),
+            start,
+            end,
+            MAX_BACKFILL,
+        )
     except schedules.ScheduleError as error:
         raise InvalidInputError(f"schedule: {error}") from None
     except OverflowError:
         raise InvalidInputError("schedule: its slots in this range cannot be computed") from None
     if total > MAX_BACKFILL:
-        count = f"at least {total}" if total >= BACKFILL_COUNT_LIMIT else str(total)
+        count = str(total) if isinstance(spec, schedules.IntervalSpec) else f"more than {MAX_BACKFILL}"
         raise BackfillTooLarge(
             f"the range holds {count} occurrences of {task.name!r}; a backfill runs at most {MAX_BACKFILL}:"
             " split it into smaller ranges"
@@ -302,6 +318,16 @@ def previous_slot(spec: schedules.ScheduleSpec, anchor: datetime | None, moment:
             return found
         window *= 8
     return None
+
+
+def nearest_slots_to(spec: schedules.ScheduleSpec, anchor: datetime | None, moment: datetime) -> list[datetime] | None:
+    """None when `moment` is a slot of the schedule; otherwise the slots just before and after it
+    (those that exist). Walks up to a few thousand slots of a crontab or solar schedule."""
+    following = next_slot(spec, anchor, moment)
+    if following == moment:
+        return None
+    before = previous_slot(spec, anchor, moment)
+    return [slot for slot in (before, following) if slot is not None]
 
 
 def next_slot(spec: schedules.ScheduleSpec, anchor: datetime | None, moment: datetime) -> datetime | None:
@@ -459,13 +485,11 @@ async def _explain_missing(
             " the current schedule",
         )
     try:
-        spec = task.get_schedule()
-        anchor = _interval_anchor(task)
-        following = next_slot(spec, anchor, moment)
-        if following != moment:
-            before = previous_slot(spec, anchor, moment)
-            answer.nearest_slots = [slot for slot in (before, following) if slot is not None]
-            nearest = ", ".join(slot.isoformat() for slot in answer.nearest_slots) or "none nearby"
+        # In a thread: walking a crontab or solar schedule is CPU work (see nearest_slots).
+        nearest_slots = await asyncio.to_thread(nearest_slots_to, task.get_schedule(), _interval_anchor(task), moment)
+        if nearest_slots is not None:
+            answer.nearest_slots = nearest_slots
+            nearest = ", ".join(slot.isoformat() for slot in nearest_slots) or "none nearby"
             answer.say("not_a_slot", f"this time is not a slot of its schedule; the nearest slots: {nearest}")
     except (schedules.ScheduleError, OverflowError, ValueError) as error:
         answer.say("not_a_slot", f"its schedule cannot be computed ({error})")

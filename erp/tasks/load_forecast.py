@@ -22,6 +22,7 @@ a past or future window shows the slots beat fires; `start_time` and `expires` b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -266,7 +267,10 @@ async def forecast(start: datetime, end: datetime, *, session: AsyncSession) -> 
             window,
         )
     ).all()
-    counter.add_walked_groups(
+    # In threads: each distinct definition is walked in Python, CPU work that would hold up
+    # every other request on this event loop.
+    await asyncio.to_thread(
+        counter.add_walked_groups,
         crontabs,
         lambda row: schedules.CrontabSpec(
             row.minute, row.hour, row.day_of_week, row.day_of_month, row.month_of_year, row.timezone
@@ -286,7 +290,9 @@ async def forecast(start: datetime, end: datetime, *, session: AsyncSession) -> 
             window,
         )
     ).all()
-    counter.add_walked_groups(solars, lambda row: schedules.SolarSpec(row.event, row.latitude, row.longitude))
+    await asyncio.to_thread(
+        counter.add_walked_groups, solars, lambda row: schedules.SolarSpec(row.event, row.latitude, row.longitude)
+    )
 
     if counter.not_computable:
         logger.warning(

@@ -92,3 +92,38 @@ def test_without_redis_dispatch_is_a_quick_503_and_the_api_keeps_answering(migra
                 slow.join()
     finally:
         assert stopped_cleanly(web)
+
+
+def test_a_request_that_walks_a_long_schedule_does_not_hold_up_the_others(stack, clean_tables, make_user):
+    """A backfill walks up to a thousand solar slots (about a millisecond each): that work runs
+    beside the event loop, so the web process keeps answering other requests meanwhile."""
+    admin = make_user(role=None, superuser=True)
+    with httpx.Client(base_url=stack["url"], headers=admin.headers, timeout=30) as client:
+        created = client.post(
+            "/api/v1/admin/periodic-tasks",
+            json={
+                "name": "e2e solar",
+                "task": "erp.ping",
+                "schedule": {"kind": "solar", "event": "dusk_astronomical", "latitude": 78.2, "longitude": 15.6},
+                "enabled": False,
+            },
+        )
+        assert created.status_code == 201, created.text
+        backfill_url = f"/api/v1/admin/periodic-tasks/{created.json()['id']}/backfill"
+        answers: list[httpx.Response] = []
+
+        def backfill() -> None:
+            body = {"from": "2000-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}
+            answers.append(client.post(backfill_url, json=body))
+
+        walker = threading.Thread(target=backfill)
+        walker.start()
+        live_answers = 0
+        with httpx.Client(base_url=stack["url"], timeout=30) as other:
+            while walker.is_alive():
+                assert other.get("/health/live").status_code == 200
+                live_answers += walker.is_alive()  # answered while the backfill was still running
+                time.sleep(0.02)
+        walker.join()
+    assert live_answers >= 5, f"{live_answers} other requests answered while the backfill ran"
+    assert answers[0].status_code == 422 and "more than 1000" in answers[0].json()["error"]["message"]
