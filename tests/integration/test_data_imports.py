@@ -152,6 +152,35 @@ def test_progress_is_seen_at_least_twice_during_a_long_import(api_client, in_pro
     assert seen[0]["stage"] == "importing" and 0 < seen[0]["percent"] <= 100
 
 
+def test_rows_of_an_order_apart_from_its_others_fail_in_one_chunk_and_across_chunks(
+    api_client, in_process_worker, users, sync_engine, monkeypatch
+):
+    """An order is imported whole from its first group of rows; a later row of the same order
+    fails, naming why, whether it lands in the same chunk or in a later one."""
+    member, _ = users
+    monkeypatch.setattr(get_settings(), "DATA_IMPORT_CHUNK_ROWS", 200)
+    rows = list(sales_csv.good_rows(1_000, seed=5, prefix="SPLIT"))
+    good = sales_csv.expected(rows)
+    near, far = list(rows[10]), list(rows[400])
+    # rows[10]'s order again a few rows on (same chunk); rows[400]'s order again ~400 rows on.
+    lines = sales_csv.insert_between_orders(rows, [near, far], [20, 800])
+    accepted = upload(api_client, member, sales_csv.csv_bytes(rows))
+    assert accepted.status_code == 202, accepted.text
+    result = finished_import(api_client, member, accepted.json())
+    assert (result["rows_read"], result["rows_imported"], result["rows_failed"], result["rows_skipped"]) == (
+        1_002,
+        1_000,
+        2,
+        0,
+    )
+    assert result["orders_imported"] == good.orders
+    assert [error["line_number"] for error in result["errors"]] == lines
+    same_chunk, later_chunk = (error["reason"] for error in result["errors"])
+    assert f"order {near[0]!r} appeared already at line" in same_chunk
+    assert f"order {far[0]!r} appeared already earlier in this file" in later_chunk
+    assert database_figures(sync_engine, member.organization_id) == (good.orders, good.lines, good.amount_by_currency)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
