@@ -20,6 +20,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     task_retry,
+    worker_before_create_process,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -204,6 +205,7 @@ def _carry_request_id(headers: dict[str, Any] | None = None, **_: object) -> Non
 
 # Around each task: log context and figures for /metrics; at shutdown: the grace period.
 worker_init.connect(worker_hooks.remember_worker, weak=False)
+worker_before_create_process.connect(worker_hooks.freeze_before_fork, weak=False)
 worker_process_init.connect(worker_hooks.child_ignores_sigterm, weak=False)
 worker_shutting_down.connect(worker_hooks.shutting_down, weak=False)
 task_prerun.connect(worker_hooks.task_started, weak=False)

@@ -3,8 +3,10 @@ worker's peak memory as the file grows.
 
 For each size: a CSV of valid rows (orders of 1-3 lines) is written to disk, stored through the
 upload service, and imported by a real prefork worker (one child, started fresh for each size
-so its peak RSS, VmHWM, belongs to that import alone). The import's time is its row's
-started_at -> finished_at. Two baselines, in the same run on the same rows:
+so its peak RSS, VmHWM, belongs to that size's imports alone). The import's time is its row's
+started_at -> finished_at. Each size runs `--rounds` rounds (COPY into the same tables, then the
+import, each on empty tables) and reports the medians and each round's ratio. Two baselines,
+in the same run on the same rows:
 
 - COPY into the same tables: the orders and lines the import writes, prepared beforehand in
   Python (not timed), loaded with `COPY sales_orders` and `COPY sales_order_lines` (same
@@ -19,11 +21,13 @@ import argparse
 import asyncio
 import csv
 import io
+import statistics
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import psycopg2
 from sqlalchemy.engine import make_url
@@ -179,27 +183,34 @@ def memory_kib(pid: int, field: str) -> int:
     raise LookupError(field)
 
 
-def measure(path: Path, rows: int) -> dict[str, float]:
-    organization_id, user_id = reset_sales()
+def measure(path: Path, rows: int, rounds: int) -> dict[str, Any]:
+    """`rounds` rounds of COPY into the same tables then the import, each on empty tables; the
+    medians, and each round's ratio (this machine's timings vary by a fifth from run to run)."""
     copy = copy_seconds(path)
-    same_tables_copy = same_tables_copy_seconds(path, organization_id)
-    import_id = asyncio.run(store_upload(path, organization_id, user_id))
     # INFO: start_worker waits for the "ready." line, which WARNING would hide.
     worker = start_worker("--concurrency", "1", name="bench-import-worker", env={"LOG_LEVEL": "INFO"})
     try:
         child = child_pid(worker)
         idle_rss = memory_kib(child, "VmRSS")
-        import_sales_orders.apply_async((import_id,)).get(timeout=3600)
+        copies, imports = [], []
+        for _ in range(rounds):
+            organization_id, _user_id = reset_sales()
+            copies.append(same_tables_copy_seconds(path, organization_id))
+            organization_id, user_id = reset_sales()
+            import_id = asyncio.run(store_upload(path, organization_id, user_id))
+            import_sales_orders.apply_async((import_id,)).get(timeout=3600)
+            seconds, imported = import_figures(import_id)
+            assert imported == rows, f"imported {imported} of {rows} rows"
+            imports.append(seconds)
         peak_rss = memory_kib(child, "VmHWM")
     finally:
         worker.stop()
-    seconds, imported = import_figures(import_id)
-    assert imported == rows, f"imported {imported} of {rows} rows"
     return {
         "rows": rows,
-        "import_rate": rows / seconds,
+        "import_rate": rows / statistics.median(imports),
         "copy_rate": rows / copy,
-        "same_tables_rate": rows / same_tables_copy,
+        "same_tables_rate": rows / statistics.median(copies),
+        "round_ratios": [copied / imported for copied, imported in zip(copies, imports, strict=True)],
         "idle_mib": idle_rss / 1024,
         "peak_mib": peak_rss / 1024,
         "mb": path.stat().st_size / 1e6,
@@ -212,30 +223,32 @@ def main() -> None:
     parser.add_argument(
         "--sizes", default="10000,100000", help="rows per file, comma-separated (add 1000000 for the largest point)"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of COPY and import per size (medians)")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     recreate_database()
-    results = []
+    results: list[dict[str, Any]] = []
     try:
-        run_sizes(sizes, results)
+        run_sizes(sizes, args.rounds, results)
     finally:
         for process in ManagedProcess.started:  # a worker that failed to start is stopped too
             process.stop(timeout=10)
     print("target: import >= 0.5 of COPY at 100,000 rows; the worker's peak RSS flat as the file grows")
 
 
-def run_sizes(sizes: list[int], results: list[dict[str, float]]) -> None:
+def run_sizes(sizes: list[int], rounds: int, results: list[dict[str, Any]]) -> None:
     with TemporaryDirectory() as folder:
         for rows in sizes:
             path = Path(folder) / f"orders-{rows}.csv"
             write_csv(path, rows)
-            results.append(measure(path, rows))
+            results.append(measure(path, rows, rounds))
             path.unlink()
             result = results[-1]
             print(
                 f"{rows:>9,} rows ({result['mb']:.1f} MB): import {result['import_rate']:>8,.0f} rows/s;"
                 f" COPY into the same tables {result['same_tables_rate']:>9,.0f} rows/s"
-                f" (import / it {result['import_rate'] / result['same_tables_rate']:.2f});"
+                f" (import / it {result['import_rate'] / result['same_tables_rate']:.2f},"
+                f" rounds {', '.join(f'{ratio:.2f}' for ratio in result['round_ratios'])});"
                 f" bare COPY {result['copy_rate']:>9,.0f} rows/s"
                 f" (import / it {result['import_rate'] / result['copy_rate']:.2f});"
                 f" worker child RSS idle {result['idle_mib']:.0f} MiB, peak {result['peak_mib']:.0f} MiB",

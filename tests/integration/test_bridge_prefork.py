@@ -94,3 +94,10 @@ def test_nested_run_service_is_refused_at_once_with_a_clear_error(prefork_worker
         bridge_tasks.nested_service_task.delay(2).get(timeout=60)
     assert time.monotonic() - started < 10, "refused at once, not after the pool's 30 s timeout"
     assert bridge_tasks.backend_pid_task.delay().get(timeout=20)
+
+
+def test_a_pool_child_starts_with_what_it_inherits_frozen_out_of_the_collector(prefork_worker):
+    """gc.freeze() before each fork: the child's full collections walk only what it made."""
+    state = bridge_tasks.garbage_collector_state.delay().get(timeout=30)
+    assert state["frozen"] > 50_000, state
+    assert state["tracked"] < state["frozen"] / 2, state

@@ -152,6 +152,42 @@ def test_progress_is_seen_at_least_twice_during_a_long_import(api_client, in_pro
     assert seen[0]["stage"] == "importing" and 0 < seen[0]["percent"] <= 100
 
 
+def test_control_characters_fail_their_row_and_the_rest_is_imported(api_client, in_process_worker, users, sync_engine):
+    """U+0000 (which PostgreSQL cannot store) and other control characters (which no XLSX cell
+    holds) in a text field fail that row, naming it; before, U+0000 failed the whole import."""
+    member, _ = users
+    rows = list(sales_csv.good_rows(500, seed=9, prefix="CTRL"))
+    good = sales_csv.expected(rows)
+    bad = [
+        ["CTRL-NUL", "2026-03-01", "Acme\x00 GmbH", "EUR", "Product 1", "1", "9.99"],
+        ["CTRL-BEL", "2026-03-01", "Acme", "EUR", "Widget\x07", "1", "9.99"],
+    ]
+    lines = sales_csv.insert_between_orders(rows, bad, [100, 300])
+    result = finished_import(api_client, member, upload(api_client, member, sales_csv.csv_bytes(rows)).json())
+    assert (result["status"], result["rows_imported"], result["rows_failed"]) == ("done", 500, 2)
+    assert [(error["line_number"], error["reason"]) for error in result["errors"]] == [
+        (lines[0], "customer holds the control character U+0000 at position 5"),
+        (lines[1], "product holds the control character U+0007 at position 7"),
+    ]
+    assert database_figures(sync_engine, member.organization_id) == (good.orders, good.lines, good.amount_by_currency)
+
+    report = api_client.post(
+        f"/api/v1/organizations/{member.organization_id}/reports/sales",
+        json={"date_from": "2026-01-01", "date_to": "2026-12-31", "group_by": "customer", "format": "xlsx"},
+        headers=member.headers,
+    )
+    assert report.status_code == 202, report.text
+    status = wait_for(
+        lambda: (
+            (s := api_client.get(report.json()["status_url"], headers=member.headers).json())["state"]
+            in ("SUCCESS", "FAILURE")
+            and s
+        ),
+        timeout=60,
+    )
+    assert status["state"] == "SUCCESS", status
+
+
 def test_rows_of_an_order_apart_from_its_others_fail_in_one_chunk_and_across_chunks(
     api_client, in_process_worker, users, sync_engine, monkeypatch
 ):

@@ -128,3 +128,11 @@ def count_run_task(self, seconds: float = 0.0) -> str:
 def always_fails_task(self) -> None:
     run_service(record_run, self.request.id, "started")
     raise RuntimeError("this task always fails")
+
+
+@celery_app.task(name="tests.garbage_collector_state")
+def garbage_collector_state() -> dict[str, int]:
+    """What the collector of the child running this task tracks: frozen, and in its generations."""
+    import gc
+
+    return {"frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects())}

@@ -178,12 +178,22 @@ class SalesRow:
     unit_price_cents: int  # the same amount in cents: totals are added up exactly as integers
 
 
+# Control characters a text field may not hold: PostgreSQL cannot store U+0000, and an XLSX
+# cell (a sales report) cannot hold any of these; tab, line feed and carriage return are text.
+_CONTROL_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f"
+_CONTROL_CHARACTER = re.compile(f"[{_CONTROL_CHARACTERS}]")
+
+
 def _text(name: str, value: str) -> str:
     value = value.strip()
     if not value:
         raise RowProblem(f"{name} is empty")
     if len(value) > _TEXT_LIMITS[name]:
         raise RowProblem(f"{name} is longer than {_TEXT_LIMITS[name]} characters")
+    if control := _CONTROL_CHARACTER.search(value):
+        raise RowProblem(
+            f"{name} holds the control character U+{ord(control.group()):04X} at position {control.start() + 1}"
+        )
     return value
 
 
@@ -195,13 +205,15 @@ def column_picker(columns: tuple[int, ...]) -> ColumnPicker:
     return operator.itemgetter(*columns)
 
 
-# The four formatted fields of a good row, stripped and joined by spaces, match this at once
-# (none of the four patterns matches a space, so each field matches its own pattern); a row
-# that does not is checked field by field, for the message.
+# The four formatted fields of a good row, stripped and joined by spaces, then its three text
+# fields, match this at once (none of the four patterns matches a space, so each field matches
+# its own pattern; the text holds no control character); a row that does not is checked field
+# by field, for the message.
 _FORMATTED = re.compile(
-    "(?:{}) (?:{}) (?:{}) (?:{})".format(
+    "(?:{}) (?:{}) (?:{}) (?:{}) ".format(
         *(pattern.pattern.removesuffix(r"\Z") for pattern in (_DATE, _CURRENCY, _QUANTITY, _PRICE))
     )
+    + f"[^{_CONTROL_CHARACTERS}]*"
     + r"\Z"
 )
 _MAX_ORDER_NUMBER, _MAX_CUSTOMER, _MAX_PRODUCT = (
@@ -220,7 +232,7 @@ def parse_row(fields: list[str], pick: ColumnPicker, line: int) -> SalesRow:
         0 < len(number) <= _MAX_ORDER_NUMBER
         and 0 < len(customer) <= _MAX_CUSTOMER
         and 0 < len(product) <= _MAX_PRODUCT
-        and _FORMATTED.match(f"{day} {currency} {quantity} {price}")
+        and _FORMATTED.match(f"{day} {currency} {quantity} {price} {number}\t{customer}\t{product}")
     ):
         _explain(number, day, customer, currency, product, quantity, price)
     _calendar_date(day)

@@ -123,6 +123,10 @@ def test_a_valid_row():
         ({"unit_price": "1.005"}, "at most 2 decimals"),
         ({"unit_price": "1_000"}, "amount such as 12.50"),
         ({"product": "x" * 201}, "product is longer than 200 characters"),
+        # PostgreSQL cannot store U+0000; no XLSX cell (a sales report) can hold these.
+        ({"customer": "Ac\x00me"}, "customer holds the control character U[+]0000 at position 3"),
+        ({"product": "Widget\x07"}, "product holds the control character U[+]0007 at position 7"),
+        ({"order_number": "SO\x0b1"}, "order_number holds the control character U[+]000B at position 3"),
     ],
 )
 def test_a_bad_row_names_the_column_and_why(changes, message):
@@ -137,6 +141,10 @@ def test_a_bad_row_names_the_column_and_why(changes, message):
 def test_a_price_is_kept_as_postgresql_reads_it_and_in_cents(price, text, cents):
     parsed = parse_row(row(unit_price=price), PICK, 2)
     assert (parsed.unit_price, parsed.unit_price_cents) == (text, cents)
+
+
+def test_tabs_and_line_breaks_inside_a_text_field_are_text():
+    assert parse_row(row(customer="Acme\tEurope\r\nBranch"), PICK, 2).customer == "Acme\tEurope\r\nBranch"
 
 
 def test_a_row_with_several_problems_names_the_one_checked_first():
