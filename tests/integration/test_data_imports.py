@@ -15,7 +15,7 @@ from erp.core import task_owners
 from erp.core.celery_app import celery_app
 from erp.core.config import get_settings
 from tests.support import sales_csv
-from tests.support.scheduling import wait_for
+from tests.support.task_status import finished_task
 
 BAD_ROWS = [
     ["BAD-1", "2026-02-30", "Customer 01", "EUR", "Product 1", "1", "9.99"],
@@ -46,14 +46,7 @@ def upload(api_client, user, body: bytes, **params):
 
 
 def finished_import(api_client, user, accepted: dict, timeout: float = 60) -> dict:
-    status = wait_for(
-        lambda: (
-            (s := api_client.get(accepted["status_url"], headers=user.headers).json())["state"]
-            in ("SUCCESS", "FAILURE")
-            and s
-        ),
-        timeout=timeout,
-    )
+    status = finished_task(api_client, user.headers, accepted["status_url"], timeout)
     assert status["state"] == "SUCCESS", status
     return api_client.get(accepted["import_url"], headers=user.headers, params={"errors": 100}).json()
 
@@ -177,14 +170,7 @@ def test_control_characters_fail_their_row_and_the_rest_is_imported(api_client, 
         headers=member.headers,
     )
     assert report.status_code == 202, report.text
-    status = wait_for(
-        lambda: (
-            (s := api_client.get(report.json()["status_url"], headers=member.headers).json())["state"]
-            in ("SUCCESS", "FAILURE")
-            and s
-        ),
-        timeout=60,
-    )
+    status = finished_task(api_client, member.headers, report.json()["status_url"])
     assert status["state"] == "SUCCESS", status
 
 

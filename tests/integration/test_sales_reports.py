@@ -20,7 +20,7 @@ from erp.core import task_owners
 from erp.core.celery_app import celery_app
 from erp.features.reports.exceptions import InvalidReportParameters
 from erp.features.reports.tasks import generate_sales_report
-from tests.support.scheduling import wait_for
+from tests.support.task_status import finished_task
 
 CURRENCIES = ("EUR", "USD", "JPY")
 
@@ -100,14 +100,7 @@ def run_report(api_client, user, organization_id: int, body: dict) -> dict:
         f"/api/v1/organizations/{organization_id}/reports/sales", json=body, headers=user.headers
     )
     assert accepted.status_code == 202, accepted.text
-    status = wait_for(
-        lambda: (
-            (s := api_client.get(accepted.json()["status_url"], headers=user.headers).json())["state"]
-            in ("SUCCESS", "FAILURE")
-            and s
-        ),
-        timeout=60,
-    )
+    status = finished_task(api_client, user.headers, accepted.json()["status_url"])
     assert status["state"] == "SUCCESS", status
     return status["result"]
 
