@@ -263,7 +263,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 for task in tasks
             ]
             run_ledger.record_occurrences(
-                session, [occurrence for _, occurrences in planned for occurrence in occurrences]
+                session, [occurrence for _, occurrences in planned for occurrence in occurrences], now
             )
             updates = [update for update, _ in planned]
             for task, update in zip(tasks, updates, strict=True):

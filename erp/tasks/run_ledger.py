@@ -21,8 +21,9 @@ from erp.tasks.scheduler_models import PeriodicTaskAlertDB, PeriodicTaskDB, Peri
 _RECORD = text(
     """
     INSERT INTO periodic_task_runs
-        (periodic_task_id, periodic_task_name, task_name, origin, scheduled_at, due_at, message_id, state, skip_reason)
-    SELECT * FROM unnest(
+        (periodic_task_id, periodic_task_name, task_name, origin, scheduled_at, due_at, message_id, state, skip_reason,
+         planned_at)
+    SELECT *, CAST(:planned_at AS timestamptz) FROM unnest(
         CAST(:task_ids AS bigint[]), CAST(:names AS text[]), CAST(:task_names AS text[]), CAST(:origins AS text[]),
         CAST(:scheduled AS timestamptz[]), CAST(:due AS timestamptz[]), CAST(:message_ids AS text[]),
         CAST(:states AS text[]), CAST(:reasons AS text[])
@@ -32,8 +33,11 @@ _RECORD = text(
 )
 
 
-def record_occurrences(session: Session, occurrences: Sequence[Occurrence]) -> None:
+def record_occurrences(session: Session, occurrences: Sequence[Occurrence], planned_at: datetime) -> None:
     """Insert the occurrences; one already in the ledger (same task and slot) is left as it is.
+
+    `planned_at` is the moment beat planned them for (its tick's `now`, the moment the misfire
+    grace and the overlap policy were judged at), not when the insert ran.
 
     One statement with arrays for the whole batch: its SQL is the same for any batch (prepared
     once), where a multi-row VALUES would be compiled anew for each size, costing more than the
@@ -53,6 +57,7 @@ def record_occurrences(session: Session, occurrences: Sequence[Occurrence]) -> N
             "message_ids": [occurrence.message_id for occurrence in occurrences],
             "states": [occurrence.state for occurrence in occurrences],
             "reasons": [occurrence.skip_reason for occurrence in occurrences],
+            "planned_at": planned_at,
         },
     )
 
