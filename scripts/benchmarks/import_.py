@@ -4,7 +4,7 @@ worker's peak memory as the file grows.
 For each size: a CSV of valid rows (orders of 1-3 lines) is written to disk, stored through the
 upload service, and imported by a real prefork worker (one child, started fresh for each size
 so its peak RSS, VmHWM, belongs to that size's imports alone). The import's time is its row's
-started_at -> finished_at. Each size runs `--rounds` rounds (COPY into the same tables, then the
+started_at -> finished_at. Each size runs `--rounds` rounds (7) (COPY into the same tables, then the
 import, each on empty tables) and reports the medians and each round's ratio. Two baselines,
 in the same run on the same rows:
 
@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument(
         "--sizes", default="10000,100000", help="rows per file, comma-separated (add 1000000 for the largest point)"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of COPY and import per size (medians)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of COPY and import per size (medians)")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     recreate_database()
