@@ -113,6 +113,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self._last_prune = 0.0
         # Due rows another beat held locked at the end of the last tick, as (id, next_run_at).
         self._held_elsewhere: set[tuple[int, datetime]] = set()
+        self._runs_held_elsewhere: set[int] = set()
         super().__init__(*args, **kwargs)
 
     # --- Celery's Scheduler interface ---------------------------------------------------------
@@ -278,6 +279,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         while True:
             with Session(self.engine) as session, session.begin():
                 due = run_ledger.claim_due_runs(session, now, PUBLISH_BATCH)
+                self._note_runs_taken_over(due, now)
                 gone = [run.run_id for run in due if run.task is None]
                 messages: list[OutgoingTask] = []
                 sent: list[int] = []
@@ -335,14 +337,33 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         return _cached_routing_problem(self.app, task.task, task.queue, task.exchange, task.routing_key)
 
     def _note_rows_held_elsewhere(self, now: datetime) -> None:
-        """Remember the rows still due after this tick: another beat holds them locked."""
+        """Remember the rows and the planned occurrences still due after this tick: another
+        beat holds them locked (planning the rows, or publishing the occurrences)."""
         with self.engine.connect() as connection:
             held = connection.execute(
                 select(PeriodicTaskDB.id, PeriodicTaskDB.next_run_at)
                 .where(PeriodicTaskDB.enabled, PeriodicTaskDB.next_run_at <= now)
                 .limit(BATCH_SIZE)
             ).all()
+            self._runs_held_elsewhere = set(run_ledger.planned_run_ids_due(connection, now, PUBLISH_BATCH))
         self._held_elsewhere = {(row.id, row.next_run_at) for row in held}
+
+    def _note_runs_taken_over(self, due: Sequence[run_ledger.DueRun], now: datetime) -> None:
+        """Say so when occurrences another beat held while publishing come to this beat.
+
+        A healthy beat publishes what it planned within milliseconds; occurrences still held a
+        tick later, then free, were held by a beat that froze or lost its host until PostgreSQL
+        ended its session.
+        """
+        if not self._runs_held_elsewhere:
+            return
+        taken = [run for run in due if run.run_id in self._runs_held_elsewhere]
+        if taken:
+            logger.warning(
+                "beat: took over %d occurrence(s) another beat held while publishing (it stopped answering)",
+                len(taken),
+                extra={"action": "runs_taken_over"},
+            )
 
     def _note_takeover(self, tasks: Sequence[PeriodicTaskDB], now: datetime) -> None:
         """Say so when rows another beat held, at the same due time, come to this beat.

@@ -146,6 +146,17 @@ def release_held(session: Session, now: datetime) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def planned_run_ids_due(connection: Connection, now: datetime, limit: int) -> list[int]:
+    """Up to `limit` planned occurrences due at `now` (after a tick: those another beat holds)."""
+    return list(
+        connection.execute(
+            select(PeriodicTaskRunDB.id)
+            .where(PeriodicTaskRunDB.state == "planned", PeriodicTaskRunDB.due_at <= now)
+            .limit(limit)
+        ).scalars()
+    )
+
+
 def next_due_after(connection: Connection, now: datetime) -> tuple[datetime | None, bool]:
     """When the earliest planned occurrence after `now` falls due (jitter can put it after its
     slot), and whether any planned occurrence is due at `now` already."""

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from tests.support.processes import start_beat
 from tests.support.scheduling import (
     add_interval_task,
-    beat_in_transaction,
+    beat_holds_row_locks,
     get_task,
     queued_runs,
     update_task,
@@ -134,17 +134,18 @@ def test_a_frozen_beat_loses_its_rows_to_another_beat_within_30_seconds(empty_sc
             message="both beats tick",
         )
         wait_for(lambda: len(queued_runs("frozen-")) >= 2 * len(names), timeout=20, message="the beats send every row")
-        # Stop it while it holds due rows locked inside a transaction (it often does: each tick
-        # plans and advances a batch of rows).
+        # Stop it while it holds rows locked: schedule rows it is planning, or occurrences it is
+        # publishing (each tick does both, for a batch at a time).
+        held = ("periodic_tasks", "periodic_task_runs")
         for _ in range(500):
-            if beat_in_transaction(sync_engine, pid, "periodic_tasks"):
+            if beat_holds_row_locks(sync_engine, pid, held):
                 os.kill(pid, signal.SIGSTOP)
-                if beat_in_transaction(sync_engine, pid, "periodic_tasks"):
+                if beat_holds_row_locks(sync_engine, pid, held):
                     break
                 os.kill(pid, signal.SIGCONT)
             time.sleep(0.01)
         else:
-            pytest.fail("never caught beat holding rows inside a transaction")
+            pytest.fail("never caught beat holding rows locked")
         stopped_at = utcnow()
         commits_before = transactions_committed(sync_engine)
 

@@ -146,6 +146,23 @@ def beat_in_transaction(engine, pid: int, table: str) -> bool:
         )
 
 
+def beat_holds_row_locks(engine, pid: int, tables: tuple[str, ...]) -> bool:
+    """Does the beat process `pid` hold row locks in any of `tables` (pgrowlocks)? A beat inside
+    a transaction may hold only a table lock (a plain read); this says it holds rows."""
+    with engine.begin() as connection:
+        connection.execute(text("CREATE EXTENSION IF NOT EXISTS pgrowlocks"))
+        return any(
+            connection.execute(
+                text(
+                    "SELECT 1 FROM pgrowlocks(:table) AS locks, pg_stat_activity AS activity"
+                    " WHERE activity.application_name = :name AND activity.pid = ANY(locks.pids)"
+                ),
+                {"table": table, "name": f"erp-beat:{pid}"},
+            ).first()
+            for table in tables
+        )
+
+
 def ledger_rows(engine, name_prefix: str) -> list:
     """The run ledger's rows of the periodic tasks whose name starts with `name_prefix`."""
     with engine.connect() as connection:
