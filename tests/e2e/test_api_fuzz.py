@@ -17,8 +17,9 @@ from erp.core.config import get_settings
 from erp.models import Base
 from tests.support import api_fuzz
 
-# Per operation and phase: some 3,000 to 4,000 requests per caller, about a minute each here.
-MAX_EXAMPLES = 60
+# Per operation and phase: some 4,500 requests per caller (most from the coverage phase), about a
+# minute each here.
+MAX_EXAMPLES = 40
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +45,7 @@ def assert_no_failures(run) -> None:
     assert run.returncode == 0, f"schemathesis found failures:\n{run.stdout[-20000:]}\n{run.stderr[-4000:]}"
     # And it did test: every operation, thousands of requests.
     counts = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
+    print(f"schemathesis: {counts[0] if counts else 'no count'}")
     assert counts and int(counts[1]) == int(counts[2]) > 2000, run.stdout[-4000:]
     operations = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", run.stdout)
     assert operations and operations[1] == operations[2] == operations[3], run.stdout[-4000:]
