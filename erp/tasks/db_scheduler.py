@@ -386,22 +386,21 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def _seconds_until_next_run(self, now: datetime) -> float:
         """Until the next row or occurrence falls due after this tick's `now`.
 
-        Whatever was due at `now` and is still due after a whole tick is locked by another beat:
-        this beat looks at it again after HELD_ELSEWHERE_RECHECK_SECONDS, not at once.
+        Whatever was due at `now` and is still due after a whole tick is locked by another beat
+        (`_note_rows_held_elsewhere` noted it): this beat looks at it again after
+        HELD_ELSEWHERE_RECHECK_SECONDS, not at once.
         """
         next_run_at = PeriodicTaskDB.next_run_at
         with self.engine.connect() as connection:
-            row = connection.execute(
-                select(func.min(next_run_at).filter(next_run_at > now), func.bool_or(next_run_at <= now)).where(
-                    PeriodicTaskDB.enabled
-                )
-            ).one()
-            next_due_at, runs_held = run_ledger.next_due_after(connection, now)
-        moments = [moment for moment in (row[0], next_due_at) if moment is not None]
+            next_row_at = connection.execute(
+                select(func.min(next_run_at)).where(PeriodicTaskDB.enabled, next_run_at > now)
+            ).scalar()
+            next_due_at = run_ledger.next_due_after(connection, now)
+        moments = [moment for moment in (next_row_at, next_due_at) if moment is not None]
         wait = self.sync_every_seconds
         if moments:
             wait = max(0.0, (min(moments) - datetime.now(UTC)).total_seconds())
-        if row[1] or runs_held:
+        if self._held_elsewhere or self._runs_held_elsewhere:
             wait = min(wait, HELD_ELSEWHERE_RECHECK_SECONDS)
         return wait
 

@@ -157,16 +157,15 @@ def planned_run_ids_due(connection: Connection, now: datetime, limit: int) -> li
     )
 
 
-def next_due_after(connection: Connection, now: datetime) -> tuple[datetime | None, bool]:
+def next_due_after(connection: Connection, now: datetime) -> datetime | None:
     """When the earliest planned occurrence after `now` falls due (jitter can put it after its
-    slot), and whether any planned occurrence is due at `now` already."""
-    due_at = PeriodicTaskRunDB.due_at
-    row = connection.execute(
-        select(func.min(due_at).filter(due_at > now), func.bool_or(due_at <= now)).where(
-            PeriodicTaskRunDB.state == "planned"
+    slot); those due already are another beat's (see DatabaseScheduler._note_rows_held_elsewhere)."""
+    value: datetime | None = connection.execute(
+        select(func.min(PeriodicTaskRunDB.due_at)).where(
+            PeriodicTaskRunDB.state == "planned", PeriodicTaskRunDB.due_at > now
         )
-    ).one()
-    return row[0], bool(row[1])
+    ).scalar()
+    return value
 
 
 @dataclass(frozen=True)
