@@ -24,9 +24,9 @@ from erp.accounts.models import OrganizationDB
 from erp.core.caller import Caller
 from erp.core.db import run_with_session
 from erp.sales.models import SalesOrderDB, SalesOrderLineDB
-from erp.tasks import service as periodic_tasks
+from erp.tasks.api import periodic_tasks
+from erp.tasks.api.periodic_tasks_schemas import IntervalIn, PeriodicTaskCreate
 from erp.tasks.scheduler_models import PeriodicTaskDB
-from erp.tasks.schemas import IntervalIn, PeriodicTaskCreate
 
 DEMO_EMAIL = "admin@example.com"
 DEMO_ORGANIZATION = "Demo"

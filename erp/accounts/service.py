@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from erp.accounts.models import ApiTokenDB, MembershipDB, OrganizationDB, UserDB
 from erp.core import tokens
+from erp.core.clock import utcnow
 from erp.core.errors import ConflictError, NotFoundError
 
 # last_used_at is written at most this often per token, not on every request.
@@ -26,10 +27,6 @@ class Membership:
     organization_id: int
     organization_name: str
     role: str
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _commit_unique(session: AsyncSession, message: str) -> None:
@@ -109,7 +106,7 @@ async def create_token(
         name=name,
         prefix=tokens.display_prefix(secret),
         token_hash=tokens.token_digest(secret),
-        expires_at=_utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
+        expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
     )
     session.add(row)
     await session.commit()
@@ -125,7 +122,7 @@ async def revoke_token(user_id: int, token_id: int, *, session: AsyncSession) ->
     if row is None or row.user_id != user_id:
         raise NotFoundError(f"you have no token {token_id}")
     if row.revoked_at is None:
-        row.revoked_at = _utcnow()
+        row.revoked_at = utcnow()
         await session.commit()
     return row
 
@@ -135,7 +132,7 @@ async def revoke_tokens_named(user_id: int, name: str, *, session: AsyncSession)
     await session.execute(
         update(ApiTokenDB)
         .where(ApiTokenDB.user_id == user_id, ApiTokenDB.name == name, ApiTokenDB.revoked_at.is_(None))
-        .values(revoked_at=_utcnow())
+        .values(revoked_at=utcnow())
     )
     await session.commit()
 
@@ -180,7 +177,7 @@ async def authenticate(secret: str, *, connection: AsyncConnection) -> Authentic
     if not rows:
         raise AuthenticationError("unknown token")
     token_id, revoked_at, expires_at, last_used_at, user_id, email, is_active, is_superuser = rows[0][:8]
-    now = _utcnow()
+    now = utcnow()
     if revoked_at is not None:
         raise AuthenticationError("this token has been revoked")
     if expires_at is not None and now >= expires_at:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from erp.accounts import router as accounts_router
-from erp.core import broker, health, metrics, metrics_router, task_owners
+from erp.core import broker, metrics, metrics_router, probes, task_owners
 from erp.core.db import dispose_web_engine
 from erp.core.http_errors import install_error_handlers
 from erp.core.logging import configure_logging
@@ -20,10 +20,13 @@ from erp.core.request_ids import RequestIdMiddleware
 from erp.features.data_processing import router as data_processing_router
 from erp.features.ping import router as ping_router
 from erp.features.reports import router as reports_router
-from erp.tasks import beat_metrics, health_check_router, ledger_router
-from erp.tasks import health_router as beat_health_router
-from erp.tasks import router as periodic_tasks_router
-from erp.tasks import status_router as task_status_router
+from erp.tasks.api import (
+    beat_heartbeats,
+    health_checks_router,
+    ledger_router,
+    periodic_tasks_router,
+    task_status_router,
+)
 
 
 @asynccontextmanager
@@ -48,9 +51,9 @@ def create_app() -> FastAPI:
     # The request id outermost, so every line of a request (access log included) carries it.
     app.add_middleware(metrics.HttpMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    app.include_router(health.router)
-    app.include_router(metrics_router.build_router(beat_metrics.heartbeat_age_families))
-    app.include_router(beat_health_router.router)
+    app.include_router(probes.router)
+    app.include_router(metrics_router.build_router(beat_heartbeats.heartbeat_age_families))
+    app.include_router(beat_heartbeats.router)
     # Feature routers before the generic task-status router: `/api/v1/tasks/ping` must not be
     # read as a task id.
     app.include_router(ping_router.router)
@@ -59,6 +62,6 @@ def create_app() -> FastAPI:
     app.include_router(periodic_tasks_router.router)
     app.include_router(reports_router.router)
     app.include_router(data_processing_router.router)
-    app.include_router(health_check_router.router)
+    app.include_router(health_checks_router.router)
     app.include_router(ledger_router.router)
     return app

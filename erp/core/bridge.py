@@ -10,32 +10,55 @@ through `asgiref.sync.async_to_sync`, commits when it returns and rolls back whe
 Why a long-lived loop: `async_to_sync` called from a thread with no running loop creates a new
 thread and event loop per call, and a pooled `AsyncEngine` is bound to the loop that opened its
 connections ("attached to a different loop" on the second task). A NullPool engine avoids that
-but opens a PostgreSQL connection per task (about 30x slower). So each worker process runs one
+but opens a PostgreSQL connection per task (about 18x slower). So each worker process runs one
 event loop in a daemon thread, owns one pooled engine used only on that loop, and points
 `async_to_sync` at that loop (asgiref's `SyncToAsync.threadlocal.main_event_loop`, the same hook
 it uses when called inside `sync_to_async`). Everything is created lazily per process id, so a
-prefork child never reuses a loop, thread or connection from its parent.
+prefork child never reuses a loop, thread or connection from its parent. How this pool fits
+with the worker's other way to PostgreSQL, and the web's and beat's, is in erp.core.db.
 
 A soft time limit raises `SoftTimeLimitExceeded` in the waiting task thread; the coroutine is
 then cancelled on the loop (its session rolls back) before the exception propagates. A
 coroutine the cancel cannot reach in time (it blocks the loop) still never commits: the task
 has given up, and the commit checks that first (`_RunningCall`).
+
+PostgreSQL restarting: a service whose connection is lost before it commits (or that cannot
+connect, while the server starts up) has had nothing committed, so it is run again from the
+start in a new session, with back-off, for up to `WORKER_DATABASE_WAIT_SECONDS`. A service must
+therefore not do work outside the database that it cannot repeat before its database work. A
+connection lost during the COMMIT itself is raised: whether that commit happened is unknown.
+
+`async def` tasks (`@celery_app.task` given a coroutine function, see erp.core.async_tasks) run
+here too, with the session handed in as `session=`. Their session is the task's only one, so
+the commit hooks of `erp.core.celery_app` run in it just before the commit: what a hook writes
+(the run ledger's record of a periodic run's success) commits together with the task's work,
+or not at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import uvloop
 from asgiref.sync import SyncToAsync, async_to_sync
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import NullPool
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay, wait_exponential
 
+from erp.core.config import get_settings
 from erp.core.db import create_async_db_engine, ping_idle_connections
+from erp.core.retries import is_transient
+
+logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
@@ -123,6 +146,10 @@ class _RunningCall:
                 self._committing = True
             return self._committing
 
+    @property
+    def commit_started(self) -> bool:
+        return self._committing
+
     def abandon(self) -> bool:
         """In the task thread: True if no commit can happen any more; False if it had started."""
         with self._lock:
@@ -131,28 +158,84 @@ class _RunningCall:
             return self._abandoned
 
 
+# Runs in the task's session just before its commit (async def tasks only).
+BeforeCommit = Callable[[AsyncSession], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class TaskBody:
+    """The run of an async def task whose coroutine the loop is about to await.
+
+    Celery keeps the current task and its request per thread, and the coroutine runs on the
+    loop's thread: they are pushed there for its duration, so `self.request`, `update_state`
+    and `current_task` work inside it as in a synchronous task. One task runs at a time in a
+    prefork child (or solo worker), so nothing else on the loop sees them.
+    """
+
+    task: Any
+    request: Any
+    before_commit: BeforeCommit | None
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        from celery._state import _task_stack
+
+        _task_stack.push(self.task)
+        self.task.request_stack.push(self.request)
+        try:
+            yield
+        finally:
+            self.task.request_stack.pop()
+            _task_stack.pop()
+
+
 async def _call_in_session(
     session_factory: async_sessionmaker[AsyncSession],
     running: _RunningCall,
     fn: Callable[..., Awaitable[R]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    body: TaskBody | None = None,
 ) -> R:
     running.task = asyncio.current_task()
     # Reset on the way out: asgiref copies the coroutine's context back to the calling thread.
     inside = _inside_service.set(True)
     try:
-        async with session_factory() as session:
-            result = await fn(*args, session=session, **kwargs)
-            if not running.start_commit():
-                raise ServiceAbandoned(f"{_name(fn)} finished after its task gave up; its work is rolled back")
-            await session.commit()
-            running.result, running.committed = result, True
-            return result
-        # Leaving the block without commit (an exception, a cancellation) rolls back.
+        async for attempt in AsyncRetrying(
+            # Nothing was committed when the connection went before the commit began.
+            retry=retry_if_exception(lambda error: not running.commit_started and is_transient(error)),
+            stop=stop_after_delay(get_settings().WORKER_DATABASE_WAIT_SECONDS),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            before_sleep=functools.partial(_log_reconnect, fn),
+            reraise=True,
+        ):
+            with attempt, body.entered() if body is not None else contextlib.nullcontext():
+                async with session_factory() as session:
+                    result = await fn(*args, session=session, **kwargs)
+                    if body is not None and body.before_commit is not None:
+                        await body.before_commit(session)
+                    if not running.start_commit():
+                        raise ServiceAbandoned(f"{_name(fn)} finished after its task gave up; its work is rolled back")
+                    await session.commit()
+                    running.result, running.committed = result, True
+                    return result
+                # Leaving the block without commit (an exception, a cancellation) rolls back.
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
     finally:
         _inside_service.reset(inside)
         running.finished.set()
+
+
+def _log_reconnect(fn: Callable[..., Any], retry_state: RetryCallState) -> None:
+    error = retry_state.outcome.exception() if retry_state.outcome is not None else None
+    first_line = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
+    logger.warning(
+        "worker: %s lost its PostgreSQL connection before committing (%s: %s); running it again in a new session",
+        _name(fn),
+        type(error).__name__,
+        first_line[:200],
+        extra={"action": "service_reconnect", "attempt": retry_state.attempt_number},
+    )
 
 
 def _name(fn: Callable[..., Any]) -> str:
@@ -165,6 +248,14 @@ def run_service(fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any) -
     Not nestable: a service that needs another service awaits it with its own session. A nested
     call would hold a second pooled connection while waiting on the first (the pool has two).
     """
+    return run_task_body(fn, args, kwargs, None)
+
+
+def run_task_body(
+    fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: dict[str, Any], body: TaskBody | None
+) -> R:
+    """`run_service` for the coroutine of an async def task (erp.core.async_tasks), whose
+    `body` is re-entered on the loop and whose commit hooks run before the commit."""
     if _inside_service.get():
         raise RuntimeError(
             f"run_service cannot be nested (called for {_name(fn)} inside another service): "
@@ -176,7 +267,7 @@ def run_service(fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any) -
     SyncToAsync.threadlocal.main_event_loop_pid = process_loop.pid
     running = _RunningCall()
     try:
-        return async_to_sync(_call_in_session)(process_loop.session_factory, running, fn, args, kwargs)
+        return async_to_sync(_call_in_session)(process_loop.session_factory, running, fn, args, kwargs, body)
     except BaseException as interruption:
         # SoftTimeLimitExceeded (or any signal-raised exception) interrupts only the waiting
         # thread; stop the coroutine too, so it does not run on after the task has ended.
@@ -190,3 +281,23 @@ def run_service(fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any) -
         if running.committed and isinstance(interruption, Exception):
             return cast(R, running.result)
         raise
+
+
+@functools.cache
+def _side_engine(pid: int) -> AsyncEngine:
+    return create_async_db_engine("erp-worker", poolclass=NullPool)
+
+
+@contextlib.asynccontextmanager
+async def side_connection() -> AsyncIterator[AsyncConnection]:
+    """A connection of its own beside the task's session, outside any transaction (autocommit),
+    for a service that reads while its session writes: the sales-order import reads its file a
+    piece at a time while a chunk is being written.
+
+    Not from the pool: the pool is sized for one session per task (two connections per process),
+    and two imports run side by side in one process (the threads pool, tests) would each hold
+    one and wait for a second until the pool's timeout. Opened from this process's unpooled
+    engine, on the loop of the service that asks: a few milliseconds, once per import.
+    """
+    async with _side_engine(os.getpid()).connect() as connection:
+        yield await connection.execution_options(isolation_level="AUTOCOMMIT")

@@ -1,4 +1,4 @@
-"""What kombu's Redis transport writes, in one place.
+"""What kombu's Redis transport writes, and the headers erp's own messages carry, in one place.
 
 kombu stores a message as a JSON envelope (`envelope`) in a Redis list named after the queue;
 a queue with priorities has sibling lists, one per priority step (`queue_keys`); a message a
@@ -7,6 +7,11 @@ over pub/sub on a channel derived from the database number and the exchange (`ev
 The async publisher (erp.core.broker) writes these structures and the scheduler reads them;
 nothing else in erp knows them. tests/integration/test_broker.py compares the result with what
 kombu itself writes.
+
+The headers of erp's own travel in a task message beside Celery's: a periodic run carries its
+schedule's name and its slot (beat and "run now" write them; the worker's run guard, its log
+context and the lateness figure read them), and a task queued inside a request or a task
+carries that request's id into the worker's log lines.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from celery.events import Event
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from kombu.compression import compress
+from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.json import dumps
+from redis.exceptions import RedisError
 
 BODY_ENCODING = "base64"
 CONTENT_TYPE = "application/json"
@@ -32,6 +39,15 @@ UNACKED_HASH = "unacked"
 # kombu's default priority steps and the separator it puts between queue name and step.
 PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_SEPARATOR = "\x06\x16"
+
+# Message headers of erp's own (see the module docstring).
+PERIODIC_NAME_HEADER = "periodic_task_name"
+PERIODIC_SCHEDULED_AT_HEADER = "periodic_task_scheduled_at"
+REQUEST_ID_HEADER = "request_id"
+
+# What a slow, missing or failing Redis raises, through kombu (OperationalError) or redis-py;
+# timeouts, asyncio's included, are OSErrors.
+BROKER_ERRORS: tuple[type[Exception], ...] = (KombuOperationalError, RedisError, OSError)
 
 
 def envelope(

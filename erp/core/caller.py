@@ -1,5 +1,6 @@
-"""Who a request acts for: made by the authentication dependencies (erp.accounts), read by
-everything that needs to know who started or may see something (task dispatch, task status)."""
+"""Who a request acts for: made by the authentication dependencies (in the accounts layer above),
+read by everything that needs to know who started or may see something (task dispatch, task
+status)."""
 
 from __future__ import annotations
 

@@ -79,6 +79,22 @@ class Settings(BaseSettings):
     # How long the run ledger keeps the record of each occurrence (pruned in small batches).
     RUN_LEDGER_RETENTION_DAYS: int = Field(30, ge=1, le=3650)
 
+    # --- surviving faults: Redis and PostgreSQL restarts, lost workers ------------------------
+    # A periodic run sent this long ago and not started, whose queue is empty, was lost by the
+    # broker (a dead worker held it, or Redis lost it): beat sends it again.
+    RUN_LEDGER_RESEND_AFTER_SECONDS: float = Field(30.0, ge=5, le=86400)
+    # A worker whose heartbeat (in PostgreSQL, every few seconds) is older than this is gone:
+    # the periodic runs it had started run again elsewhere.
+    WORKER_LOST_AFTER_SECONDS: float = Field(20.0, ge=10, le=3600)
+    # An occurrence sent or started this many times without an outcome is failed, with an alert.
+    RUN_LEDGER_MAX_ATTEMPTS: int = Field(5, ge=1, le=100)
+    # How long a task waits for PostgreSQL to come back (its run guard, its service, its outcome)
+    # before it gives up: the guard puts the message back, a service fails with its error.
+    WORKER_DATABASE_WAIT_SECONDS: float = Field(60.0, ge=0, le=3600)
+    # A worker with free processes that takes no message for this long while messages wait in
+    # its queues has stopped consuming: it exits (code 70) so that the platform restarts it.
+    CELERY_WORKER_STALL_TIMEOUT_SECONDS: float = Field(60.0, ge=10, le=3600)
+
     # --- files, imports and health checks --------------------------------------------------
     # Uploaded and generated files (in PostgreSQL, see erp.core.files) are deleted this long
     # after they were stored; an hourly task prunes them.
@@ -87,14 +103,14 @@ class Settings(BaseSettings):
     DATA_IMPORT_MAX_UPLOAD_BYTES: int = Field(100 * 1024 * 1024, ge=1024)
     # Rows an import commits per transaction, with its progress: what a redelivery repeats at most.
     DATA_IMPORT_CHUNK_ROWS: int = Field(2000, ge=1, le=100_000)
-    # Cadence of the periodic health check (a `beat_schedule` entry, see erp.core.celery_app).
+    # Cadence of the periodic health check (a periodic job of the product: beat runs it this often).
     HEALTH_CHECK_INTERVAL_SECONDS: float = Field(60.0, ge=5)
     # Health check results older than this are deleted by the health check itself.
     HEALTH_CHECK_RETENTION_HOURS: int = Field(168, ge=1)
     # Messages waiting in one queue above which the queue-depth check reports a problem.
     HEALTH_CHECK_MAX_QUEUE_DEPTH: int = Field(1000, ge=1)
 
-    # --- alerts from the run ledger (erp.tasks.alerts) -----------------------------------------
+    # --- alerts from the run ledger, posted to webhooks by a worker task -------------------------
     # Comma-separated http(s) URLs each alert is posted to as JSON (Slack-compatible `text`);
     # empty: alerts are only listed at /api/v1/admin/alerts.
     ALERT_WEBHOOK_URLS: str = ""

@@ -1,17 +1,35 @@
-"""Engines and session factories.
+"""Engines and session factories: how each process reaches PostgreSQL, and why its pool is the
+size it is. Everything is made on first use, never at import, so importing a module costs no
+settings, engine or connection.
 
-- The web process uses `web_engine()` / `web_session_factory()`: one session per request
-  (`get_session`). Both are made on first use, never at import, so importing a module costs no
-  settings, engine or connection.
-- Celery tasks reach the database only through `erp.core.bridge`, which owns a per-process
-  engine bound to its own event loop.
-- Beat and Alembic use a synchronous psycopg2 engine (`create_sync_engine`).
+- Web (each uvicorn process): `web_engine()`, asyncpg, a pool of 10 and 10 more under load. A
+  request holds one connection: its session (`get_session`), or for authentication and
+  downloads a bare connection outside any transaction (`autocommit_engine`, the same pool).
+- Worker (each prefork child), two ways and no other, each made in the child after the fork
+  and keyed by its pid (an engine made before the fork must not be used by the children: they
+  would share its sockets with the parent):
+  - async work, the services a task calls: erp.core.bridge, one event loop per process owning
+    an asyncpg pool of 1 and 1 more. A child runs one task at a time; the spare covers a
+    cancelled task whose connection is still being returned while the next task starts. A
+    service that reads while its session writes (the sales-order import reads its file while
+    a chunk is written) opens one side connection beside the pool (`bridge.side_connection`,
+    which says why it is not pooled).
+  - synchronous work around and outside the service layer, the run guard and outcome writes
+    (Celery's signals, before and after a periodic run's body) and alert delivery (a task that
+    posts to webhooks): `worker_sync_engine()`, psycopg2, a pool of 1 and 1 more. They take
+    turns: the guard's statement ends before the body starts, and the outcome is written after
+    the body's transaction ended; the spare is for a signal handler that runs while a
+    delivery still holds the first, never a wait.
+- Beat: `create_sync_engine` with `stall_limits`, psycopg2, a pool of 2 and no more: the tick's
+  short transactions, and the change listener's LISTEN connection.
+- Alembic and the command line: one-off connections (`create_sync_engine`, `run_with_session`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -24,6 +42,11 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
 from erp.core.config import get_settings
+
+# The PostgreSQL channel that wakes beat when what it schedules changed: the periodic-task
+# tables' triggers (alembic revision 0001) NOTIFY it on every change, and so do a backfill and
+# a finished run whose successor was held.
+SCHEDULE_CHANGES_CHANNEL = "erp_periodic_tasks"
 
 # Stable constraint names, so Alembic autogenerate produces migrations that downgrade cleanly.
 NAMING_CONVENTION = {
@@ -50,7 +73,23 @@ def _note_checkin(dbapi_connection: Any, connection_record: Any) -> None:
     connection_record.info["checked_in_at"] = time.monotonic()
 
 
+def _is_closed(dbapi_connection: Any) -> bool:
+    """Whether the driver already knows the server closed this connection (no round trip).
+
+    asyncpg learns it as soon as its event loop reads the server's goodbye (a restart ends
+    every session), so a connection a restart killed is known dead here however briefly it
+    sat in the pool.
+    """
+    driver_connection = getattr(dbapi_connection, "driver_connection", None)
+    is_closed = getattr(driver_connection, "is_closed", None)
+    if callable(is_closed):
+        return bool(is_closed())
+    return bool(getattr(dbapi_connection, "closed", False))
+
+
 def _ping_if_idle(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+    if _is_closed(dbapi_connection):
+        raise DisconnectionError("the server closed this pooled connection")
     idle_for = time.monotonic() - connection_record.info.get("checked_in_at", time.monotonic())
     if idle_for > IDLE_PING_AFTER_SECONDS:
         try:
@@ -61,11 +100,13 @@ def _ping_if_idle(dbapi_connection: Any, connection_record: Any, connection_prox
 
 
 def ping_idle_connections(engine: AsyncEngine) -> None:
-    """`pool_pre_ping`, but only for connections that sat idle.
+    """`pool_pre_ping`, but only for connections that sat idle, or that the driver knows closed.
 
     Pinging on every checkout costs a round trip per task or request (a third of a one-query
-    task). A connection returned moments ago is alive; one that sat idle may have been cut by
-    a PostgreSQL restart, and is replaced here instead of failing the next caller.
+    task). A connection returned moments ago is alive unless the server closed it (a restart
+    ends every session, and asyncpg notices at once: checked without a round trip); one that
+    sat idle may have been cut silently, and is pinged. Either is replaced here instead of
+    failing the next caller.
     """
     event.listen(engine.sync_engine, "checkin", _note_checkin)
     event.listen(engine.sync_engine, "checkout", _ping_if_idle)
@@ -99,6 +140,16 @@ def web_engine() -> AsyncEngine:
     engine = create_async_db_engine("erp-web", pool_size=10, max_overflow=10)
     ping_idle_connections(engine)
     return engine
+
+
+@functools.cache
+def _worker_sync_engine(pid: int) -> Engine:
+    return create_sync_engine("erp-worker-sync", pool_size=1, max_overflow=1, pool_pre_ping=True)
+
+
+def worker_sync_engine() -> Engine:
+    """This worker process's synchronous engine (see the module docstring), made after the fork."""
+    return _worker_sync_engine(os.getpid())
 
 
 @functools.cache

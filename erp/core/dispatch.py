@@ -2,7 +2,7 @@
 
 It records who started the task (erp.core.task_owners) and queues it on the event loop
 (erp.core.broker), within a deadline, so a missing Redis is a 503 in seconds, not a hung request.
-The status, listing and revoking endpoints live with the task subsystem (erp.tasks.status_router).
+The status, listing and revoking endpoints live with the task subsystem, in the web's part of it.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from typing import Any, TypeVar
 
 from celery import Task
 from fastapi import HTTPException, Request
-from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from erp.core import broker, metrics, request_ids, task_owners
+from erp.core.broker_wire import BROKER_ERRORS
 from erp.core.caller import Caller
 from erp.core.http_errors import error_responses
 
-# The route that reads a task's status (erp.tasks.status_router): status_url points there.
+# The name of the route that reads a task's status (the task subsystem declares it with this
+# name): status_url points there.
 TASK_STATUS_ROUTE = "get_task_status"
 
 # Longer than kombu's publish retries (about two seconds, task_publish_retry_policy) and the
@@ -47,10 +47,6 @@ class TaskAccepted(BaseModel):
 
 def broker_unavailable(error: BaseException) -> HTTPException:
     return HTTPException(503, f"the task queue is unavailable, try again shortly ({type(error).__name__})")
-
-
-# What a slow or absent Redis raises, through kombu (OperationalError) or redis-py.
-BROKER_ERRORS = (OperationalError, RedisError, OSError, asyncio.TimeoutError)
 
 
 async def within_deadline(awaitable: Awaitable[T]) -> T:

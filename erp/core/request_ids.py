@@ -14,11 +14,10 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from erp.core.broker_wire import REQUEST_ID_HEADER
 from erp.core.logging import bind, log_context, unbind
 
 HEADER = "X-Request-ID"
-# The message header that carries the id to the worker.
-TASK_HEADER = "request_id"
 _WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=/-]{0,127}")
 
 
@@ -36,7 +35,7 @@ def current_request_id() -> str | None:
 def task_headers() -> dict[str, str]:
     """Message headers that carry the current request id to the worker (empty outside requests)."""
     request_id = current_request_id()
-    return {TASK_HEADER: request_id} if request_id else {}
+    return {REQUEST_ID_HEADER: request_id} if request_id else {}
 
 
 class RequestIdMiddleware:

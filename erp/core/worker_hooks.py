@@ -33,15 +33,12 @@ from datetime import datetime
 from typing import Any
 
 from erp.core import metrics
+from erp.core.broker_wire import PERIODIC_NAME_HEADER, PERIODIC_SCHEDULED_AT_HEADER, REQUEST_ID_HEADER
 from erp.core.config import get_settings
+from erp.core.consumer_watchdog import ConsumerWatchdog, stop_worker_warmly
 from erp.core.logging import bind, unbind
 
 logger = logging.getLogger(__name__)
-
-# Message headers a periodic run carries (erp.tasks.periodic_messages writes them).
-PERIODIC_NAME_HEADER = "periodic_task_name"
-PERIODIC_SCHEDULED_AT_HEADER = "periodic_task_scheduled_at"
-REQUEST_ID_HEADER = "request_id"
 
 
 class _Running:
@@ -155,7 +152,8 @@ def child_ignores_sigterm(**_: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _child_pids() -> list[int]:
+def pool_pids() -> list[int]:
+    """The pids of the pool's children (empty for a pool without processes: solo, threads)."""
     pool = getattr(_worker, "pool", None)
     try:
         pids = pool.info.get("processes", []) if pool is not None else []
@@ -166,7 +164,7 @@ def _child_pids() -> list[int]:
 
 def stop_children(reason: str) -> None:
     """Kill the pool's children: their tasks' messages go back to the queue (late acks)."""
-    pids = _child_pids()
+    pids = pool_pids()
     if pids:
         logger.warning(
             "worker: %s; stopping %d pool process(es), their tasks go back to the queue",
@@ -190,3 +188,43 @@ def shutting_down(how: str = "Warm", **_: Any) -> None:
     timer = threading.Timer(grace, stop_children, args=(f"tasks still running after {grace:g} s",))
     timer.daemon = True
     timer.start()
+
+
+# --- a worker that stopped consuming (erp.core.consumer_watchdog) ------------------------------
+
+_watchdog: ConsumerWatchdog | None = None
+
+
+def start_watchdog(sender: Any = None, **_: Any) -> None:
+    """worker_ready (main process): watch the consumer of a worker started from the command line.
+
+    Not in a worker embedded in another process (celery.contrib.testing): stopping it would
+    stop that process.
+    """
+    global _watchdog
+    from celery.apps.worker import Worker
+
+    if not isinstance(getattr(sender, "controller", None), Worker):
+        return
+    import redis
+
+    settings = get_settings()
+    _watchdog = ConsumerWatchdog(
+        sender,
+        redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2, socket_timeout=5),
+        stall_seconds=settings.CELERY_WORKER_STALL_TIMEOUT_SECONDS,
+        grace_seconds=settings.CELERY_WORKER_SHUTDOWN_GRACE_SECONDS,
+        stop_worker=_stop_stalled_worker,
+    )
+    _watchdog.start()
+
+
+def _stop_stalled_worker(exitcode: int) -> None:
+    shutting_down("Warm")  # the grace period, as for a SIGTERM
+    stop_worker_warmly(exitcode)
+
+
+def message_received(**_: Any) -> None:
+    """task_received (main process)."""
+    if _watchdog is not None:
+        _watchdog.message_received()

@@ -9,14 +9,17 @@ How a tick works (all in `tick`):
    reason) and the row is advanced (`next_run_at`, `last_run_at`, `total_run_count`), in one
    short transaction per batch with no Redis in it. A second beat skips the locked rows and,
    once they are committed, no longer sees them as due.
-3. Publish: planned occurrences whose time has come are locked, published in one Redis round
+3. What the broker lost is planned again (erp.tasks.beat.recovery): everything sent before
+   Redis lost its data, sent occurrences that are no longer in their queue, and occurrences
+   started by a worker that is gone. After planning (which needs no Redis), before publishing.
+4. Publish: planned occurrences whose time has come are locked, published in one Redis round
    trip per batch (erp.core.batch_publisher) and marked sent, in one transaction per batch. A
    beat that dies at any point leaves planned occurrences that the next tick of any beat
    publishes: none is lost. One published twice (a beat killed between publishing and
    committing) is dropped by the worker, which runs an occurrence only once (the ledger).
-4. Held occurrences whose predecessors finished are released; missed deadlines are flagged
+5. Held occurrences whose predecessors finished are released; missed deadlines are flagged
    (and alerted); old ledger rows are pruned in small batches.
-5. Beat then waits for the next due time, or until a trigger NOTIFYs that a schedule changed,
+6. Beat then waits for the next due time, or until a trigger NOTIFYs that a schedule changed,
    or `CELERY_BEAT_DB_SCHEDULER_SYNC_EVERY_SECONDS`, whichever comes first.
 
 Nothing is held in memory between ticks, so an edit is seen on the next tick and the cost of a
@@ -30,43 +33,42 @@ a transaction has its session ended by PostgreSQL after `CELERY_BEAT_STALL_TIMEO
 vanished client is noticed by TCP keepalives), so its locks go and another beat takes the rows
 over, saying so in its log.
 
-This class keeps Celery's interface and the tick (about 400 lines: the tick's steps, each a
-short method); the parts are small modules of their own:
-what a due row records (run_planning), the ledger's statements (run_ledger), the message
-(periodic_messages, erp.core.batch_publisher), `beat_schedule` entries (config_entries),
-waking on changes (change_listener) and the heartbeat (heartbeat).
+This class keeps Celery's interface and the tick (the tick's steps, each a short method); the
+parts are small modules of erp.tasks.beat: what a due row records (run_planning), the ledger's
+statements (run_ledger), broken rows (broken_rows), `beat_schedule` entries (config_entries),
+waking on changes (change_listener), the heartbeat, rows held by another beat (takeovers),
+what the broker lost (recovery); and the message (periodic_messages).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from celery import Celery
 from celery.beat import Scheduler
-from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from erp.core.batch_publisher import BatchPublisher, OutgoingTask
+from erp.core.broker_wire import BROKER_ERRORS
 from erp.core.config import get_settings
 from erp.core.db import create_sync_engine, stall_limits
-from erp.tasks import run_ledger, schedules
-from erp.tasks.change_listener import ChangeListener
-from erp.tasks.config_entries import sync_config_entries
-from erp.tasks.heartbeat import Heartbeat
-from erp.tasks.periodic_messages import outgoing_run, routing_problem
-from erp.tasks.run_planning import plan_row
+from erp.tasks.beat import broken_rows, recovery, run_ledger
+from erp.tasks.beat.change_listener import ChangeListener
+from erp.tasks.beat.config_entries import sync_config_entries
+from erp.tasks.beat.heartbeat import Heartbeat
+from erp.tasks.beat.run_planning import plan_row
+from erp.tasks.beat.takeovers import Takeovers
+from erp.tasks.calendar import schedules
+from erp.tasks.periodic_messages import outgoing_run
 from erp.tasks.scheduler_models import BrokenScheduleError, PeriodicTaskDB, compute_next_run_at
 
 logger = logging.getLogger(__name__)
@@ -86,8 +88,6 @@ PRUNE_BATCH = 1000
 # milliseconds) or it froze and PostgreSQL ends its session within the stall timeout; looking
 # again at once would spin on the locks, hundreds of transactions a second.
 HELD_ELSEWHERE_RECHECK_SECONDS = 1.0
-# What a missing or failing Redis raises, through kombu or redis-py.
-BROKER_ERRORS = (BrokerError, redis.RedisError, OSError)
 
 
 class DatabaseScheduler(Scheduler):  # type: ignore[misc]
@@ -111,9 +111,15 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self._consecutive_failures = 0
         self._last_deadline_check = 0.0
         self._last_prune = 0.0
-        # Due rows another beat held locked at the end of the last tick, as (id, next_run_at).
-        self._held_elsewhere: set[tuple[int, datetime]] = set()
-        self._runs_held_elsewhere: set[int] = set()
+        # Since when this beat's ticks succeed (monotonic); None after a failed one.
+        self._healthy_since: float | None = None
+        self._recovery: recovery.Recovery | None = None
+        self._takeovers = Takeovers(
+            self.instance,
+            stall_timeout_seconds=self.stall_timeout_seconds,
+            batch_size=BATCH_SIZE,
+            publish_batch=PUBLISH_BATCH,
+        )
         super().__init__(*args, **kwargs)
 
     # --- Celery's Scheduler interface ---------------------------------------------------------
@@ -130,6 +136,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         )
         self._redis = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2, socket_timeout=5)
         self._publisher = BatchPublisher(self.app, self._redis)
+        self._recovery = recovery.Recovery(self.app, self._redis, recovery.RecoveryLimits.from_settings(settings))
         self._listener = ChangeListener(self._engine)
 
     @property
@@ -171,14 +178,19 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         """One round; returns 0 because the wait for the next round happens in here."""
         try:
             now = datetime.now(UTC)
+            if self._healthy_since is None:
+                self._healthy_since = time.monotonic()
             if not self._config_synced:
                 sync_config_entries(self.engine, self.app.conf.beat_schedule or {}, str(self.app.conf.timezone))
                 self._config_synced = True
             self.schedule_unscheduled(now)
             self.plan_due(now)
             self.release_held(now)
+            # After planning, which needs no Redis: while Redis is away occurrences still go
+            # into the ledger as planned; before publishing, so what was lost goes out now.
+            self.recover_lost(now)
             self.publish_due(now)
-            self._note_rows_held_elsewhere(now)
+            self._takeovers.note_held(self.engine, now)
             self._look_after_ledger(now)
             self._heartbeat.record(self.engine)
             wait_seconds = self._seconds_until_next_run(now)
@@ -214,11 +226,11 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 try:
                     task.next_run_at = compute_next_run_at(task, now)
                 except (BrokenScheduleError, schedules.ScheduleError) as error:
-                    _disable(session, task, f"broken schedule: {error}")
+                    broken_rows.disable(session, task, f"broken schedule: {error}")
                     continue
                 except Exception as error:  # whatever one row raises must not stop the others
                     logger.exception("beat: next run of %r not computable", task.name, extra={"action": "row_failed"})
-                    _disable(session, task, f"broken schedule: {type(error).__name__}: {error}")
+                    broken_rows.disable(session, task, f"broken schedule: {type(error).__name__}: {error}")
                     continue
                 if task.next_run_at is None:
                     task.enabled, task.disabled_reason = False, "finished: the schedule has no further run"
@@ -249,7 +261,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             ).all()
             if not tasks:
                 return 0, 0
-            self._note_takeover(tasks, now)
+            self._takeovers.note_rows(session, tasks, now)
             busy, held = run_ledger.busy_tasks(session, [task.id for task in tasks if task.overlap_policy != "allow"])
             planned = [
                 plan_row(
@@ -269,7 +281,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             updates = [update for update, _ in planned]
             for task, update in zip(tasks, updates, strict=True):
                 if not update.enabled and (update.disabled_reason or "").startswith("broken"):
-                    _alert_stopped(session, task, update.disabled_reason or "")
+                    broken_rows.alert_stopped(session, task, update.disabled_reason or "")
             run_ledger.advance_rows(session, now, updates)
         return sum(update.runs_sent for update in updates), len(tasks)
 
@@ -279,7 +291,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         while True:
             with Session(self.engine) as session, session.begin():
                 due = run_ledger.claim_due_runs(session, now, PUBLISH_BATCH)
-                self._note_runs_taken_over(due, now)
+                self._takeovers.note_runs(session, due, now)
                 gone = [run.run_id for run in due if run.task is None]
                 messages: list[OutgoingTask] = []
                 sent: list[int] = []
@@ -294,7 +306,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                             "beat: a run of %r could not be built", run.task.name, extra={"action": "row_failed"}
                         )
                         gone.append(run.run_id)
-                        _disable(
+                        broken_rows.disable(
                             session,
                             run.task,
                             f"broken: its message could not be built: {type(error).__name__}: {error}",
@@ -307,6 +319,13 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             if len(due) < PUBLISH_BATCH:
                 return published_total
 
+    def recover_lost(self, now: datetime) -> int:
+        """Plan again what the broker lost (see erp.tasks.beat.recovery); returns how many."""
+        if self._recovery is None:
+            raise RuntimeError("DatabaseScheduler.setup_schedule has not run")
+        healthy_for = time.monotonic() - (self._healthy_since or time.monotonic())
+        return self._recovery.recover(self.engine, now, healthy_for=healthy_for)
+
     def release_held(self, now: datetime) -> int:
         """Held occurrences (buffer_one) whose predecessors finished become planned."""
         with Session(self.engine) as session, session.begin():
@@ -318,76 +337,19 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         with Session(self.engine) as session, session.begin():
             if clock - self._last_deadline_check >= DEADLINE_CHECK_EVERY_SECONDS:
                 self._last_deadline_check = clock
-                for missed in run_ledger.flag_missed_deadlines(session, now):
-                    what = "did not start" if missed.kind == "start_deadline_missed" else "did not finish"
-                    run_ledger.add_alert(
-                        session,
-                        missed.kind,
-                        f"{missed.periodic_task_name}: the run of {missed.scheduled_at.isoformat()} {what}"
-                        f" within {missed.seconds} s",
-                        periodic_task_id=missed.periodic_task_id,
-                        periodic_task_name=missed.periodic_task_name,
-                        run_id=missed.run_id,
-                    )
+                run_ledger.alert_missed_deadlines(session, now)
             if clock - self._last_prune >= PRUNE_EVERY_SECONDS:
                 self._last_prune = clock
                 run_ledger.prune(session, now, self.ledger_retention, PRUNE_BATCH)
 
     def _routing_problem(self, task: PeriodicTaskDB) -> str | None:
-        return _cached_routing_problem(self.app, task.task, task.queue, task.exchange, task.routing_key)
-
-    def _note_rows_held_elsewhere(self, now: datetime) -> None:
-        """Remember the rows and the planned occurrences still due after this tick: another
-        beat holds them locked (planning the rows, or publishing the occurrences)."""
-        with self.engine.connect() as connection:
-            held = connection.execute(
-                select(PeriodicTaskDB.id, PeriodicTaskDB.next_run_at)
-                .where(PeriodicTaskDB.enabled, PeriodicTaskDB.next_run_at <= now)
-                .limit(BATCH_SIZE)
-            ).all()
-            self._runs_held_elsewhere = set(run_ledger.planned_run_ids_due(connection, now, PUBLISH_BATCH))
-        self._held_elsewhere = {(row.id, row.next_run_at) for row in held}
-
-    def _note_runs_taken_over(self, due: Sequence[run_ledger.DueRun], now: datetime) -> None:
-        """Say so when occurrences another beat held while publishing come to this beat.
-
-        A healthy beat publishes what it planned within milliseconds; occurrences still held a
-        tick later, then free, were held by a beat that froze or lost its host until PostgreSQL
-        ended its session.
-        """
-        if not self._runs_held_elsewhere:
-            return
-        taken = [run for run in due if run.run_id in self._runs_held_elsewhere]
-        if taken:
-            logger.warning(
-                "beat: took over %d occurrence(s) another beat held while publishing (it stopped answering)",
-                len(taken),
-                extra={"action": "runs_taken_over"},
-            )
-
-    def _note_takeover(self, tasks: Sequence[PeriodicTaskDB], now: datetime) -> None:
-        """Say so when rows another beat held, at the same due time, come to this beat.
-
-        A beat that merely planned them meanwhile has moved their next run on; one that froze
-        or lost its host left them as they were until PostgreSQL ended its session.
-        """
-        if not self._held_elsewhere:
-            return
-        taken = [task for task in tasks if (task.id, task.next_run_at) in self._held_elsewhere]
-        if taken:
-            overdue = max((now - task.next_run_at).total_seconds() for task in taken if task.next_run_at)
-            logger.warning(
-                "beat: took over %d row(s) another beat held (it stopped answering); overdue by up to %.1f s",
-                len(taken),
-                overdue,
-                extra={"action": "rows_taken_over"},
-            )
+        return broken_rows.cached_routing_problem(self.app, task.task, task.queue, task.exchange, task.routing_key)
 
     def _seconds_until_next_run(self, now: datetime) -> float:
         """Until the next row or occurrence falls due after this tick's `now`.
 
         Whatever was due at `now` and is still due after a whole tick is locked by another beat
-        (`_note_rows_held_elsewhere` noted it): this beat looks at it again after
+        (`Takeovers.note_held` noted it): this beat looks at it again after
         HELD_ELSEWHERE_RECHECK_SECONDS, not at once.
         """
         next_run_at = PeriodicTaskDB.next_run_at
@@ -400,7 +362,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         wait = self.sync_every_seconds
         if moments:
             wait = max(0.0, (min(moments) - datetime.now(UTC)).total_seconds())
-        if self._held_elsewhere or self._runs_held_elsewhere:
+        if self._takeovers.any_held:
             wait = min(wait, HELD_ELSEWHERE_RECHECK_SECONDS)
         return wait
 
@@ -409,32 +371,8 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         delay = float(min(MAX_BACKOFF_SECONDS, 2 ** (self._consecutive_failures - 1)))
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         logger.error("beat: %s (%s); retrying in %.0f s", what, first_line, delay, extra={"action": "back_off"})
+        self._takeovers.forget()
+        self._healthy_since = None
         if self._listener is not None:
             self._listener.close()
         return delay
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_routing_problem(
-    app: Celery, task_name: str, queue: str | None, exchange: str | None, routing_key: str | None
-) -> str | None:
-    # The app's queues do not change while beat runs: one answer per distinct routing.
-    return routing_problem(app, task_name, queue=queue, exchange=exchange, routing_key=routing_key)
-
-
-def _disable(session: Session, task: PeriodicTaskDB, reason: str) -> None:
-    logger.warning("beat: periodic task %r disabled: %s", task.name, reason, extra={"action": "row_disabled"})
-    task.enabled = False
-    task.next_run_at = None
-    task.disabled_reason = reason
-    _alert_stopped(session, task, reason)
-
-
-def _alert_stopped(session: Session, task: PeriodicTaskDB, reason: str) -> None:
-    run_ledger.add_alert(
-        session,
-        "stopped_firing",
-        f"{task.name}: stopped firing, {reason}",
-        periodic_task_id=task.id,
-        periodic_task_name=task.name,
-    )

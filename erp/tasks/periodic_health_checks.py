@@ -1,8 +1,9 @@
 """The periodic health check: is every part of the product working, and how fast does it answer?
 
-Scheduled from configuration (`beat_schedule` in erp.core.celery_app, every
-HEALTH_CHECK_INTERVAL_SECONDS), so it runs through the whole chain beat -> broker -> worker ->
-PostgreSQL; that it runs at all says beat and a worker are alive. Each run checks
+A periodic job of the product (declared below the task, every HEALTH_CHECK_INTERVAL_SECONDS;
+beat writes it to the table from configuration), so it runs through the whole chain beat ->
+broker -> worker -> PostgreSQL; that it runs at all says beat and a worker are alive. Each run
+checks
 
 - `postgresql`: a query answers;
 - `redis`: the broker's and the result backend's Redis answer PING;
@@ -36,9 +37,9 @@ from erp.core import broker_wire
 from erp.core.bridge import run_service
 from erp.core.celery_app import celery_app
 from erp.core.config import get_settings
+from erp.core.task_registry import periodic_job
 from erp.tasks.health_check_models import HealthCheckResultDB
-from erp.tasks.heartbeat import stale_after_seconds
-from erp.tasks.scheduler_models import BeatHeartbeatDB
+from erp.tasks.scheduler_models import BeatHeartbeatDB, stale_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,10 @@ async def run_health_checks(*, session: AsyncSession) -> dict[str, Any]:
     return outcome
 
 
-@celery_app.task(name="erp.health_check")
+TASK_NAME = "erp.health_check"
+
+
+@celery_app.task(name=TASK_NAME)
 def health_check() -> dict[str, Any]:
     outcome: dict[str, Any] = run_service(run_health_checks)
     logger.info(
@@ -187,3 +191,6 @@ def health_check() -> dict[str, Any]:
         extra={"action": "health_check.done"},
     )
     return outcome
+
+
+periodic_job(TASK_NAME, every=lambda settings: settings.HEALTH_CHECK_INTERVAL_SECONDS)

@@ -17,11 +17,10 @@ from celery import Celery
 from kombu import Queue
 
 from erp.core.batch_publisher import OutgoingTask, routed_queue, send_with_kombu
+from erp.core.broker_wire import PERIODIC_NAME_HEADER, PERIODIC_SCHEDULED_AT_HEADER
 from erp.tasks.scheduler_models import PeriodicTaskDB
 
 PERIODIC_RUN_NAMESPACE = uuid.UUID("3f1d6c2e-8a57-4b0e-9d7e-6f2b9c4a1e55")
-NAME_HEADER = "periodic_task_name"
-SCHEDULED_AT_HEADER = "periodic_task_scheduled_at"
 
 
 def periodic_run_id(periodic_task_id: int, scheduled_at: datetime) -> str:
@@ -31,7 +30,11 @@ def periodic_run_id(periodic_task_id: int, scheduled_at: datetime) -> str:
 
 
 def periodic_headers(task: PeriodicTaskDB, scheduled_at: datetime) -> dict[str, Any]:
-    return {**task.get_headers(), NAME_HEADER: task.name, SCHEDULED_AT_HEADER: scheduled_at.isoformat()}
+    return {
+        **task.get_headers(),
+        PERIODIC_NAME_HEADER: task.name,
+        PERIODIC_SCHEDULED_AT_HEADER: scheduled_at.isoformat(),
+    }
 
 
 def outgoing_run(task: PeriodicTaskDB, *, run_id: str, scheduled_at: datetime) -> OutgoingTask:

@@ -31,20 +31,16 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from erp.core.db import Base
-from erp.tasks import schedules
-from erp.tasks.schedule_kinds import (
+from erp.tasks.calendar import schedules
+from erp.tasks.calendar.kinds import (
     INTERVAL_PERIODS,
     MISFIRE_POLICIES,
     MISFIRE_RUN_ONCE,
-    OVERLAP_POLICIES,
-    RUN_ORIGINS,
-    RUN_STATES,
     SCHEDULE_KINDS,
-    SKIP_REASONS,
-    UNFINISHED_STATES,
     ScheduleKind,
     schedule_column,
 )
+from erp.tasks.ledger_kinds import OVERLAP_POLICIES, RUN_ORIGINS, RUN_STATES, SKIP_REASONS, UNFINISHED_STATES
 
 
 class BrokenScheduleError(ValueError):
@@ -214,6 +210,12 @@ class PeriodicTaskDB(Base):
     def get_headers(self) -> dict[str, Any]:
         return decode_headers(self.headers)
 
+    @property
+    def grid_anchor(self) -> datetime | None:
+        """A slot of its interval's grid (its next run, else its last, else its start time), so
+        slots computed elsewhere (a backfill, "why not") line up with the ones beat recorded."""
+        return self.next_run_at or self.last_run_at or self.start_time
+
 
 def compute_next_run_at(task: PeriodicTaskDB, now: datetime) -> datetime | None:
     """The next run of a task whose schedule is new or changed, or that was enabled again
@@ -255,6 +257,15 @@ def decode_headers(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BrokenScheduleError(f"headers must be a JSON object, found {type(value).__name__}: {value!r:.80}")
     return value
+
+
+# How often a beat writes its heartbeat row (erp.tasks.beat.heartbeat).
+HEARTBEAT_EVERY_SECONDS = 5
+
+
+def stale_after_seconds(max_loop_interval_seconds: float) -> float:
+    """Three missed heartbeats (or loop intervals, if longer) mean a beat is not ticking."""
+    return 3 * max(HEARTBEAT_EVERY_SECONDS, max_loop_interval_seconds)
 
 
 class BeatHeartbeatDB(Base):
@@ -334,7 +345,10 @@ class PeriodicTaskRunDB(Base):
     # Seconds from the slot to the start of the task body.
     lateness_seconds: Mapped[float | None] = mapped_column(Float)
     worker: Mapped[str | None] = mapped_column(String(200))
+    # Times the worker started it (a redelivery after its worker died starts it again).
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Times beat published it (again, when the broker lost its message or its worker died).
+    publish_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     error_type: Mapped[str | None] = mapped_column(String(200))
     error_message: Mapped[str | None] = mapped_column(Text)
     start_deadline_missed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))

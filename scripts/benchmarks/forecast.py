@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from erp.core.db import create_async_db_engine
-from erp.tasks import load_forecast
+from erp.tasks.api import forecast as load_forecast
 from scripts.benchmarks.beat import connect, recreate_database
 from scripts.benchmarks.common import use_benchmark_environment
 

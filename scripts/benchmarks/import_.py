@@ -36,7 +36,7 @@ from sqlalchemy.pool import NullPool
 
 from erp.core.config import get_settings
 from erp.core.db import create_async_db_engine
-from erp.features.data_processing import service
+from erp.features.data_processing import upload
 from erp.features.data_processing.tasks import import_sales_orders
 from scripts.benchmarks.beat import recreate_database
 from scripts.benchmarks.common import use_benchmark_environment
@@ -149,7 +149,7 @@ async def store_upload(path: Path, organization_id: int, user_id: int) -> int:
     engine = create_async_db_engine("erp-bench", poolclass=NullPool)
     try:
         async with async_sessionmaker(engine, expire_on_commit=False)() as session:
-            data_import = await service.create_sales_order_import(
+            data_import = await upload.create_sales_order_import(
                 organization_id, user_id, path.name, pieces(), session=session
             )
             return data_import.id

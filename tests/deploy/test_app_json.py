@@ -78,7 +78,7 @@ def test_health_checks_name_procfile_processes_and_web_checks_readiness():
     assert set(healthchecks) <= procfile_processes()
     web_paths = [check.get("path") for check in healthchecks["web"]]
     assert "/health/ready" in web_paths
-    assert '"/health/ready"' in read("erp/core/health.py")
+    assert '"/health/ready"' in read("erp/core/probes.py")
 
 
 def test_add_ons_provide_the_database_and_redis():

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.support.processes import ManagedProcess, free_port, start_beat, start_web, start_worker
+from tests.support.processes import PRODUCT_TASKS, ManagedProcess, free_port, start_beat, start_web, start_worker
 from tests.support.scheduling import empty_broker, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +31,13 @@ def stack(migrated_database, redis_clean):
     yield {"url": url, "web": web, "worker": worker, "beat": beat}
     unclean = [process for process in (web, worker, beat) if not stopped_cleanly(process)]
     assert not unclean, "\n".join(f"{p.name} did not stop cleanly:\n{p.output()[-3000:]}" for p in unclean)
+
+
+def test_the_worker_finds_every_task_of_the_product(stack):
+    """`celery -A erp.core.celery_app worker` lists its tasks at start ([tasks], at INFO)."""
+    banner = stack["worker"].output()
+    missing = [name for name in PRODUCT_TASKS if f". {name}\n" not in banner]
+    assert not missing, banner[-3000:]
 
 
 def test_ping_over_http_comes_back_success(stack, clean_tables, make_user):

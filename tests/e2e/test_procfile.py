@@ -7,7 +7,9 @@ import uuid
 
 import httpx
 import pytest
+import sqlalchemy
 
+from tests.support.processes import PRODUCT_TASKS
 from tests.support.procfile import start_honcho
 from tests.support.scheduling import empty_broker, wait_for
 
@@ -26,7 +28,7 @@ def sample(text: str, metric: str, **labels: str) -> float | None:
     return None
 
 
-def test_honcho_starts_web_worker_and_beat_from_the_procfile(migrated_database, clean_tables, make_user):
+def test_honcho_starts_web_worker_and_beat_from_the_procfile(migrated_database, clean_tables, make_user, sync_engine):
     empty_broker()
     user = make_user()
     metrics_token = f"scrape-{uuid.uuid4().hex}"
@@ -37,6 +39,18 @@ def test_honcho_starts_web_worker_and_beat_from_the_procfile(migrated_database, 
         honcho.wait_for_output("Application startup complete", timeout=60)
         honcho.wait_for_output("ready.", timeout=60)  # the worker
         honcho.wait_for_output("beat: Starting", timeout=60)
+        # The Procfile's worker finds every task, and its beat the product's periodic jobs,
+        # declared next to their tasks (the alerts' only with webhooks configured).
+        missing = [name for name in PRODUCT_TASKS if f". {name}\n" not in honcho.output()]
+        assert not missing, honcho.output()[-3000:]
+
+        def from_config() -> set[str]:
+            with sync_engine.connect() as connection:
+                return set(
+                    connection.execute(sqlalchemy.text("SELECT name FROM periodic_tasks WHERE from_config")).scalars()
+                )
+
+        assert wait_for(lambda: from_config() or None, timeout=30) == {"erp.health_check", "erp.prune_expired_files"}
         ready = httpx.get(f"{url}/health/ready", timeout=5)
         assert ready.status_code == 200 and ready.json()["checks"] == {"postgresql": "ok", "redis": "ok"}
 

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from erp.core.celery_app import celery_config
 from erp.core.config import get_settings
-from erp.tasks import alerts
+from erp.tasks.worker import alert_delivery
 from tests.support.environment import use_test_environment
 
 URL = "/api/v1/admin/alerts"
@@ -95,8 +95,8 @@ def make_due(engine) -> None:
 def deliver(sync_engine) -> Iterator:
     with httpx.Client(timeout=5) as client:
 
-        def run(urls: list[str], max_attempts: int = 5) -> alerts.DeliveryReport:
-            return alerts.deliver_pending(sync_engine, client, urls, max_attempts=max_attempts)
+        def run(urls: list[str], max_attempts: int = 5) -> alert_delivery.DeliveryReport:
+            return alert_delivery.deliver_pending(sync_engine, client, urls, max_attempts=max_attempts)
 
         yield run
 
@@ -183,7 +183,7 @@ def test_the_task_reads_its_webhooks_from_the_settings_and_runs_on_a_real_worker
     add_alert(sync_engine, kind="auto_pause")
     with Webhook([200]) as webhook:
         webhook_settings(webhook.url)
-        assert alerts.deliver_alerts.delay().get(timeout=20) == {"delivered": 2, "failed": 0, "given_up": 0}
+        assert alert_delivery.deliver_alerts.delay().get(timeout=20) == {"delivered": 2, "failed": 0, "given_up": 0}
     assert sorted(post["kind"] for post in webhook.posts) == ["auto_pause", "failure"]
 
 

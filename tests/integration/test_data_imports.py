@@ -298,7 +298,7 @@ def test_nothing_imported_twice_when_two_runs_of_one_import_overlap(users, sync_
     """A redelivery while the first run still works (after a visibility timeout): the runs take
     turns on the import's row, and the one that finds its position taken stops."""
     from erp.core.bridge import run_service
-    from erp.features.data_processing import service
+    from erp.features.data_processing import import_pipeline, upload
 
     member, _ = users
     rows = list(sales_csv.good_rows(6_000, seed=3, prefix="TWICE"))
@@ -311,11 +311,13 @@ def test_nothing_imported_twice_when_two_runs_of_one_import_overlap(users, sync_
 
     # Stored without dispatching a task: the test runs the two imports itself.
     data_import = run_service(
-        service.create_sales_order_import, member.organization_id, member.user_id, "x.csv", pieces()
+        upload.create_sales_order_import, member.organization_id, member.user_id, "x.csv", pieces()
     )
     outcomes = []
     runs = [
-        threading.Thread(target=lambda: outcomes.append(run_service(service.import_sales_orders, data_import.id)))
+        threading.Thread(
+            target=lambda: outcomes.append(run_service(import_pipeline.import_sales_orders, data_import.id))
+        )
         for _ in range(2)
     ]
     for run in runs:

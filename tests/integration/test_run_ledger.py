@@ -14,8 +14,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from erp.core.broker_wire import PERIODIC_NAME_HEADER, PERIODIC_SCHEDULED_AT_HEADER
 from erp.core.celery_app import celery_app
-from erp.tasks.periodic_messages import NAME_HEADER, SCHEDULED_AT_HEADER
 from tests.support import bridge_tasks
 from tests.support.processes import start_beat, start_worker
 from tests.support.scheduling import (
@@ -140,7 +140,7 @@ def test_a_duplicate_message_is_dropped_before_the_task_body(fresh, worker, sync
     celery_app.send_task(
         "tests.count_run",
         task_id=row.message_id,
-        headers={NAME_HEADER: "once-a-day", SCHEDULED_AT_HEADER: row.scheduled_at.isoformat()},
+        headers={PERIODIC_NAME_HEADER: "once-a-day", PERIODIC_SCHEDULED_AT_HEADER: row.scheduled_at.isoformat()},
     )
     worker.wait_for_output("dropped a duplicate", timeout=20)
     assert executions(sync_engine)[row.message_id] == 1

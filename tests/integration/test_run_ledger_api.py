@@ -14,9 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from erp.core.config import get_settings
-from erp.tasks import schedules
+from erp.tasks.calendar import schedules
+from erp.tasks.calendar.schedules import jitter_offset
 from erp.tasks.periodic_messages import periodic_run_id
-from erp.tasks.run_planning import jitter_offset
 from erp.tasks.scheduler_models import PeriodicTaskRunDB
 from tests.support.scheduling import empty_broker, queued_runs
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from erp.tasks import schedules
+from erp.tasks.calendar import schedules
 from erp.tasks.scheduler_models import (
     ClockedScheduleDB,
     CrontabScheduleDB,

@@ -148,7 +148,7 @@ def web_server() -> Iterator[str]:
 @contextmanager
 def beat_heartbeat(engine: Engine) -> Iterator[None]:
     """Keep a heartbeat row fresh, as a running beat would."""
-    from erp.tasks.heartbeat import Heartbeat
+    from erp.tasks.beat.heartbeat import Heartbeat
 
     heartbeat = Heartbeat("fuzz")
     stop = threading.Event()

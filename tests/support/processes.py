@@ -14,6 +14,15 @@ from typing import ClassVar
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CELERY = [sys.executable, "-m", "celery", "-A", "erp.core.celery_app"]
+# Every task of the product; erp.core lists none: the worker discovers their modules.
+PRODUCT_TASKS = (
+    "erp.ping",
+    "erp.reports.generate_sales_report",
+    "erp.data_processing.import_sales_orders",
+    "erp.health_check",
+    "erp.prune_expired_files",
+    "erp.deliver_alerts",
+)
 
 
 def free_port() -> int:
@@ -85,12 +94,13 @@ def start_web(
     return web, f"http://127.0.0.1:{port}"
 
 
-def start_worker(*extra: str, name: str = "worker", env: dict | None = None) -> ManagedProcess:
-    worker = ManagedProcess(
-        name,
-        [*CELERY, "worker", "--pool", "prefork", "--loglevel", "INFO", "--without-mingle", "--without-gossip", *extra],
-        env,
-    )
+def start_worker(
+    *extra: str, name: str = "worker", env: dict | None = None, mingle_and_gossip: bool = False
+) -> ManagedProcess:
+    """A prefork worker; without mingle and gossip (quicker to start) unless asked for, as the
+    Procfile's worker has them."""
+    quiet = [] if mingle_and_gossip else ["--without-mingle", "--without-gossip"]
+    worker = ManagedProcess(name, [*CELERY, "worker", "--pool", "prefork", "--loglevel", "INFO", *quiet, *extra], env)
     worker.wait_for_output("ready.", timeout=60)
     return worker
 

@@ -1,7 +1,7 @@
-"""Reading a sales-order CSV: decoding, records, the header, rows and orders. Pure logic, no I/O.
+"""Reading a sales-order CSV: decoding, records, the header and rows. Pure logic, no I/O.
 
-(Longer than 400 lines on purpose: each step feeds the next and the line numbers and outcomes
-they carry must agree from the bytes to the orders, so they are read and tested together.)
+Each step feeds the next, and the line numbers and outcomes they carry agree from the bytes to
+the orders; the last step, grouping rows into orders, is erp.features.data_processing.orders.
 
 The file arrives in chunks of bytes (an upload streaming in, or chunks read back from the file
 store) and is never whole in memory:
@@ -12,7 +12,7 @@ store) and is never whole in memory:
   only complete lines; a record whose quoted field goes on past the text received so far is
   parsed again when more text has come, so a record may span chunks (and lines).
 - `header_columns` checks the header; `parse_row` checks one row.
-- `OrderAssembler` groups consecutive rows with the same `order_number` into one order: an
+- `OrderAssembler` (erp.features.data_processing.orders) groups consecutive rows with the same `order_number` into one order: an
   order is imported whole or not at all, so one bad row rejects the rows of its order.
 
 File format: a header naming the columns in `COLUMNS` (any order), then one row per order
@@ -27,18 +27,12 @@ import io
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 
 COLUMNS = ("order_number", "order_date", "customer", "currency", "product", "quantity", "unit_price")
 EXAMPLE_HEADER = ",".join(COLUMNS)
-# An order with more lines than this is refused (it would be held in memory whole).
-MAX_ORDER_LINES = 1000
 MAX_QUANTITY = 1_000_000
-# sales_orders.amount is NUMERIC(14, 2).
-MAX_ORDER_AMOUNT = Decimal("999999999999.99")
-MAX_ORDER_AMOUNT_CENTS = 99_999_999_999_999
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 _CURRENCY = re.compile(r"[A-Z]{3}\Z")
@@ -239,7 +233,7 @@ def parse_row(fields: list[str], pick: ColumnPicker, line: int) -> SalesRow:
     whole, _, cents = price.partition(".")
     unit_price_cents = int(whole) * 100 + (int(cents) * (10 if len(cents) == 1 else 1) if cents else 0)
     if not price.isascii():  # other digits Python reads (Arabic-Indic, ...) but PostgreSQL does not
-        price = _decimal_text(unit_price_cents)
+        price = decimal_text(unit_price_cents)
     return SalesRow(line, number, day, customer, currency, product, int(quantity), price, unit_price_cents)
 
 
@@ -267,7 +261,7 @@ def _calendar_date(day: str) -> None:
         raise RowProblem(f"order_date {day!r} is not a date in the calendar") from None
 
 
-def _decimal_text(cents: int) -> str:
+def decimal_text(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
@@ -276,165 +270,3 @@ def order_number_of(fields: list[str] | None, columns: tuple[int, ...]) -> str |
     if fields is None or len(fields) != len(COLUMNS):
         return None
     return fields[columns[0]].strip() or None
-
-
-@dataclass(slots=True)
-class OrderLine:
-    position: int
-    product: str
-    quantity: int
-    unit_price: str  # as in SalesRow
-
-
-@dataclass(slots=True)
-class Order:
-    order_number: str
-    order_date: str  # as in SalesRow
-    customer: str
-    currency: str
-    amount: str  # the sum of its lines, exact, with two decimals ("7.60")
-    lines: list[OrderLine]
-    row_lines: list[int]  # the file line of each of its rows
-
-
-@dataclass(slots=True)
-class RowFailure:
-    line: int
-    reason: str
-
-
-@dataclass(slots=True)
-class _PendingOrder:
-    order_number: str
-    rows: list[SalesRow] = field(default_factory=list)
-    problems: list[RowFailure] = field(default_factory=list)
-    # Failed rows belonging to no order, read while this order was open: reported after it.
-    held: list[RowFailure] = field(default_factory=list)
-
-
-@dataclass
-class Batch:
-    """Outcomes of every record up to `through_line` (and of none after it)."""
-
-    orders: list[Order] = field(default_factory=list)
-    failures: list[RowFailure] = field(default_factory=list)
-    through_line: int = 0
-    rows: int = 0  # data rows these outcomes account for
-
-
-def _difference(first: SalesRow, row: SalesRow) -> str | None:
-    """The first of the columns an order's rows must agree on in which `row` differs from `first`."""
-    if row.order_date != first.order_date:
-        return "order_date"
-    if row.customer != first.customer:
-        return "customer"
-    if row.currency != first.currency:
-        return "currency"
-    return None
-
-
-def _close(pending: _PendingOrder) -> tuple[Order | None, list[RowFailure]]:
-    """An order from its rows, or the failures of all of them (an order is imported whole)."""
-    rows = pending.rows
-    problems = list(pending.problems)
-    amount_cents = 0
-    if not problems:
-        first = rows[0]
-        for row in rows:
-            if row is not first and (name := _difference(first, row)) is not None:
-                problems.append(
-                    RowFailure(
-                        row.line, f"{name} differs from line {first.line} of the same order {first.order_number!r}"
-                    )
-                )
-            amount_cents += row.quantity * row.unit_price_cents
-        if len(rows) > MAX_ORDER_LINES:
-            problems.append(RowFailure(rows[MAX_ORDER_LINES].line, f"the order has more than {MAX_ORDER_LINES} lines"))
-    if not problems and amount_cents > MAX_ORDER_AMOUNT_CENTS:
-        problems.append(
-            RowFailure(rows[0].line, f"the order's total {_decimal_text(amount_cents)} exceeds {MAX_ORDER_AMOUNT}")
-        )
-    if not problems:
-        first = rows[0]
-        lines = [OrderLine(i, row.product, row.quantity, row.unit_price) for i, row in enumerate(rows, start=1)]
-        order = Order(
-            first.order_number,
-            first.order_date,
-            first.customer,
-            first.currency,
-            _decimal_text(amount_cents),
-            lines,
-            [row.line for row in rows],
-        )
-        held = pending.held
-        return order, sorted(held, key=_by_line) if len(held) > 1 else held
-    failed_lines = {problem.line for problem in problems}
-    first_bad = min(failed_lines)
-    failures = problems + [
-        RowFailure(row.line, f"order {pending.order_number!r} not imported: its row at line {first_bad} is invalid")
-        for row in rows
-        if row.line not in failed_lines
-    ]
-    return None, sorted(failures + pending.held, key=_by_line)
-
-
-def _by_line(failure: RowFailure) -> int:
-    return failure.line
-
-
-class OrderAssembler:
-    """Groups records into orders; outcomes come out in batches covering whole lines.
-
-    `add(record)` returns a Batch when an order closed (the record opened the next one) or a
-    stray bad row was read while no order was open; `finish()` returns the rest. A batch
-    covers every line up to `through_line`, so work committed batch by batch can resume
-    after the last committed batch's `through_line` without losing or repeating a row.
-    """
-
-    def __init__(self, columns: tuple[int, ...]) -> None:
-        self._columns = columns
-        self._pick = column_picker(columns)
-        self._pending: _PendingOrder | None = None
-        self._last_line = 0
-
-    def add(self, record: Record) -> Batch | None:
-        batch: Batch | None = None
-        row: SalesRow | None = None
-        problem = record.problem
-        if record.fields is not None and problem is None:
-            try:
-                row = parse_row(record.fields, self._pick, record.first_line)
-            except RowProblem as error:
-                problem = str(error)
-        number = row.order_number if row is not None else order_number_of(record.fields, self._columns)
-        pending = self._pending
-        if number is not None and (pending is None or pending.order_number != number):
-            batch = self._close_pending()
-            pending = self._pending = _PendingOrder(number)
-        if pending is None:
-            # A bad row that names no order, read while no order is open.
-            batch = Batch(failures=[RowFailure(record.first_line, problem or "unreadable row")])
-            batch.rows = 1
-        elif row is not None and number is not None:
-            pending.rows.append(row)
-        elif number is not None:
-            pending.problems.append(RowFailure(record.first_line, problem or "unreadable row"))
-        else:
-            pending.held.append(RowFailure(record.first_line, problem or "unreadable row"))
-        if batch is not None:
-            batch.through_line = self._last_line if pending is not None else record.last_line
-        self._last_line = record.last_line
-        return batch
-
-    def finish(self) -> Batch:
-        batch = self._close_pending() or Batch()
-        batch.through_line = self._last_line
-        return batch
-
-    def _close_pending(self) -> Batch | None:
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return None
-        order, failures = _close(pending)
-        rows = len(pending.rows) + len(pending.problems) + len(pending.held)
-        return Batch(orders=[order] if order else [], failures=failures, rows=rows)

@@ -16,7 +16,7 @@ from erp.core.db import DbSession, autocommit_engine
 from erp.core.dispatch import dispatch
 from erp.core.http_errors import error_responses
 from erp.core.input_types import DatabaseId, StoredText
-from erp.features.data_processing import service
+from erp.features.data_processing import upload
 from erp.features.data_processing.exceptions import UploadTooLarge
 from erp.features.data_processing.parsing import EXAMPLE_HEADER
 from erp.features.data_processing.schemas import DataImport, ImportAccepted, RowError
@@ -76,7 +76,7 @@ async def upload_sales_orders(
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, str(UploadTooLarge(limit)))
     try:
-        data_import = await service.create_sales_order_import(
+        data_import = await upload.create_sales_order_import(
             caller.organization_id, caller.user_id, filename, request.stream(), session=session
         )
     except UploadTooLarge as error:
@@ -84,9 +84,9 @@ async def upload_sales_orders(
     try:
         accepted = await dispatch(request, caller, import_sales_orders, data_import.id)
     except HTTPException:
-        await service.discard_import(data_import.id, session=session)  # not queued: keep nothing
+        await upload.discard_import(data_import.id, session=session)  # not queued: keep nothing
         raise
-    await service.set_task_id(data_import.id, accepted.task_id, session=session)
+    await upload.set_task_id(data_import.id, accepted.task_id, session=session)
     import_url = request.url_for(IMPORT_ROUTE, organization_id=caller.organization_id, import_id=data_import.id)
     return ImportAccepted(**accepted.model_dump(), import_id=data_import.id, import_url=import_url.path)
 
@@ -106,8 +106,8 @@ async def get_data_import(
     errors: Annotated[int, Query(ge=0, le=1000, description="how many failed rows to include")] = 20,
 ) -> DataImport:
     assert caller.organization_id is not None
-    data_import = await service.get_import(caller.organization_id, import_id, session=session)
-    first = await service.first_errors(import_id, errors, session=session)
+    data_import = await upload.get_import(caller.organization_id, import_id, session=session)
+    first = await upload.first_errors(import_id, errors, session=session)
     errors_url = request.url_for(ERRORS_ROUTE, organization_id=caller.organization_id, import_id=import_id).path
     return DataImport(
         id=data_import.id,
@@ -143,7 +143,7 @@ async def _error_csv(import_id: int) -> AsyncIterator[bytes]:
     writer.writerow(["line_number", "reason"])
     yield buffer.getvalue().encode()
     async with autocommit_engine().connect() as connection:
-        async for page in service.all_errors(import_id, connection=connection):
+        async for page in upload.all_errors(import_id, connection=connection):
             buffer.seek(0)
             buffer.truncate()
             writer.writerows(page)
@@ -161,7 +161,7 @@ async def download_data_import_errors(
     import_id: DatabaseId, caller: OrganizationMember, session: DbSession
 ) -> StreamingResponse:
     assert caller.organization_id is not None
-    await service.get_import(caller.organization_id, import_id, session=session)  # 404 if not theirs
+    await upload.get_import(caller.organization_id, import_id, session=session)  # 404 if not theirs
     return StreamingResponse(
         _error_csv(import_id),
         media_type="text/csv; charset=utf-8",

@@ -1,4 +1,8 @@
-"""The import task: a plain synchronous Celery task calling the async service through the bridge."""
+"""The import task: a plain synchronous Celery task calling the async import through the bridge.
+
+The web process imports this module to dispatch the task, and only that: the import pipeline
+the task runs is the worker's, imported when the task first runs, so the web never loads it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from erp.core.bridge import run_service
 from erp.core.celery_app import celery_app
 from erp.core.progress import progress_reporter
 from erp.core.retries import RETRY_ON_TRANSIENT_ERRORS, TransientError, retry_transient_errors
-from erp.features.data_processing import service
 
 
 @celery_app.task(bind=True, name="erp.data_processing.import_sales_orders", **RETRY_ON_TRANSIENT_ERRORS)
@@ -21,13 +24,15 @@ def import_sales_orders(self: Task, import_id: int) -> dict[str, Any]:
     A lost database or broker connection is retried with backoff (the import resumes after its
     last committed chunk); anything else fails the task and the import at once, with its message.
     """
+    from erp.features.data_processing import import_pipeline  # the worker's part (see the docstring)
+
     try:
         with retry_transient_errors():
-            return run_service(service.import_sales_orders, import_id, progress=progress_reporter(self))
+            return run_service(import_pipeline.import_sales_orders, import_id, progress=progress_reporter(self))
     except Exception as error:
         retrying = isinstance(error, TransientError) and self.request.retries < self.max_retries
         if not retrying:
             # Best effort: with the database away the import stays "running" until run again.
             with contextlib.suppress(Exception):
-                run_service(service.record_failure, import_id, f"{type(error).__name__}: {error}")
+                run_service(import_pipeline.record_failure, import_id, f"{type(error).__name__}: {error}")
         raise

@@ -1,0 +1,69 @@
+"""What the web reads of the heartbeats beats write: `/health/beat` (did a beat tick recently?)
+and, for `/metrics`, the seconds since each beat's last tick."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import func, select
+
+from erp.core import metrics
+from erp.core.config import get_settings
+from erp.core.db import web_engine
+from erp.tasks.scheduler_models import BeatHeartbeatDB, stale_after_seconds
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/health/beat",
+    summary="A beat process ticked recently",
+    responses={503: {"description": "no beat has ticked recently"}},
+)
+async def beat() -> JSONResponse:
+    stale_after = stale_after_seconds(get_settings().CELERY_BEAT_DB_SCHEDULER_MAX_INTERVAL_SECONDS)
+    async with web_engine().connect() as connection:
+        rows = (
+            await connection.execute(
+                select(BeatHeartbeatDB.instance, BeatHeartbeatDB.last_tick_at, BeatHeartbeatDB.runs_sent).order_by(
+                    BeatHeartbeatDB.last_tick_at.desc()
+                )
+            )
+        ).all()
+        now = (await connection.execute(select(func.now()))).scalar_one()
+    instances = [
+        {
+            "instance": row.instance,
+            "last_tick_at": row.last_tick_at.isoformat(),
+            "seconds_ago": round((now - row.last_tick_at).total_seconds(), 1),
+            "runs_sent": row.runs_sent,
+        }
+        for row in rows
+    ]
+    alive = [item for item in instances if item["seconds_ago"] <= stale_after]
+    body = {"status": "ok" if alive else "unavailable", "stale_after_seconds": stale_after, "instances": instances}
+    return JSONResponse(body, status_code=200 if alive else 503)
+
+
+async def heartbeat_age_families() -> list[Metric]:
+    """Seconds since each beat instance last ticked; alert on the smallest (some beat is ticking)."""
+    async with web_engine().connect() as connection:
+        now = func.now()
+        rows = (
+            await connection.execute(
+                select(BeatHeartbeatDB.instance, func.extract("epoch", now - BeatHeartbeatDB.last_tick_at))
+            )
+        ).all()
+    return [
+        metrics.gauge(
+            metrics.BEAT_HEARTBEAT_AGE,
+            "Seconds since each beat instance last ticked (rows of stopped beats stay for a day).",
+            "instance",
+            ((instance, float(age)) for instance, age in rows),
+        )
+    ]
