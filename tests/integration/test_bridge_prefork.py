@@ -53,7 +53,10 @@ def test_soft_time_limit_cancels_the_coroutine_and_its_query(prefork_worker, syn
     while time.monotonic() < deadline:
         with sync_engine.connect() as connection:
             sleeping = connection.execute(
-                text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'")
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active' AND datname = current_database()"
+                )
             ).scalar_one()
         if sleeping == 0:
             break

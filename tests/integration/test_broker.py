@@ -114,7 +114,8 @@ def test_flower_and_celery_events_see_the_sent_event(api_client, broker_client):
 
 def test_a_connection_cut_by_a_redis_restart_is_replaced(api_client, broker_client):
     send(api_client, ping)  # the pool now holds a connection
-    killed = [c["id"] for c in broker_client.client_list() if c["name"] == "erp-web"]
+    broker_db = broker_client.connection_pool.connection_kwargs.get("db", 0)
+    killed = [c["id"] for c in broker_client.client_list() if c["name"] == "erp-web" and int(c["db"]) == broker_db]
     assert killed
     for client_id in killed:
         broker_client.client_kill_filter(_id=client_id)
