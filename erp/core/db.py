@@ -112,10 +112,17 @@ def ping_idle_connections(engine: AsyncEngine) -> None:
     event.listen(engine.sync_engine, "checkout", _ping_if_idle)
 
 
+# Every engine hides its statements' parameters from the errors it raises: an error's text is
+# logged, stored and shown (a failed import's, a task's status), and the parameters of an
+# import's chunk are its customers' and products' names. See erp.core.errors.error_text.
+HIDE_PARAMETERS = True
+
+
 def create_async_db_engine(application_name: str, **pool_options: Any) -> AsyncEngine:
     return create_async_engine(
         get_settings().async_database_url,
         connect_args={"server_settings": {"application_name": application_name}},
+        hide_parameters=HIDE_PARAMETERS,
         **pool_options,
     )
 
@@ -126,6 +133,7 @@ def create_sync_engine(
     return create_engine(
         get_settings().sync_database_url,
         connect_args={"application_name": application_name, **(connect_args or {})},
+        hide_parameters=HIDE_PARAMETERS,
         **pool_options,
     )
 

@@ -42,7 +42,7 @@ BURST = 10_000
 
 def recreate_database() -> None:
     url = make_url(get_settings().sync_database_url)
-    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT", hide_parameters=True)
     with server.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
         connection.execute(text(f'CREATE DATABASE "{url.database}"'))
