@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     # `user:password[,user2:password2]`; flower refuses to start without it outside development.
     FLOWER_BASIC_AUTH: str | None = None
 
+    # --- development and tests: eager mode (erp/core/eager.py) --------------------------------
+    # Tasks run in the process that queues them, at once, without a worker. Refused unless
+    # ERP_ENVIRONMENT is `development`: a deployed web would run every task inside its requests.
+    CELERY_TASK_ALWAYS_EAGER: bool = False
+
     # --- operations: /metrics ------------------------------------------------------------------
     # `Authorization: Bearer <METRICS_TOKEN>` reads /metrics; without it /metrics answers only
     # in development.
@@ -182,6 +187,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CELERY_TASK_SOFT_TIME_LIMIT_SECONDS must be below CELERY_TASK_TIME_LIMIT_SECONDS,"
                 " so a task can clean up before it is killed"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _eager_only_in_development(self) -> Settings:
+        if self.CELERY_TASK_ALWAYS_EAGER and self.ERP_ENVIRONMENT != "development":
+            raise ValueError(
+                "CELERY_TASK_ALWAYS_EAGER runs every task inside the process that queues it (the web's requests):"
+                " it is for development and tests only, and needs ERP_ENVIRONMENT=development"
             )
         return self
 
