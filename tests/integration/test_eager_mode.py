@@ -22,11 +22,9 @@ from tests.support.bridge_tasks import probe_values
 
 
 @pytest.fixture
-def eager():
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield celery_app
-    celery_app.conf.task_always_eager = previous
+def eager(erp_eager):
+    """The test kit's eager app (erp.testing)."""
+    return erp_eager
 
 
 def stored(task_id: str) -> AsyncResult:
