@@ -105,3 +105,28 @@ def test_ping_runs_in_this_process(eager):
     import os
 
     assert ping.delay().get(timeout=10)["worker_pid"] == os.getpid()
+
+
+def test_a_task_queued_by_a_service_that_then_fails_still_runs_as_a_sent_message_would(eager, probe_table, sync_engine):
+    queued_id = str(uuid.uuid4())
+    outer = eager_tasks.queue_then_fail_task.delay(queued_id)
+    assert outer.state == "FAILURE"
+    # The service's row was rolled back before the queued task ran; the task's own is kept.
+    assert stored(queued_id).state == "SUCCESS", stored(queued_id).result
+    assert stored(queued_id).result == [f"{queued_id}:queued"]
+    assert probe_values(sync_engine) == [f"{queued_id}:queued"]
+
+
+def test_tasks_dispatched_side_by_side_run_one_at_a_time_on_the_bridges_two_connections(
+    eager, probe_table, sync_engine
+):
+    task_ids = [str(uuid.uuid4()) for _ in range(6)]
+
+    async def many() -> None:
+        await asyncio.gather(
+            *(broker.send_task(eager_tasks.record_task, (f"v{n}",), {}, task_id) for n, task_id in enumerate(task_ids))
+        )
+
+    asyncio.run(many())
+    assert [stored(task_id).state for task_id in task_ids] == ["SUCCESS"] * 6
+    assert sorted(probe_values(sync_engine)) == [f"v{n}" for n in range(6)]

@@ -51,3 +51,15 @@ async def async_record_task(self: Task, value: str, *, session: AsyncSession) ->
 @celery_app.task(name="tests.eager.fails")
 def failing_task(value: str) -> None:
     run_service(insert_probe, value, True)
+
+
+async def queue_then_fail(value: str, *, session: AsyncSession) -> None:
+    """A service that writes, queues a task, then fails: its own work is rolled back."""
+    await session.execute(text(f"INSERT INTO {PROBE_TABLE} (value) VALUES (:value)"), {"value": value})
+    record_task.apply_async((f"{value}:queued",), task_id=value)
+    raise ValueError(f"{value} failed after queueing a task")
+
+
+@celery_app.task(name="tests.eager.queue_then_fail")
+def queue_then_fail_task(value: str) -> None:
+    run_service(queue_then_fail, value)
