@@ -20,6 +20,7 @@ from erp.testing.clock import ControllableClock
 if TYPE_CHECKING:
     from celery import Celery
     from celery.worker import WorkController
+    from fastapi import FastAPI
     from fastapi.testclient import TestClient
     from sqlalchemy import Engine
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -75,17 +76,24 @@ def erp_worker(erp_database: str) -> Iterator[WorkController]:
 
 
 @pytest.fixture(scope="session")
-def erp_api(erp_database: str) -> Iterator[TestClient]:
-    """The real app (`erp.api.app.create_app`) over Starlette's TestClient: ASGI, no server.
+def erp_app(erp_database: str) -> FastAPI:
+    """The app `erp_api` serves: the product's (`erp.api.app.create_app`). Override it to
+    include a router that erp/api/app.py does not include yet."""
+    from erp.api.app import create_app
+
+    return create_app()
+
+
+@pytest.fixture(scope="session")
+def erp_api(erp_app: FastAPI) -> Iterator[TestClient]:
+    """`erp_app` over Starlette's TestClient: ASGI, no server, the app's lifespan run.
 
     One for the whole run: the app's pooled engine is bound to the event loop that opened its
     connections, and each TestClient runs the app on a loop of its own.
     """
     from fastapi.testclient import TestClient
 
-    from erp.api.app import create_app
-
-    with TestClient(create_app()) as client:
+    with TestClient(erp_app) as client:
         yield client
 
 
