@@ -17,7 +17,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _POSTGRES_SCHEMES = {
@@ -190,14 +190,16 @@ class Settings(BaseSettings):
             )
         return self
 
-    @model_validator(mode="after")
-    def _eager_only_in_development(self) -> Settings:
-        if self.CELERY_TASK_ALWAYS_EAGER and self.ERP_ENVIRONMENT != "development":
+    @field_validator("CELERY_TASK_ALWAYS_EAGER")
+    @classmethod
+    def _eager_only_in_development(cls, value: bool, info: ValidationInfo) -> bool:
+        # ERP_ENVIRONMENT is declared above, so it is validated first (absent if it was wrong).
+        if value and info.data.get("ERP_ENVIRONMENT") != "development":
             raise ValueError(
-                "CELERY_TASK_ALWAYS_EAGER runs every task inside the process that queues it (the web's requests):"
-                " it is for development and tests only, and needs ERP_ENVIRONMENT=development"
+                "runs every task inside the process that queues it (the web's requests), for development"
+                " and tests only: it needs ERP_ENVIRONMENT=development"
             )
-        return self
+        return value
 
     # --- derived URLs -------------------------------------------------------------------------
 
