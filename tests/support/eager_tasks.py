@@ -63,3 +63,20 @@ async def queue_then_fail(value: str, *, session: AsyncSession) -> None:
 @celery_app.task(name="tests.eager.queue_then_fail")
 def queue_then_fail_task(value: str) -> None:
     run_service(queue_then_fail, value)
+
+
+@celery_app.task(bind=True, name="tests.async.retry_once")
+async def async_retry_once_task(self: Task, value: str, *, session: AsyncSession) -> list[str]:
+    """Writes one row per attempt; the first attempt asks for a retry, so its row is rolled back."""
+    await session.execute(
+        text(f"INSERT INTO {PROBE_TABLE} (value) VALUES (:value)"), {"value": f"{value}:{self.request.retries}"}
+    )
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.1, max_retries=1)
+    return list((await session.execute(text(f"SELECT value FROM {PROBE_TABLE} ORDER BY id"))).scalars())
+
+
+@celery_app.task(name="tests.async.fails")
+async def async_failing_task(value: str, *, session: AsyncSession) -> None:
+    await session.execute(text(f"INSERT INTO {PROBE_TABLE} (value) VALUES (:value)"), {"value": value})
+    raise ValueError(f"failing after inserting {value!r}")
