@@ -16,7 +16,7 @@ from erp.features.order_audits import service
 from erp.features.order_audits.models import OrderAuditDB
 from erp.features.order_audits.tasks import run_order_audit
 from erp.sales.models import SalesOrderDB, SalesOrderLineDB
-from tests.support.task_status import finished_task
+from erp.testing.waiting import finished_task
 
 # Order number, amount, lines (quantity, unit price): A-2's amount is not its lines' sum.
 ORDERS = [("A-1", "30.00", [(1, "10.00"), (2, "10.00")]), ("A-2", "99.00", [(3, "5.00")]), ("A-3", "0.00", [])]
