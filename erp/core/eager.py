@@ -63,8 +63,19 @@ def _as_sent(task: Task, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tu
     return tuple(sent_args), dict(sent_kwargs)
 
 
+# Whether this process has said, once, that it runs tasks itself (a log reader should know).
+_announced = False
+
+
 def _apply(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str, options: dict[str, Any]) -> Any:
+    global _announced
     with _one_at_a_time:
+        if not _announced:
+            _announced = True
+            logger.warning(
+                "eager mode (CELERY_TASK_ALWAYS_EAGER): tasks run in this process, not on a worker",
+                extra={"action": "eager_mode"},
+            )
         logger.debug("eager: running %s[%s] in this process", task.name, task_id, extra={"action": "eager_run"})
         return task.apply(args, kwargs, task_id=task_id, **options)
 
