@@ -15,8 +15,9 @@
 | `erp_session` | test | an `AsyncSession` in a transaction rolled back after the test (async tests: `@pytest.mark.anyio`) |
 | `erp_clock` | test | a clock `erp.core.clock.utcnow()` reads while the test runs: `set`, `advance`, `now` |
 
-Beside the fixtures, `erp.testing.waiting.finished_task(client, headers, status_url)` polls a
-task's status URL until it has finished (for tests with `erp_worker`).
+Beside the fixtures: `erp.testing.waiting.finished_task(client, headers, status_url)` polls a
+task's status URL until it has finished (for tests with `erp_worker`), and
+`erp.testing.worker.in_process_worker()` is the worker of `erp_worker` as a context manager.
 
 The kit never creates, drops or migrates a database and never flushes Redis: where the tests run
 is the settings' business (set `DATABASE_URL` and the Redis settings before the first fixture

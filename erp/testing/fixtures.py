@@ -63,15 +63,12 @@ def erp_worker(erp_database: str) -> Iterator[WorkController]:
     the default queue of the settings' Redis: what eager mode leaves out (the message, the
     worker's hooks, retries with their countdown) happens as in production, minus prefork.
 
-    The solo pool: one task at a time, the one pool besides prefork that runs async def tasks.
     Module-scoped, since starting one costs about a second. Not with `erp_eager` (nothing would
-    reach it).
+    reach it). Outside a fixture: `erp.testing.worker.in_process_worker()`.
     """
-    from celery.contrib.testing.worker import start_worker
+    from erp.testing.worker import in_process_worker
 
-    from erp.core.celery_app import celery_app
-
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+    with in_process_worker() as worker:
         yield worker
 
 

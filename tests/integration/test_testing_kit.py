@@ -10,7 +10,8 @@ from sqlalchemy import text
 from erp.core.clock import utcnow
 from erp.features.ping.service import ping_database
 from erp.testing.database import rolled_back_session
-from tests.support import bridge_tasks
+from erp.testing.worker import in_process_worker
+from tests.support import bridge_tasks, eager_tasks
 from tests.support.bridge_tasks import probe_values
 from tests.support.task_status import finished_task
 
@@ -64,3 +65,12 @@ def test_the_clock_moves_what_services_read_in_the_web_process(erp_clock, erp_ap
 
 def test_the_clock_is_the_system_clock_again_after_the_test():
     assert abs(utcnow() - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def test_a_second_in_process_worker_runs_countdowns_too(erp_database, probe_table, sync_engine):
+    """Celery hands a worker started in a process the event loop of the one before it, whose
+    timer has stopped: a countdown, a retry's among them, then never came due."""
+    for written in (["first"], ["first", "second"]):
+        with in_process_worker():
+            result = eager_tasks.record_task.apply_async((written[-1],), countdown=0.1)
+            assert result.get(timeout=15) == written

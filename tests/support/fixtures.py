@@ -93,12 +93,11 @@ def in_process_worker(migrated_database, redis_clean):
     """A real Celery worker in a thread of this process, on the real Redis and PostgreSQL.
 
     Module-scoped: it consumes the default queue, which the scheduler tests read themselves.
+    The kit's (erp.testing.worker), which gives each worker an event loop of its own.
     """
-    from celery.contrib.testing.worker import start_worker
+    from erp.testing.worker import in_process_worker
 
-    from erp.core.celery_app import celery_app
-
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+    with in_process_worker() as worker:
         yield worker
 
 
