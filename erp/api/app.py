@@ -6,6 +6,7 @@ the package of its subject (erp.accounts, erp.tasks, erp.features.<name>).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 
 from erp.accounts import router as accounts_router
 from erp.core import broker, metrics, metrics_router, probes, task_owners
+from erp.core.bridge import shutdown_bridge
 from erp.core.db import dispose_web_engine
 from erp.core.http_errors import install_error_handlers
 from erp.core.logging import configure_logging
@@ -35,6 +37,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await dispose_web_engine()
     await task_owners.close()
     await broker.close()
+    # Eager mode ran tasks in this process, on the bridge's loop: its connections go too.
+    await asyncio.to_thread(shutdown_bridge)
 
 
 def create_app() -> FastAPI:

@@ -119,6 +119,27 @@ class ServiceAbandoned(Exception):
 
 # Set while a service runs; a run_service call that sees it is nested inside another.
 _inside_service: ContextVar[bool] = ContextVar("erp_inside_service", default=False)
+# What the running service left to do in the calling thread once it has ended (see after_service).
+_after_service: ContextVar[list[Callable[[], object]] | None] = ContextVar("erp_after_service", default=None)
+
+
+def inside_service() -> bool:
+    """Whether the caller runs inside a service that run_service is awaiting (on the bridge's
+    loop, or in a thread that service started): where run_service may not be called again."""
+    return _inside_service.get()
+
+
+def after_service(action: Callable[[], object]) -> None:
+    """Call `action()` in the thread that called run_service, once the running service has ended.
+
+    Eager mode (erp.core.eager) runs a task queued from inside a service here: the task's own
+    run_service would be nested in the service's, and would wait on the loop the service holds.
+    Called outside a service, it raises: there is nothing to wait for.
+    """
+    pending = _after_service.get()
+    if pending is None or not _inside_service.get():
+        raise RuntimeError("after_service is for code running inside a service (run_service)")
+    pending.append(action)
 
 
 class _RunningCall:
@@ -261,6 +282,21 @@ def run_task_body(
             f"run_service cannot be nested (called for {_name(fn)} inside another service): "
             "await the service function directly and pass it the session you have"
         )
+    # The list is shared with the service's copy of this context (asgiref copies it to the loop).
+    pending: list[Callable[[], object]] = []
+    pending_token = _after_service.set(pending)
+    try:
+        return _await_on_process_loop(fn, args, kwargs, body)
+    finally:
+        _after_service.reset(pending_token)
+        # The service has ended, committed or rolled back; its session and connection are free.
+        for action in pending:
+            action()
+
+
+def _await_on_process_loop(
+    fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: dict[str, Any], body: TaskBody | None
+) -> R:
     process_loop = _current_process_loop()
     # Point async_to_sync at this process's loop instead of a new loop per call.
     SyncToAsync.threadlocal.main_event_loop = process_loop.loop

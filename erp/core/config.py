@@ -17,7 +17,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _POSTGRES_SCHEMES = {
@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     # `user:password[,user2:password2]`; flower refuses to start without it outside development.
     FLOWER_BASIC_AUTH: str | None = None
 
+    # --- development and tests: eager mode (erp/core/eager.py) --------------------------------
+    # Tasks run in the process that queues them, at once, without a worker. Refused unless
+    # ERP_ENVIRONMENT is `development`: a deployed web would run every task inside its requests.
+    CELERY_TASK_ALWAYS_EAGER: bool = False
+
     # --- operations: /metrics ------------------------------------------------------------------
     # `Authorization: Bearer <METRICS_TOKEN>` reads /metrics; without it /metrics answers only
     # in development.
@@ -184,6 +189,17 @@ class Settings(BaseSettings):
                 " so a task can clean up before it is killed"
             )
         return self
+
+    @field_validator("CELERY_TASK_ALWAYS_EAGER")
+    @classmethod
+    def _eager_only_in_development(cls, value: bool, info: ValidationInfo) -> bool:
+        # ERP_ENVIRONMENT is declared above, so it is validated first (absent if it was wrong).
+        if value and info.data.get("ERP_ENVIRONMENT") != "development":
+            raise ValueError(
+                "runs every task inside the process that queues it (the web's requests), for development"
+                " and tests only: it needs ERP_ENVIRONMENT=development"
+            )
+        return value
 
     # --- derived URLs -------------------------------------------------------------------------
 
