@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -16,6 +15,7 @@ from erp.core.db import DbSession, autocommit_engine
 from erp.core.dispatch import dispatch
 from erp.core.http_errors import error_responses
 from erp.core.input_types import DatabaseId, StoredText
+from erp.core.spreadsheet_cells import CsvCells
 from erp.features.data_processing import upload
 from erp.features.data_processing.exceptions import UploadTooLarge
 from erp.features.data_processing.parsing import EXAMPLE_HEADER
@@ -139,7 +139,7 @@ async def _error_csv(import_id: int) -> AsyncIterator[bytes]:
     not hold a transaction open, hence the autocommit connection.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = CsvCells(buffer)  # a reason may quote what the file held: cells, never formulas
     writer.writerow(["line_number", "reason"])
     yield buffer.getvalue().encode()
     async with autocommit_engine().connect() as connection:
