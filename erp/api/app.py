@@ -16,6 +16,7 @@ from erp.core import broker, metrics, metrics_router, probes, task_owners
 from erp.core.db import dispose_web_engine
 from erp.core.http_errors import install_error_handlers
 from erp.core.logging import configure_logging
+from erp.core.request_bodies import RequestBodyGuard
 from erp.core.request_ids import RequestIdMiddleware
 from erp.features.data_processing import router as data_processing_router
 from erp.features.ping import router as ping_router
@@ -47,6 +48,8 @@ def create_app() -> FastAPI:
         description="Task-processing backbone of the ERP backend: dispatch work, read task state, manage periodic schedules.",
         lifespan=_lifespan,
     )
+    # Inside the error handlers (their catch-all stays outermost), outside everything that reads a body.
+    app.add_middleware(RequestBodyGuard)
     install_error_handlers(app)
     # The request id outermost, so every line of a request (access log included) carries it.
     app.add_middleware(metrics.HttpMetricsMiddleware)

@@ -15,6 +15,7 @@ from erp.core.db import DbSession, autocommit_engine
 from erp.core.dispatch import dispatch
 from erp.core.http_errors import error_responses
 from erp.core.input_types import DatabaseId, StoredText
+from erp.core.request_bodies import accepts_body_up_to
 from erp.core.spreadsheet_cells import CsvCells
 from erp.features.data_processing import upload
 from erp.features.data_processing.exceptions import UploadTooLarge
@@ -47,7 +48,7 @@ def _content_type(request: Request) -> str | None:
         "nothing is kept. Orders already present (same order_number) are skipped: importing a file "
         "twice adds nothing."
     ),
-    responses=error_responses(401, 403, 413, 415, 422, 503),
+    responses=error_responses(401, 403, 408, 413, 415, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -55,6 +56,7 @@ def _content_type(request: Request) -> str | None:
         }
     },
 )
+@accepts_body_up_to(lambda: get_settings().DATA_IMPORT_MAX_UPLOAD_BYTES, lambda limit: str(UploadTooLarge(limit)))
 async def upload_sales_orders(
     request: Request,
     caller: OrganizationMember,
