@@ -19,7 +19,7 @@ from erp.accounts import service
 from erp.accounts.models import UserDB
 from erp.core import tokens
 from erp.core.caller import Caller
-from erp.core.db import DbSession, autocommit_engine, web_session_factory
+from erp.core.db import DbSession, auth_engine, web_session_factory
 from erp.core.http_errors import raises
 from erp.core.input_types import DatabaseId
 
@@ -37,7 +37,8 @@ async def authenticate(
     except tokens.CredentialsProblem as problem:
         raise _unauthorized(str(problem)) from None
     try:
-        async with autocommit_engine().connect() as connection:
+        # Its own pool (erp.core.db.auth_engine): no feature can starve authentication.
+        async with auth_engine().connect() as connection:
             return await service.authenticate(secret, connection=connection)
     except service.AuthenticationError as error:
         raise _unauthorized(str(error)) from None

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from erp.accounts import router as accounts_router
-from erp.core import broker, metrics, metrics_router, probes, task_owners
+from erp.core import broker, concurrency_slots, metrics, metrics_router, probes, task_owners
 from erp.core.db import dispose_web_engine
 from erp.core.http_errors import install_error_handlers
 from erp.core.logging import configure_logging
@@ -35,6 +35,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     await dispose_web_engine()
     await task_owners.close()
+    await concurrency_slots.close()
     await broker.close()
 
 

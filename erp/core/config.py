@@ -106,6 +106,15 @@ class Settings(BaseSettings):
     # received: a slower one is cut with a 408.
     HTTP_BODY_MIN_BYTES_PER_SECOND: int = Field(16 * 1024, ge=1)
 
+    # PostgreSQL ends a web session's statement after this long, and a web session left idle
+    # inside a transaction after this long: whatever holds a connection by mistake, briefly.
+    WEB_DATABASE_STATEMENT_TIMEOUT_SECONDS: float = Field(30.0, gt=0, le=3600)
+    WEB_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS: float = Field(10.0, gt=0, le=3600)
+    # Uploads one user, and one organization, may have under way at once (across web
+    # processes, counted in Redis); one more is a 429 with Retry-After.
+    UPLOAD_MAX_CONCURRENT_PER_USER: int = Field(2, ge=1, le=1000)
+    UPLOAD_MAX_CONCURRENT_PER_ORGANIZATION: int = Field(4, ge=1, le=10000)
+
     # --- files, imports and health checks --------------------------------------------------
     # Uploaded and generated files (in PostgreSQL, see erp.core.files) are deleted this long
     # after they were stored; an hourly task prunes them.

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from erp.accounts.dependencies import OrganizationMember
+from erp.core.concurrency_slots import Holder, concurrency_slot
 from erp.core.config import get_settings
 from erp.core.db import DbSession, autocommit_engine
 from erp.core.dispatch import dispatch
-from erp.core.http_errors import error_responses
+from erp.core.http_errors import error_responses, raises
 from erp.core.input_types import DatabaseId, StoredText
 from erp.core.request_bodies import accepts_body_up_to
 from erp.core.spreadsheet_cells import CsvCells
@@ -28,6 +30,28 @@ router = APIRouter(prefix="/api/v1/organizations/{organization_id}/imports", tag
 IMPORT_ROUTE = "get_data_import"
 ERRORS_ROUTE = "download_data_import_errors"
 ACCEPTED_CONTENT_TYPES = {"text/csv", "application/csv", "text/plain", "application/octet-stream"}
+
+
+async def upload_slot(caller: OrganizationMember) -> AsyncIterator[None]:
+    """One of the caller's and one of the organization's concurrent-upload slots, held until the
+    upload has been answered (429 when either is full; see erp.core.concurrency_slots).
+
+    Retry-After is the body read timeout: the soonest a stalled upload is cut.
+    """
+    settings = get_settings()
+    holders = [
+        Holder(f"user:{caller.user_id}", settings.UPLOAD_MAX_CONCURRENT_PER_USER, "you"),
+        Holder(
+            f"organization:{caller.organization_id}",
+            settings.UPLOAD_MAX_CONCURRENT_PER_ORGANIZATION,
+            f"organization {caller.organization_id}",
+        ),
+    ]
+    async with concurrency_slot("upload", holders, retry_after=math.ceil(settings.HTTP_BODY_READ_TIMEOUT_SECONDS)):
+        yield
+
+
+UploadSlot = Annotated[None, Depends(raises(429, 503)(upload_slot))]
 
 
 def _content_type(request: Request) -> str | None:
@@ -45,10 +69,12 @@ def _content_type(request: Request) -> str | None:
         f"UTF-8 with or without BOM, header `{EXAMPLE_HEADER}` (any order), one row per order line; the "
         "rows of an order are next to each other. The upload is checked while it streams in: a wrong "
         "encoding or header is a 422 at once, a file over DATA_IMPORT_MAX_UPLOAD_BYTES a 413; either way "
-        "nothing is kept. Orders already present (same order_number) are skipped: importing a file "
+        "nothing is kept. At most UPLOAD_MAX_CONCURRENT_PER_USER uploads of a user and "
+        "UPLOAD_MAX_CONCURRENT_PER_ORGANIZATION of an organization may be under way at once (429 with "
+        "Retry-After beyond). Orders already present (same order_number) are skipped: importing a file "
         "twice adds nothing."
     ),
-    responses=error_responses(401, 403, 408, 413, 415, 422, 503),
+    responses=error_responses(401, 403, 408, 413, 415, 422, 429, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -61,6 +87,7 @@ async def upload_sales_orders(
     request: Request,
     caller: OrganizationMember,
     session: DbSession,
+    _slot: UploadSlot,
     filename: Annotated[
         StoredText, Query(max_length=255, description="the file's name, shown with the import")
     ] = "upload.csv",
@@ -135,21 +162,27 @@ async def get_data_import(
 
 
 async def _error_csv(import_id: int) -> AsyncIterator[bytes]:
-    """The failed rows as CSV, read a page at a time on a connection of its own.
+    """The failed rows as CSV, each page read on a connection of its own.
 
-    The request's session is closed before a streamed body is sent, and a slow client must
-    not hold a transaction open, hence the autocommit connection.
+    The request's session is closed before a streamed body is sent, and a client that reads
+    slowly must hold neither a transaction nor a pooled connection: each page's autocommit
+    connection is back in the pool before the page is handed on.
     """
     buffer = io.StringIO()
     writer = CsvCells(buffer)  # a reason may quote what the file held: cells, never formulas
     writer.writerow(["line_number", "reason"])
     yield buffer.getvalue().encode()
-    async with autocommit_engine().connect() as connection:
-        async for page in upload.all_errors(import_id, connection=connection):
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerows(page)
-            yield buffer.getvalue().encode()
+    after_line = 0
+    while True:
+        async with autocommit_engine().connect() as connection:
+            page = await upload.error_page(import_id, after_line, connection=connection)
+        if not page:
+            return
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerows(page)
+        yield buffer.getvalue().encode()
+        after_line = page[-1][0]
 
 
 @router.get(
