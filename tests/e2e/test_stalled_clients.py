@@ -186,3 +186,26 @@ def test_concurrent_uploads_are_capped_per_user_and_per_organization(capped_web,
     finally:
         for connection in stalled:
             connection.close()
+
+
+def test_a_feature_that_uses_up_the_pool_cannot_starve_authentication(clean_tables, make_user, migrated_database):
+    """Every connection of the web's main pool held (a test route sleeps holding one): requests
+    that need only authentication (their own pool) and Redis are still answered at once."""
+    process, url = start_web(factory="tests.support.slow_app:create_app")
+    user = make_user()
+    holders = []
+    try:
+        for _ in range(POOL_CONNECTIONS):
+            holders.append(raw_http.open_request(url, "GET", "/test/hold-connection?seconds=8", {}))
+        time.sleep(1.0)
+        with httpx.Client(base_url=url, timeout=5) as client:
+            started = time.monotonic()
+            listed = client.get("/api/v1/tasks", headers=user.headers)
+            assert listed.status_code == 200, listed.text
+            refused = client.get("/api/v1/tasks", headers={"Authorization": "Bearer erp_" + "x" * 43})
+            assert refused.status_code == 401, refused.text
+            assert time.monotonic() - started < 2
+    finally:
+        for connection in holders:
+            connection.close()
+        process.stop()
