@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.support import raw_http
 from tests.support.processes import start_web
@@ -210,3 +211,23 @@ def test_a_body_within_the_limits_is_read_as_before(web, clean_tables, make_user
         created = client.post("/api/v1/me/tokens", json={"name": "x" * 100})
         assert created.status_code == 201, created.text
         assert client.get("/health/live").status_code == 200
+
+
+def test_an_upload_that_stops_is_cut_with_408_and_leaves_nothing(web, clean_tables, make_user, sync_engine):
+    _, url = web
+    user = make_user()
+    path = f"/api/v1/organizations/{user.organization_id}/imports/sales-orders?filename=stalled.csv"
+    connection = raw_http.open_request(
+        url, "POST", path, {"Content-Type": "text/csv", "Content-Length": "100000", **user.headers}
+    )
+    started = time.monotonic()
+    try:
+        connection.sendall(b"order_number,order_date,customer,currency,product,quantity,unit_price\n")
+        answer = raw_http.read_answer(connection, started, timeout=READ_TIMEOUT + 5)
+    finally:
+        connection.close()
+    assert answer.status == 408, answer.body
+    assert answer.seconds < READ_TIMEOUT + 1.5
+    with sync_engine.connect() as db:
+        assert db.scalar(text("SELECT count(*) FROM files")) == 0
+        assert db.scalar(text("SELECT count(*) FROM data_imports")) == 0
