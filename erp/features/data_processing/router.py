@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from erp.accounts.dependencies import OrganizationMember
-from erp.core.concurrency_slots import Holder, concurrency_slot
 from erp.core.config import get_settings
 from erp.core.db import DbSession, autocommit_engine
 from erp.core.dispatch import dispatch
-from erp.core.http_errors import error_responses, raises
+from erp.core.http_errors import error_responses
 from erp.core.input_types import DatabaseId, StoredText
 from erp.core.request_bodies import accepts_body_up_to
 from erp.core.spreadsheet_cells import CsvCells
 from erp.features.data_processing import upload
+from erp.features.data_processing.dependencies import UploadSlot
 from erp.features.data_processing.exceptions import UploadTooLarge
 from erp.features.data_processing.parsing import EXAMPLE_HEADER
 from erp.features.data_processing.schemas import DataImport, ImportAccepted, RowError
@@ -30,28 +29,6 @@ router = APIRouter(prefix="/api/v1/organizations/{organization_id}/imports", tag
 IMPORT_ROUTE = "get_data_import"
 ERRORS_ROUTE = "download_data_import_errors"
 ACCEPTED_CONTENT_TYPES = {"text/csv", "application/csv", "text/plain", "application/octet-stream"}
-
-
-async def upload_slot(caller: OrganizationMember) -> AsyncIterator[None]:
-    """One of the caller's and one of the organization's concurrent-upload slots, held until the
-    upload has been answered (429 when either is full; see erp.core.concurrency_slots).
-
-    Retry-After is the body read timeout: the soonest a stalled upload is cut.
-    """
-    settings = get_settings()
-    holders = [
-        Holder(f"user:{caller.user_id}", settings.UPLOAD_MAX_CONCURRENT_PER_USER, "you"),
-        Holder(
-            f"organization:{caller.organization_id}",
-            settings.UPLOAD_MAX_CONCURRENT_PER_ORGANIZATION,
-            f"organization {caller.organization_id}",
-        ),
-    ]
-    async with concurrency_slot("upload", holders, retry_after=math.ceil(settings.HTTP_BODY_READ_TIMEOUT_SECONDS)):
-        yield
-
-
-UploadSlot = Annotated[None, Depends(raises(429, 503)(upload_slot))]
 
 
 def _content_type(request: Request) -> str | None:
