@@ -95,6 +95,26 @@ class Settings(BaseSettings):
     # its queues has stopped consuming: it exits (code 70) so that the platform restarts it.
     CELERY_WORKER_STALL_TIMEOUT_SECONDS: float = Field(60.0, ge=10, le=3600)
 
+    # --- the web's edge: what a request body may cost before the application reads it ------
+    # Largest request body of any route that does not declare its own (the CSV upload does):
+    # a larger Content-Length is a 413 before the body is read; a streamed body is cut there.
+    HTTP_MAX_BODY_BYTES: int = Field(1024 * 1024, ge=1024)
+    # Each piece of a request body must arrive within this long (else 408); also the grace
+    # before the minimum rate below applies.
+    HTTP_BODY_READ_TIMEOUT_SECONDS: float = Field(10.0, gt=0, le=600)
+    # A body may take HTTP_BODY_READ_TIMEOUT_SECONDS plus one second per this many bytes
+    # received: a slower one is cut with a 408.
+    HTTP_BODY_MIN_BYTES_PER_SECOND: int = Field(16 * 1024, ge=1)
+
+    # PostgreSQL ends a web session's statement after this long, and a web session left idle
+    # inside a transaction after this long: whatever holds a connection by mistake, briefly.
+    WEB_DATABASE_STATEMENT_TIMEOUT_SECONDS: float = Field(30.0, gt=0, le=3600)
+    WEB_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS: float = Field(10.0, gt=0, le=3600)
+    # Uploads one user, and one organization, may have under way at once (across web
+    # processes, counted in Redis); one more is a 429 with Retry-After.
+    UPLOAD_MAX_CONCURRENT_PER_USER: int = Field(2, ge=1, le=1000)
+    UPLOAD_MAX_CONCURRENT_PER_ORGANIZATION: int = Field(4, ge=1, le=10000)
+
     # --- files, imports and health checks --------------------------------------------------
     # Uploaded and generated files (in PostgreSQL, see erp.core.files) are deleted this long
     # after they were stored; an hourly task prunes them.

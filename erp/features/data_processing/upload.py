@@ -163,19 +163,15 @@ async def first_errors(import_id: int, limit: int, *, session: AsyncSession) -> 
 ERROR_PAGE = 5000
 
 
-async def all_errors(import_id: int, *, connection: AsyncConnection) -> AsyncIterator[list[tuple[int, str]]]:
-    """Every error of the import in line order, a page at a time (keyset pagination)."""
-    after = 0
-    while True:
-        rows = (
-            await connection.execute(
-                select(DataImportErrorDB.line_number, DataImportErrorDB.reason)
-                .where(DataImportErrorDB.import_id == import_id, DataImportErrorDB.line_number > after)
-                .order_by(DataImportErrorDB.line_number)
-                .limit(ERROR_PAGE)
-            )
-        ).all()
-        if not rows:
-            return
-        yield [(row.line_number, row.reason) for row in rows]
-        after = rows[-1].line_number
+async def error_page(import_id: int, after_line: int, *, connection: AsyncConnection) -> list[tuple[int, str]]:
+    """Up to ERROR_PAGE errors of the import after line `after_line`, in line order (keyset
+    pagination: a download reads each page on a connection of its own)."""
+    rows = (
+        await connection.execute(
+            select(DataImportErrorDB.line_number, DataImportErrorDB.reason)
+            .where(DataImportErrorDB.import_id == import_id, DataImportErrorDB.line_number > after_line)
+            .order_by(DataImportErrorDB.line_number)
+            .limit(ERROR_PAGE)
+        )
+    ).all()
+    return [(row.line_number, row.reason) for row in rows]
