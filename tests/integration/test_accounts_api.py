@@ -154,7 +154,7 @@ def test_a_superuser_may_act_in_any_existing_organization(api_client, superuser,
     assert missing.status_code == 404
 
 
-def test_the_cli_creates_a_superuser_whose_token_works(api_client, clean_tables):
+def test_the_cli_creates_a_superuser_whose_token_works(api_client, clean_tables, sync_engine):
     done = subprocess.run(
         [sys.executable, "-m", "erp", "create-superuser", "--email", "Root@Example.com", "--organization", "Operators"],
         env={**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO_ROOT)},
@@ -168,6 +168,17 @@ def test_the_cli_creates_a_superuser_whose_token_works(api_client, clean_tables)
     assert tokens.looks_like_token(secret)
     me = api_client.get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"}).json()
     assert me["user"]["is_superuser"] and me["memberships"][0]["role"] == "admin"
+    with sync_engine.connect() as connection:
+        logged = connection.execute(
+            text("SELECT action, actor_user_id, actor_email FROM account_changes ORDER BY id")
+        ).all()
+    # The command line is the actor: a null one.
+    assert [tuple(row) for row in logged] == [
+        ("user.create", None, None),
+        ("organization.create", None, None),
+        ("membership.add", None, None),
+        ("token.create", None, None),
+    ]
     unknown = subprocess.run(
         [sys.executable, "-m", "erp", "create-token", "--email", "nobody@example.com"],
         env={**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO_ROOT)},
@@ -196,6 +207,8 @@ def test_a_superuser_in_two_organizations_needs_no_organization_header_on_admin_
         "/api/v1/admin/alerts",
         "/api/v1/admin/health-checks",
         "/api/v1/admin/periodic-tasks/task-names",
+        f"/api/v1/admin/users/{other.user_id}/tokens",
+        "/api/v1/admin/account-changes",
     ):
         response = api_client.get(path, headers=root.headers)
         assert response.status_code == 200, (path, response.text)
