@@ -3,6 +3,7 @@ through the real app and PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 import pytest
@@ -230,3 +231,15 @@ def test_the_account_log_is_for_superusers_only(api_client, clean_tables, make_u
     org_admin = make_user(role="admin")
     response = api_client.get("/api/v1/admin/account-changes", headers=org_admin.headers)
     assert response.status_code == 403
+
+
+def test_account_changes_are_logged_without_secrets(api_client, clean_tables, make_user, caplog):
+    user = make_user()
+    with caplog.at_level(logging.INFO, logger="erp.accounts"):
+        child = mint(api_client, user.headers, "laptop")
+        assert api_client.delete(f"/api/v1/me/tokens/{child['id']}", headers=user.headers).status_code == 204
+    actions = [getattr(record, "action", None) for record in caplog.records]
+    assert "accounts.token.create" in actions and "accounts.token.revoke" in actions
+    logged = caplog.text + " ".join(str(vars(record)) for record in caplog.records)
+    for secret in (user.token, child["token"]):
+        assert secret not in logged and tokens.token_digest(secret) not in logged and secret[:12] not in logged
