@@ -4,6 +4,8 @@ through the real app and PostgreSQL."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -243,3 +245,52 @@ def test_account_changes_are_logged_without_secrets(api_client, clean_tables, ma
     logged = caplog.text + " ".join(str(vars(record)) for record in caplog.records)
     for secret in (user.token, child["token"]):
         assert secret not in logged and tokens.token_digest(secret) not in logged and secret[:12] not in logged
+
+
+def test_a_token_made_while_its_parent_is_being_revoked_is_revoked_with_it(
+    api_client, clean_tables, make_user, sync_engine
+):
+    """A mint holds its parent FOR SHARE until it commits; the revocation waits for it, then
+    looks for descendants in a statement of its own, which sees the new token."""
+    user = make_user()
+    parent_id = my_token_id(api_client, user.headers)
+    secret = tokens.new_token()
+    answers: list[int] = []
+    revocation = threading.Thread(
+        target=lambda: answers.append(
+            api_client.delete(f"/api/v1/me/tokens/{parent_id}", headers=user.headers).status_code
+        )
+    )
+    with sync_engine.connect() as minting, minting.begin():
+        minting.execute(text("SELECT id FROM api_tokens WHERE id = :id FOR SHARE"), {"id": parent_id})
+        revocation.start()
+        deadline = time.monotonic() + 10
+        # pg_stat_activity is read once per transaction: a transaction of its own for each look.
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            " AND starts_with(query, 'UPDATE api_tokens SET revoked_at')"
+        )
+        while True:
+            with sync_engine.connect() as watcher:
+                if watcher.execute(waiting).scalar():
+                    break
+            assert time.monotonic() < deadline, "the revocation never waited for the mint"
+            time.sleep(0.02)
+        minting.execute(
+            text(
+                "INSERT INTO api_tokens (user_id, parent_token_id, name, prefix, token_hash, expires_at)"
+                " VALUES (:user, :parent, 'racing', :prefix, :hash, now() + interval '1 day')"
+            ),
+            {
+                "user": user.user_id,
+                "parent": parent_id,
+                "prefix": tokens.display_prefix(secret),
+                "hash": tokens.token_digest(secret),
+            },
+        )
+    revocation.join(10)
+    assert answers == [204]
+    with sync_engine.connect() as connection:
+        revoked_at = connection.execute(text("SELECT revoked_at FROM api_tokens WHERE name = 'racing'")).scalar()
+    assert revoked_at is not None
