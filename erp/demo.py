@@ -67,9 +67,10 @@ PRODUCTS = [
 
 
 async def create_demo(session: AsyncSession) -> str:
-    user = await accounts.ensure_superuser(DEMO_EMAIL, "Demo Admin", DEMO_ORGANIZATION, session=session)
-    await accounts.revoke_tokens_named(user.id, DEMO_TOKEN_NAME, session=session)
-    _, secret = await accounts.create_token(user.id, DEMO_TOKEN_NAME, None, session=session)
+    actor = accounts.COMMAND_LINE
+    user = await accounts.ensure_superuser(DEMO_EMAIL, "Demo Admin", DEMO_ORGANIZATION, actor=actor, session=session)
+    await accounts.revoke_tokens_named(user.id, DEMO_TOKEN_NAME, actor=actor, session=session)
+    _, secret = await accounts.create_token(user.id, DEMO_TOKEN_NAME, None, actor=actor, session=session)
     if await session.scalar(select(PeriodicTaskDB.id).where(PeriodicTaskDB.name == DEMO_SCHEDULE)) is None:
         await periodic_tasks.create_periodic_task(
             PeriodicTaskCreate(name=DEMO_SCHEDULE, task="erp.ping", schedule=IntervalIn(kind="interval", every=30)),

@@ -1,12 +1,13 @@
 """Who is calling: the authentication dependencies every router uses.
 
     caller: Caller = Depends(get_caller)          # any active user, in an organization
-    caller: Caller = Depends(require_superuser)   # operators (schedules, accounts)
+    caller: Caller = Depends(require_superuser)   # operators (schedules, accounts), in no organization
     caller: Caller = Depends(require_org_admin)   # admins of the caller's organization
     caller: Caller = Depends(get_organization_member)  # members of /organizations/{organization_id}/...
 
 Callers authenticate with `Authorization: Bearer <API token>`. The organization a request
-acts in is the `X-Organization-Id` header, or the caller's only organization.
+acts in is the `X-Organization-Id` header, or the caller's only organization; the admin routes
+(`require_superuser`) act in none, so they neither need nor read the header.
 """
 
 from __future__ import annotations
@@ -87,10 +88,23 @@ CurrentCaller = Annotated[Caller, Depends(get_caller)]
 
 
 @raises(403)
-async def require_superuser(caller: CurrentCaller) -> Caller:
-    if not caller.is_superuser:
+async def require_superuser(authenticated: Authenticated) -> Caller:
+    """A superuser, acting in no organization.
+
+    Built on the token alone, not on `get_caller`: what an admin route does (schedules,
+    accounts, the ledger) belongs to no organization, so asking which one (400 for a superuser
+    with several memberships) or checking a header's organization (404) would refuse requests
+    for nothing.
+    """
+    if not authenticated.is_superuser:
         raise HTTPException(403, "only superusers may do this")
-    return caller
+    return Caller(
+        user_id=authenticated.user_id,
+        email=authenticated.email,
+        is_superuser=True,
+        organization_id=None,
+        role=None,
+    )
 
 
 SuperuserCaller = Annotated[Caller, Depends(require_superuser)]

@@ -1,15 +1,37 @@
-"""Organizations, users, memberships and API tokens."""
+"""Organizations, users, memberships, API tokens, and the log of every change to them."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, String, UniqueConstraint, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from erp.core.clock import utcnow
+from erp.core.config import get_settings
 from erp.core.db import Base
 
 ROLES = ("member", "admin")
+# What the account log records (AccountChangeDB.action).
+ACCOUNT_ACTIONS = (
+    "organization.create",
+    "user.create",
+    "user.update",
+    "user.deactivate",
+    "user.activate",
+    "membership.add",
+    "membership.remove",
+    "token.create",
+    "token.revoke",
+)
+
+
+def default_token_expiry() -> datetime:
+    """The expiry of a token row made without one (the test kit's, a script's): the default
+    lifetime. The service always sets it; this keeps a token that never expires impossible."""
+    return utcnow() + timedelta(days=get_settings().API_TOKEN_DEFAULT_LIFETIME_DAYS)
 
 
 class OrganizationDB(Base):
@@ -46,14 +68,49 @@ class MembershipDB(Base):
 
 
 class ApiTokenDB(Base):
+    """An API token: its SHA-256 digest, never the secret.
+
+    A token made with another token (`POST /api/v1/me/tokens`, or a superuser's
+    `POST /api/v1/admin/users/{id}/tokens`) names it as `parent_token_id`: revoking a token
+    revokes its descendants, and a token with a revoked or expired ancestor is refused, so a
+    stolen token cannot mint itself a successor that outlives it. Tokens made from the command
+    line (a fresh credential: shell access to the deployment) have no parent.
+    """
+
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    parent_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True, default=None
+    )
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=default_token_expiry)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AccountChangeDB(Base):
+    """Who changed which account, when, and what changed ({field: [old, new]}), as
+    periodic_task_changes does for schedules.
+
+    No foreign keys: the history of a deleted user, organization or token stays readable. It
+    holds ids and names, never a token's secret, digest or prefix. A null actor is the
+    operator's command line (`python -m erp ...`).
+    """
+
+    __tablename__ = "account_changes"
+    __table_args__ = (CheckConstraint(f"action IN {ACCOUNT_ACTIONS}", name="action_known"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor_user_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_email: Mapped[str | None] = mapped_column(String(320))
+    subject_user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    organization_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    token_id: Mapped[int | None] = mapped_column(BigInteger)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    changes: Mapped[Any] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))

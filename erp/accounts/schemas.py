@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -66,7 +66,13 @@ class Me(BaseModel):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[StoredText, Field(min_length=1, max_length=100, examples=["ci deploys"])]
-    expires_in_days: int | None = Field(None, ge=1, le=3650, description="omit for a token that does not expire")
+    expires_in_days: int | None = Field(
+        None,
+        ge=1,
+        le=3650,
+        description="days until it expires; omitted: API_TOKEN_DEFAULT_LIFETIME_DAYS (90 by default). More than"
+        " API_TOKEN_MAX_LIFETIME_DAYS (365 by default) is a 422. Never later than the token that asks for it.",
+    )
 
 
 class TokenOut(BaseModel):
@@ -74,11 +80,29 @@ class TokenOut(BaseModel):
     id: int
     name: str
     prefix: str = Field(description="the first characters, to tell tokens apart")
+    parent_token_id: int | None = Field(
+        description="the token it was made with: revoking that one revokes this one; null: made from the command line"
+    )
     created_at: datetime
-    expires_at: datetime | None
+    expires_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
 
 
 class TokenCreated(TokenOut):
     token: str = Field(description="the secret: shown this once, store it now", examples=["erp_0fT3..."])
+
+
+class AccountChangeOut(BaseModel):
+    """One entry of the account log: who (`actor_*`; null: the command line), what, when."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    action: str = Field(examples=["token.revoke"])
+    actor_user_id: int | None
+    actor_email: str | None
+    subject_user_id: int | None = Field(description="the user the change is about")
+    organization_id: int | None
+    token_id: int | None
+    changed_at: datetime
+    changes: dict[str, Any] = Field(description="{field: [old, new]}, and what a change did besides")

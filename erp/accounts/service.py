@@ -1,18 +1,30 @@
-"""Accounts: organizations, users, memberships, API tokens (plain async service functions)."""
+"""Accounts: organizations, users, memberships, API tokens (plain async service functions).
+
+Every change to an account is written to the account log (`account_changes`) in the same
+transaction as the change itself: who did it, what changed, when. A token made with a token
+is tied to it (see ApiTokenDB): revoked with it, refused once it is revoked or expired.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import BigInteger, DateTime, bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from erp.accounts.models import ApiTokenDB, MembershipDB, OrganizationDB, UserDB
+from erp.accounts.models import AccountChangeDB, ApiTokenDB, MembershipDB, OrganizationDB, UserDB
 from erp.core import tokens
 from erp.core.clock import utcnow
-from erp.core.errors import ConflictError, NotFoundError
+from erp.core.config import get_settings
+from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
+
+logger = logging.getLogger(__name__)
 
 # last_used_at is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -20,6 +32,62 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 class AuthenticationError(Exception):
     """The request carries no usable token; the message says why (never the token)."""
+
+
+class Actor(Protocol):
+    """Who makes a change, as the account log records it (a Caller, or the command line)."""
+
+    @property
+    def user_id(self) -> int | None: ...
+
+    @property
+    def email(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """The operator at `python -m erp ...`: no user of the API, recorded as a null actor."""
+
+    user_id: int | None = None
+    email: str | None = None
+
+
+COMMAND_LINE = CommandLine()
+
+
+def _record(
+    action: str,
+    actor: Actor,
+    changes: dict[str, Any],
+    *,
+    session: AsyncSession,
+    subject_user_id: int | None = None,
+    organization_id: int | None = None,
+    token_id: int | None = None,
+) -> None:
+    session.add(
+        AccountChangeDB(
+            action=action,
+            actor_user_id=actor.user_id,
+            actor_email=actor.email,
+            subject_user_id=subject_user_id,
+            organization_id=organization_id,
+            token_id=token_id,
+            changes=changes,
+        )
+    )
+    logger.info(
+        "%s by %s",
+        action,
+        actor.email or "the command line",
+        extra={
+            "action": f"accounts.{action}",
+            "actor_user_id": actor.user_id,
+            "subject_user_id": subject_user_id,
+            "organization_id": organization_id,
+            "token_id": token_id,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -37,10 +105,16 @@ async def _commit_unique(session: AsyncSession, message: str) -> None:
         raise ConflictError(message) from None
 
 
-async def create_organization(name: str, *, session: AsyncSession) -> OrganizationDB:
+async def create_organization(name: str, *, actor: Actor, session: AsyncSession) -> OrganizationDB:
     organization = OrganizationDB(name=name)
     session.add(organization)
-    await _commit_unique(session, f"an organization named {name!r} already exists")
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise ConflictError(f"an organization named {name!r} already exists") from None
+    _record("organization.create", actor, {"name": [None, name]}, organization_id=organization.id, session=session)
+    await session.commit()
     return organization
 
 
@@ -55,10 +129,18 @@ async def get_organization(organization_id: int, *, session: AsyncSession) -> Or
     return organization
 
 
-async def create_user(email: str, full_name: str, is_superuser: bool, *, session: AsyncSession) -> UserDB:
+async def create_user(email: str, full_name: str, is_superuser: bool, *, actor: Actor, session: AsyncSession) -> UserDB:
+    message = f"a user with email {email.lower()!r} already exists"
     user = UserDB(email=email.lower(), full_name=full_name, is_superuser=is_superuser)
     session.add(user)
-    await _commit_unique(session, f"a user with email {email.lower()!r} already exists")
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise ConflictError(message) from None
+    changes = {"email": [None, user.email], "full_name": [None, full_name], "is_superuser": [None, is_superuser]}
+    _record("user.create", actor, changes, subject_user_id=user.id, session=session)
+    await session.commit()
     return user
 
 
@@ -76,13 +158,44 @@ async def get_user_by_email(email: str, *, session: AsyncSession) -> UserDB:
     return user
 
 
-async def add_member(organization_id: int, user_id: int, role: str, *, session: AsyncSession) -> MembershipDB:
+async def add_member(
+    organization_id: int, user_id: int, role: str, *, actor: Actor, session: AsyncSession
+) -> MembershipDB:
     organization = await get_organization(organization_id, session=session)
     await get_user(user_id, session=session)
     membership = MembershipDB(organization_id=organization_id, user_id=user_id, role=role)
     session.add(membership)
+    _record(
+        "membership.add",
+        actor,
+        {"role": [None, role]},
+        subject_user_id=user_id,
+        organization_id=organization_id,
+        session=session,
+    )
     await _commit_unique(session, f"user {user_id} is already a member of {organization.name!r}")
     return membership
+
+
+async def remove_member(organization_id: int, user_id: int, *, actor: Actor, session: AsyncSession) -> None:
+    """Take the user out of the organization: from its next request on, it has no role there."""
+    membership = await session.scalar(
+        select(MembershipDB)
+        .where(MembershipDB.organization_id == organization_id, MembershipDB.user_id == user_id)
+        .with_for_update()
+    )
+    if membership is None:
+        raise NotFoundError(f"user {user_id} is not a member of organization {organization_id}")
+    await session.delete(membership)
+    _record(
+        "membership.remove",
+        actor,
+        {"role": [membership.role, None]},
+        subject_user_id=user_id,
+        organization_id=organization_id,
+        session=session,
+    )
+    await session.commit()
 
 
 async def memberships_of(user_id: int, *, session: AsyncSession) -> list[Membership]:
@@ -95,46 +208,211 @@ async def memberships_of(user_id: int, *, session: AsyncSession) -> list[Members
     return [Membership(*row) for row in rows]
 
 
+def token_expiry(
+    now: datetime,
+    expires_in_days: int | None,
+    parent_expires_at: datetime | None,
+    *,
+    default_days: int,
+    max_days: int,
+) -> datetime:
+    """When a new token expires: in the days asked for (the default lifetime when none are),
+    never later than the token that made it, so no token outlives its parent.
+
+    An ask beyond the maximum lifetime is refused (422) rather than shortened: the caller
+    asked for something the deployment does not allow, and should know.
+    """
+    if expires_in_days is not None and expires_in_days > max_days:
+        raise InvalidInputError(
+            f"expires_in_days: at most {max_days} days (API_TOKEN_MAX_LIFETIME_DAYS); got {expires_in_days}"
+        )
+    expires_at = now + timedelta(days=default_days if expires_in_days is None else expires_in_days)
+    return expires_at if parent_expires_at is None else min(expires_at, parent_expires_at)
+
+
 async def create_token(
-    user_id: int, name: str, expires_in_days: int | None, *, session: AsyncSession
+    user_id: int,
+    name: str,
+    expires_in_days: int | None,
+    *,
+    actor: Actor,
+    session: AsyncSession,
+    parent_token_id: int | None = None,
 ) -> tuple[ApiTokenDB, str]:
-    """A new token for the user: the row, and the secret (returned once, never stored)."""
+    """A new token for the user: the row, and the secret (returned once, never stored).
+
+    `parent_token_id` is the token the request that asks for it authenticated with. The parent
+    row is read `FOR SHARE`: a revocation of the parent (which updates that row) then waits for
+    this transaction, and its search for descendants finds the new token; or this one waits
+    for the revocation and sees it (AuthenticationError). A token made from a deeper
+    descendant while an ancestor is being revoked can miss the revocation's search; it is
+    refused all the same, since authentication checks every ancestor.
+    """
     await get_user(user_id, session=session)
+    parent_expires_at = None
+    if parent_token_id is not None:
+        parent = await session.scalar(
+            select(ApiTokenDB).where(ApiTokenDB.id == parent_token_id).with_for_update(read=True)
+        )
+        if parent is None or parent.revoked_at is not None:
+            raise AuthenticationError("this token has been revoked")
+        parent_expires_at = parent.expires_at
+    settings = get_settings()
+    now = utcnow()
+    expires_at = token_expiry(
+        now,
+        expires_in_days,
+        parent_expires_at,
+        default_days=settings.API_TOKEN_DEFAULT_LIFETIME_DAYS,
+        max_days=settings.API_TOKEN_MAX_LIFETIME_DAYS,
+    )
+    if expires_at <= now:
+        raise AuthenticationError("this token has expired")
     secret = tokens.new_token()
     row = ApiTokenDB(
         user_id=user_id,
+        parent_token_id=parent_token_id,
         name=name,
         prefix=tokens.display_prefix(secret),
         token_hash=tokens.token_digest(secret),
-        expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
+        expires_at=expires_at,
     )
     session.add(row)
+    await session.flush()
+    changes = {
+        "name": [None, name],
+        "expires_at": [None, expires_at.isoformat()],
+        "parent_token_id": [None, parent_token_id],
+    }
+    _record("token.create", actor, changes, subject_user_id=user_id, token_id=row.id, session=session)
     await session.commit()
     return row, secret
 
 
 async def list_tokens(user_id: int, *, session: AsyncSession) -> list[ApiTokenDB]:
+    await get_user(user_id, session=session)  # 404 for a user that does not exist
     return list(await session.scalars(select(ApiTokenDB).where(ApiTokenDB.user_id == user_id).order_by(ApiTokenDB.id)))
 
 
-async def revoke_token(user_id: int, token_id: int, *, session: AsyncSession) -> ApiTokenDB:
+# Every live token descending from the given ones, children of other users' tokens included.
+# A statement of its own, after the given tokens were updated: under READ COMMITTED it sees a
+# child committed by a mint that held its parent FOR SHARE until then (see create_token).
+_REVOKE_DESCENDANTS = text(
+    """
+    WITH RECURSIVE descendants AS (
+        SELECT id FROM api_tokens WHERE parent_token_id = ANY(:token_ids)
+        UNION
+        SELECT child.id FROM api_tokens child JOIN descendants ON child.parent_token_id = descendants.id
+    )
+    UPDATE api_tokens SET revoked_at = :now
+    WHERE id IN (SELECT id FROM descendants) AND revoked_at IS NULL
+    RETURNING id
+    """
+).bindparams(bindparam("token_ids", type_=ARRAY(BigInteger)), bindparam("now", type_=DateTime(timezone=True)))
+
+
+async def _revoke_lineages(token_ids: Sequence[int], now: datetime, *, session: AsyncSession) -> list[int]:
+    """Revoke the tokens and all their descendants; the ids of those that were live."""
+    if not token_ids:
+        return []
+    revoked = await session.scalars(
+        update(ApiTokenDB)
+        .where(ApiTokenDB.id.in_(token_ids), ApiTokenDB.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .returning(ApiTokenDB.id)
+    )
+    own = list(revoked)
+    descendants = await session.scalars(_REVOKE_DESCENDANTS, {"token_ids": list(token_ids), "now": now})
+    return sorted(own + list(descendants))
+
+
+async def revoke_token(user_id: int, token_id: int, *, actor: Actor, session: AsyncSession) -> ApiTokenDB:
+    """Revoke the user's token and every token made with it (and with those, and so on)."""
     row = await session.get(ApiTokenDB, token_id)
     if row is None or row.user_id != user_id:
-        raise NotFoundError(f"you have no token {token_id}")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-        await session.commit()
+        raise NotFoundError(f"user {user_id} has no token {token_id}")
+    now = utcnow()
+    revoked = await _revoke_lineages([token_id], now, session=session)
+    if revoked:
+        changes = {
+            "revoked_at": [None, now.isoformat()] if token_id in revoked else None,
+            "revoked_descendants": [id_ for id_ in revoked if id_ != token_id],
+        }
+        _record(
+            "token.revoke",
+            actor,
+            {key: value for key, value in changes.items() if value is not None},
+            subject_user_id=user_id,
+            token_id=token_id,
+            session=session,
+        )
+    await session.commit()
+    await session.refresh(row)
     return row
 
 
-async def revoke_tokens_named(user_id: int, name: str, *, session: AsyncSession) -> None:
+async def revoke_tokens_named(user_id: int, name: str, *, actor: Actor, session: AsyncSession) -> None:
     """Revoke the user's live tokens with this name (a script replacing its own token)."""
-    await session.execute(
-        update(ApiTokenDB)
-        .where(ApiTokenDB.user_id == user_id, ApiTokenDB.name == name, ApiTokenDB.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+    ids = list(
+        await session.scalars(
+            select(ApiTokenDB.id).where(
+                ApiTokenDB.user_id == user_id, ApiTokenDB.name == name, ApiTokenDB.revoked_at.is_(None)
+            )
+        )
     )
+    now = utcnow()
+    for token_id in ids:
+        revoked = await _revoke_lineages([token_id], now, session=session)
+        if revoked:
+            changes = {
+                "revoked_at": [None, now.isoformat()],
+                "revoked_descendants": [i for i in revoked if i != token_id],
+            }
+            _record("token.revoke", actor, changes, subject_user_id=user_id, token_id=token_id, session=session)
     await session.commit()
+
+
+async def set_user_active(user_id: int, active: bool, *, actor: Actor, session: AsyncSession) -> UserDB:
+    """Deactivate (or activate again) a user.
+
+    Deactivating revokes every live token of the user, with their descendants: requests stop
+    at once (authentication also refuses an inactive user), and activating the user again
+    does not bring a token back that may have leaked meanwhile; the user gets a new one.
+    """
+    if not active and actor.user_id == user_id:
+        raise ConflictError("you cannot deactivate yourself: ask another superuser")
+    # FOR NO KEY UPDATE: a token being inserted for this user (its foreign key takes FOR KEY
+    # SHARE on this row) does not wait for us while we wait for its parent (no deadlock).
+    user = await session.scalar(select(UserDB).where(UserDB.id == user_id).with_for_update(key_share=True))
+    if user is None:
+        raise NotFoundError(f"user {user_id} does not exist")
+    if user.is_active == active:
+        return user
+    user.is_active = active
+    changes: dict[str, Any] = {"is_active": [not active, active]}
+    if not active:
+        live = list(
+            await session.scalars(
+                select(ApiTokenDB.id).where(ApiTokenDB.user_id == user_id, ApiTokenDB.revoked_at.is_(None))
+            )
+        )
+        changes["revoked_tokens"] = await _revoke_lineages(live, utcnow(), session=session)
+    _record("user.activate" if active else "user.deactivate", actor, changes, subject_user_id=user_id, session=session)
+    await session.commit()
+    return user
+
+
+async def list_changes(
+    *, session: AsyncSession, user_id: int | None, organization_id: int | None, limit: int, offset: int
+) -> list[AccountChangeDB]:
+    """The account log, newest first; of one user (as subject) and/or one organization."""
+    query = select(AccountChangeDB)
+    if user_id is not None:
+        query = query.where(AccountChangeDB.subject_user_id == user_id)
+    if organization_id is not None:
+        query = query.where(AccountChangeDB.organization_id == organization_id)
+    rows = await session.scalars(query.order_by(AccountChangeDB.id.desc()).limit(limit).offset(offset))
+    return list(rows)
 
 
 @dataclass(frozen=True)
@@ -143,74 +421,107 @@ class Authenticated:
     email: str
     is_superuser: bool
     roles: dict[int, str]  # organization id -> role, for every membership of the user
+    token_id: int  # the token the request authenticated with: the parent of any token it makes
 
 
 # Built once: SQLAlchemy then reuses its compiled form without re-deriving a cache key per request.
-_TOKEN_OWNER_QUERY = (
-    select(
-        ApiTokenDB.id,
-        ApiTokenDB.revoked_at,
-        ApiTokenDB.expires_at,
-        ApiTokenDB.last_used_at,
-        UserDB.id,
-        UserDB.email,
-        UserDB.is_active,
-        UserDB.is_superuser,
-        MembershipDB.organization_id,
-        MembershipDB.role,
-    )
-    .join(UserDB, UserDB.id == ApiTokenDB.user_id)
-    .outerjoin(MembershipDB, MembershipDB.user_id == UserDB.id)
-    .where(ApiTokenDB.token_hash == bindparam("token_hash"))
-)
+# `lineage_ended`: an ancestor of the token (the token that made it, and so on) is revoked or
+# expired. Revocation already reaches descendants (revoke_token); this refuses a token whose
+# ancestor was revoked any other way (plain SQL) in the same round trip, and costs one index
+# lookup per ancestor: nothing for a token made from the command line.
+_TOKEN_OWNER_QUERY = text(
+    """
+    SELECT token.id AS token_id, token.revoked_at, token.expires_at, token.last_used_at,
+           users.id AS user_id, users.email, users.is_active, users.is_superuser,
+           memberships.organization_id, memberships.role,
+           token.parent_token_id IS NOT NULL AND EXISTS (
+               WITH RECURSIVE ancestors AS (
+                   SELECT id, parent_token_id, revoked_at, expires_at
+                   FROM api_tokens WHERE id = token.parent_token_id
+                   UNION
+                   SELECT parent.id, parent.parent_token_id, parent.revoked_at, parent.expires_at
+                   FROM api_tokens parent JOIN ancestors ON parent.id = ancestors.parent_token_id
+               )
+               SELECT FROM ancestors WHERE revoked_at IS NOT NULL OR expires_at <= :now
+           ) AS lineage_ended
+    FROM api_tokens token
+    JOIN users ON users.id = token.user_id
+    LEFT JOIN memberships ON memberships.user_id = users.id
+    WHERE token.token_hash = :token_hash
+    """
+).bindparams(bindparam("now", type_=DateTime(timezone=True)))
 
 
 async def authenticate(secret: str, *, connection: AsyncConnection) -> Authenticated:
     """The active user a token belongs to, with their roles, or AuthenticationError saying why.
 
-    It runs on every request: one round trip of plain columns (token, user and memberships
-    together) on a connection outside any transaction, no ORM session.
+    It runs on every request: one round trip of plain columns (token, its ancestors' state,
+    user and memberships together) on a connection outside any transaction, no ORM session.
     """
     if not tokens.looks_like_token(secret):
         raise AuthenticationError("malformed token: API tokens start with 'erp_'")
-    rows = (await connection.execute(_TOKEN_OWNER_QUERY, {"token_hash": tokens.token_digest(secret)})).all()
+    now = utcnow()
+    rows = (await connection.execute(_TOKEN_OWNER_QUERY, {"token_hash": tokens.token_digest(secret), "now": now})).all()
     if not rows:
         raise AuthenticationError("unknown token")
-    token_id, revoked_at, expires_at, last_used_at, user_id, email, is_active, is_superuser = rows[0][:8]
-    now = utcnow()
-    if revoked_at is not None:
+    first = rows[0]
+    if first.revoked_at is not None:
         raise AuthenticationError("this token has been revoked")
-    if expires_at is not None and now >= expires_at:
+    if now >= first.expires_at:
         raise AuthenticationError("this token has expired")
-    if not is_active:
+    if first.lineage_ended:
+        raise AuthenticationError("this token has been revoked: the token that made it was revoked or has expired")
+    if not first.is_active:
         raise AuthenticationError("this user is deactivated")
-    if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
-        await connection.execute(update(ApiTokenDB).where(ApiTokenDB.id == token_id).values(last_used_at=now))
+    if first.last_used_at is None or now - first.last_used_at > LAST_USED_RESOLUTION:
+        await connection.execute(update(ApiTokenDB).where(ApiTokenDB.id == first.token_id).values(last_used_at=now))
     roles = {row.organization_id: row.role for row in rows if row.organization_id is not None}
-    return Authenticated(user_id, email, is_superuser, roles)
+    return Authenticated(first.user_id, first.email, first.is_superuser, roles, first.token_id)
 
 
 async def ensure_superuser(
-    email: str, full_name: str, organization_name: str | None, *, session: AsyncSession
+    email: str, full_name: str, organization_name: str | None, *, actor: Actor, session: AsyncSession
 ) -> UserDB:
     """Create the user (or promote an existing one) as superuser; optionally admin of an org."""
     user = await session.scalar(select(UserDB).where(UserDB.email == email.lower()))
     if user is None:
-        user = UserDB(email=email.lower(), full_name=full_name)
+        user = UserDB(email=email.lower(), full_name=full_name, is_superuser=True, is_active=True)
         session.add(user)
-    user.is_superuser = True
-    user.is_active = True
-    await session.flush()
+        await session.flush()
+        changes = {"email": [None, user.email], "full_name": [None, full_name], "is_superuser": [None, True]}
+        _record("user.create", actor, changes, subject_user_id=user.id, session=session)
+    elif not (user.is_superuser and user.is_active):
+        changes = {
+            field: [getattr(user, field), True] for field in ("is_superuser", "is_active") if not getattr(user, field)
+        }
+        user.is_superuser = True
+        user.is_active = True
+        _record("user.update", actor, changes, subject_user_id=user.id, session=session)
     if organization_name:
         organization = await session.scalar(select(OrganizationDB).where(OrganizationDB.name == organization_name))
         if organization is None:
             organization = OrganizationDB(name=organization_name)
             session.add(organization)
             await session.flush()
+            _record(
+                "organization.create",
+                actor,
+                {"name": [None, organization_name]},
+                organization_id=organization.id,
+                session=session,
+            )
         membership = await session.scalar(
             select(MembershipDB).where(MembershipDB.user_id == user.id, MembershipDB.organization_id == organization.id)
         )
         if membership is None:
             session.add(MembershipDB(user_id=user.id, organization_id=organization.id, role="admin"))
+            _record(
+                "membership.add",
+                actor,
+                {"role": [None, "admin"]},
+                subject_user_id=user.id,
+                organization_id=organization.id,
+                session=session,
+            )
     await session.commit()
     return user

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     # Messages waiting in one queue above which the queue-depth check reports a problem.
     HEALTH_CHECK_MAX_QUEUE_DEPTH: int = Field(1000, ge=1)
 
+    # --- accounts: API token lifetimes -------------------------------------------------------
+    # A token asked for without an expiry lives this long; none lives longer than the maximum
+    # (an explicit `expires_in_days` above it is a 422): a leaked token stops working on its own.
+    API_TOKEN_DEFAULT_LIFETIME_DAYS: int = Field(90, ge=1, le=3650)
+    API_TOKEN_MAX_LIFETIME_DAYS: int = Field(365, ge=1, le=3650)
+
     # --- alerts from the run ledger, posted to webhooks by a worker task -------------------------
     # Comma-separated http(s) URLs each alert is posted to as JSON (Slack-compatible `text`);
     # empty: alerts are only listed at /api/v1/admin/alerts.
@@ -207,6 +213,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CELERY_TASK_SOFT_TIME_LIMIT_SECONDS must be below CELERY_TASK_TIME_LIMIT_SECONDS,"
                 " so a task can clean up before it is killed"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_token_lifetimes(self) -> Settings:
+        if self.API_TOKEN_DEFAULT_LIFETIME_DAYS > self.API_TOKEN_MAX_LIFETIME_DAYS:
+            raise ValueError(
+                "API_TOKEN_DEFAULT_LIFETIME_DAYS must be at most API_TOKEN_MAX_LIFETIME_DAYS,"
+                " or a token asked for without an expiry could not be made"
             )
         return self
 

@@ -43,8 +43,9 @@ def raw_apply_async_rate(messages: int) -> float:
 
 def create_token() -> str:
     async def action(session):
-        user = await accounts.ensure_superuser("bench@example.com", "Bench", "Bench", session=session)
-        _, secret = await accounts.create_token(user.id, "bench", None, session=session)
+        actor = accounts.COMMAND_LINE
+        user = await accounts.ensure_superuser("bench@example.com", "Bench", "Bench", actor=actor, session=session)
+        _, secret = await accounts.create_token(user.id, "bench", None, actor=actor, session=session)
         return secret
 
     return run_with_session(action)

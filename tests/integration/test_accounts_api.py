@@ -154,7 +154,7 @@ def test_a_superuser_may_act_in_any_existing_organization(api_client, superuser,
     assert missing.status_code == 404
 
 
-def test_the_cli_creates_a_superuser_whose_token_works(api_client, clean_tables):
+def test_the_cli_creates_a_superuser_whose_token_works(api_client, clean_tables, sync_engine):
     done = subprocess.run(
         [sys.executable, "-m", "erp", "create-superuser", "--email", "Root@Example.com", "--organization", "Operators"],
         env={**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO_ROOT)},
@@ -168,6 +168,17 @@ def test_the_cli_creates_a_superuser_whose_token_works(api_client, clean_tables)
     assert tokens.looks_like_token(secret)
     me = api_client.get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"}).json()
     assert me["user"]["is_superuser"] and me["memberships"][0]["role"] == "admin"
+    with sync_engine.connect() as connection:
+        logged = connection.execute(
+            text("SELECT action, actor_user_id, actor_email FROM account_changes ORDER BY id")
+        ).all()
+    # The command line is the actor: a null one.
+    assert [tuple(row) for row in logged] == [
+        ("user.create", None, None),
+        ("organization.create", None, None),
+        ("membership.add", None, None),
+        ("token.create", None, None),
+    ]
     unknown = subprocess.run(
         [sys.executable, "-m", "erp", "create-token", "--email", "nobody@example.com"],
         env={**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO_ROOT)},
@@ -177,3 +188,34 @@ def test_the_cli_creates_a_superuser_whose_token_works(api_client, clean_tables)
         timeout=60,
     )
     assert unknown.returncode == 2 and unknown.stderr.strip() == "erp: no user with email 'nobody@example.com'"
+
+
+def test_a_superuser_in_two_organizations_needs_no_organization_header_on_admin_routes(
+    api_client, clean_tables, make_user, sync_engine
+):
+    root = make_user(role="admin", superuser=True, organization="First")
+    other = make_user(role="member", organization="Second")
+    with sync_engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO memberships (user_id, organization_id, role) VALUES (:user, :org, 'member')"),
+            {"user": root.user_id, "org": other.organization_id},
+        )
+    for path in (
+        "/api/v1/admin/organizations",
+        "/api/v1/admin/periodic-tasks",
+        "/api/v1/admin/runs",
+        "/api/v1/admin/alerts",
+        "/api/v1/admin/health-checks",
+        "/api/v1/admin/periodic-tasks/task-names",
+        f"/api/v1/admin/users/{other.user_id}/tokens",
+        "/api/v1/admin/account-changes",
+    ):
+        response = api_client.get(path, headers=root.headers)
+        assert response.status_code == 200, (path, response.text)
+    created = api_client.post("/api/v1/admin/organizations", json={"name": "Third"}, headers=root.headers)
+    assert created.status_code == 201
+    # A header naming an organization changes nothing on admin routes, not even a missing one.
+    with_header = api_client.get("/api/v1/admin/organizations", headers={**root.headers, "X-Organization-Id": "987654"})
+    assert with_header.status_code == 200
+    # Routes that act in an organization still ask which one.
+    assert api_client.post("/api/v1/tasks/ping", headers=root.headers).status_code == 400

@@ -106,7 +106,9 @@ def test_a_caller_in_several_organizations_without_the_header_gets_a_documented_
         for path, method, operation in operations(document)
         if any(parameter["name"] == "x-organization-id" for parameter in operation.get("parameters", []))
     ]
-    assert len(organization_header) >= 15
+    assert len(organization_header) >= 4
+    # Admin routes act in no organization: they take no header and cannot answer this 400.
+    assert not [path for path, method in organization_header if path.startswith("/api/v1/admin/")]
     for path, method in organization_header:
         response = api_client.request(
             method, concrete(path, superuser, periodic_task_id), headers={**superuser.headers, "If-Match": '"1"'}

@@ -71,7 +71,12 @@ BIG = str(BEYOND_INT64)
         ("POST", f"/api/v1/admin/users/{BIG}/tokens", {"json": {"name": "t"}}, "path.user_id"),
         ("POST", "/api/v1/tasks/ping", {"headers": {"X-Organization-Id": BIG}}, "header.x-organization-id"),
         ("GET", "/api/v1/tasks", {"headers": {"X-Organization-Id": BIG}}, "header.x-organization-id"),
-        ("GET", PERIODIC, {"headers": {"X-Organization-Id": BIG}}, "header.x-organization-id"),
+        ("GET", f"/api/v1/admin/users/{BIG}/tokens", {}, "path.user_id"),
+        ("DELETE", f"/api/v1/admin/users/1/tokens/{BIG}", {}, "path.token_id"),
+        ("POST", f"/api/v1/admin/users/{BIG}/deactivate", {}, "path.user_id"),
+        ("DELETE", f"/api/v1/admin/organizations/1/members/{BIG}", {}, "path.user_id"),
+        ("GET", "/api/v1/admin/account-changes", {"params": {"user_id": BIG}}, "query.user_id"),
+        ("GET", "/api/v1/admin/account-changes", {"params": {"offset": BIG}}, "query.offset"),
     ],
 )
 def test_integers_beyond_bigint_are_a_422_naming_the_parameter(api_client, superuser, method, path, options, location):

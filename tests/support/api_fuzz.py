@@ -13,8 +13,9 @@ sequences of calls following the links between operations); each answer must:
 
 The callers are real accounts: a superuser who is admin of an organization, and a plain member
 of it. There are rows for ids to hit: the organizations and users, and a periodic task of each
-schedule kind. The tokens' ids are large random numbers, so fuzzing `DELETE /me/tokens/{id}`
-revokes tokens it created, not the one it runs with. A heartbeat row is kept fresh, as a running
+schedule kind. The callers' and their tokens' ids are large random numbers, so fuzzing
+`DELETE /me/tokens/{id}` revokes tokens it created, not the one it runs with, and fuzzing
+`.../deactivate` deactivates users it created, not the callers. A heartbeat row is kept fresh, as a running
 beat would, so `/health/beat` answers 200 rather than its documented 503.
 """
 
@@ -80,8 +81,17 @@ def seed_accounts(engine: Engine) -> FuzzCallers:
             session.add_all([organization, OrganizationDB(name="Another organization")])
             session.flush()
         suffix = random.randrange(10**9)
-        superuser = UserDB(email=f"fuzz-root-{suffix}@example.com", full_name="Fuzz root", is_superuser=True)
-        member = UserDB(email=f"fuzz-member-{suffix}@example.com", full_name="Fuzz member")
+        # Ids far from those the fuzzer tries, as the tokens': `POST /admin/users/{id}/deactivate`
+        # and `DELETE /admin/organizations/{id}/members/{user_id}` would otherwise end the callers.
+        superuser = UserDB(
+            id=random.randrange(10**12, 10**15),
+            email=f"fuzz-root-{suffix}@example.com",
+            full_name="Fuzz root",
+            is_superuser=True,
+        )
+        member = UserDB(
+            id=random.randrange(10**12, 10**15), email=f"fuzz-member-{suffix}@example.com", full_name="Fuzz member"
+        )
         session.add_all([superuser, member])
         session.flush()
         session.add_all(

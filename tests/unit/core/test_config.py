@@ -92,6 +92,12 @@ def test_explicit_celery_urls_are_kept():
             "CELERY_TASK_SOFT_TIME_LIMIT_SECONDS",
             "below",
         ),
+        (
+            {"API_TOKEN_DEFAULT_LIFETIME_DAYS": 400, "API_TOKEN_MAX_LIFETIME_DAYS": 365},
+            "API_TOKEN_DEFAULT_LIFETIME_DAYS",
+            "at most API_TOKEN_MAX_LIFETIME_DAYS",
+        ),
+        ({"API_TOKEN_MAX_LIFETIME_DAYS": "0"}, "API_TOKEN_MAX_LIFETIME_DAYS", "greater than or equal to 1"),
         ({"ALERT_WEBHOOK_URLS": "https://ok.example.com/x, ftp://files/x"}, "ALERT_WEBHOOK_URLS", "'ftp'://"),
         ({"ALERT_WEBHOOK_URLS": "hooks.slack.com/services/T/B/secret"}, "ALERT_WEBHOOK_URLS", "http:// or https://"),
         ({"ALERT_WEBHOOK_MAX_ATTEMPTS": "0"}, "ALERT_WEBHOOK_MAX_ATTEMPTS", "greater than or equal to 1"),
