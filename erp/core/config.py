@@ -11,6 +11,7 @@ instead of patching `os.environ` before importing any erp module.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 from functools import cached_property
 from typing import Literal
@@ -59,6 +60,10 @@ class Settings(BaseSettings):
     LOG_FORMAT: Literal["text", "json"] = "text"
 
     WEB_CONCURRENCY: int = Field(1, ge=1)
+    # The proxies whose X-Forwarded-For uvicorn believes (the Procfile passes it to
+    # --forwarded-allow-ips): addresses or networks, comma-separated. Anyone else's header is
+    # ignored, so a client cannot choose the address its requests are logged under.
+    FORWARDED_ALLOW_IPS: str = "127.0.0.1"
     CELERY_WORKER_CONCURRENCY: int | None = Field(None, ge=1)
     CELERY_TASK_SOFT_TIME_LIMIT_SECONDS: int = Field(300, ge=1)
     CELERY_TASK_TIME_LIMIT_SECONDS: int = Field(360, ge=1)
@@ -170,6 +175,22 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"each URL must be http:// or https:// with a host; got one starting {parts.scheme!r}://"
                 )
+        return value
+
+    @field_validator("FORWARDED_ALLOW_IPS")
+    @classmethod
+    def _check_forwarded_allow_ips(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item == "*":
+                # uvicorn then takes the leftmost X-Forwarded-For entry, which the client writes.
+                raise ValueError(
+                    "'*' trusts every peer and makes the client's own X-Forwarded-For its address;"
+                    " name the proxy in front (see README, Deploying)"
+                )
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (like 10.0.0.0/8)") from None
         return value
 
     @field_validator("TIME_ZONE")
