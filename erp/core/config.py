@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     DATA_IMPORT_MAX_UPLOAD_BYTES: int = Field(100 * 1024 * 1024, ge=1024)
     # Rows an import commits per transaction, with its progress: what a redelivery repeats at most.
     DATA_IMPORT_CHUNK_ROWS: int = Field(2000, ge=1, le=100_000)
+    # How long a request's Idempotency-Key is kept with its response (erp/core/idempotency.py):
+    # the same key from the same user within this answers with the first response.
+    IDEMPOTENCY_KEY_TTL_SECONDS: int = Field(86400, ge=60, le=30 * 86400)
     # Cadence of the periodic health check (a periodic job of the product: beat runs it this often).
     HEALTH_CHECK_INTERVAL_SECONDS: float = Field(60.0, ge=5)
     # Health check results older than this are deleted by the health check itself.
