@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     DATA_IMPORT_MAX_UPLOAD_BYTES: int = Field(100 * 1024 * 1024, ge=1024)
     # Rows an import commits per transaction, with its progress: what a redelivery repeats at most.
     DATA_IMPORT_CHUNK_ROWS: int = Field(2000, ge=1, le=100_000)
+    # An import started this many times without finishing (its worker killed under it each time,
+    # or its connections lost) is failed with the reason instead of being delivered again.
+    DATA_IMPORT_MAX_ATTEMPTS: int = Field(10, ge=1, le=100)
     # How long a request's Idempotency-Key is kept with its response (erp/core/idempotency.py):
     # the same key from the same user within this answers with the first response.
     IDEMPOTENCY_KEY_TTL_SECONDS: int = Field(86400, ge=60, le=30 * 86400)
