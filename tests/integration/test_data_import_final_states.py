@@ -17,6 +17,7 @@ from tests.integration.test_data_imports import finished_import, upload
 from tests.support import sales_csv
 from tests.support.processes import start_worker
 from tests.support.scheduling import empty_broker, wait_for
+from tests.support.task_status import finished_task
 
 MAX_ATTEMPTS = 3
 FINAL = ("done", "failed")
@@ -102,5 +103,5 @@ def test_an_import_whose_worker_keeps_dying_fails_after_the_most_attempts(
     assert kills == MAX_ATTEMPTS, (kills, row)
     assert row.status == "failed" and row.attempts == MAX_ATTEMPTS and row.finished_at is not None, row
     assert f"started {MAX_ATTEMPTS} times" in row.error, row.error
-    status = api_client.get(accepted["status_url"], headers=member.headers).json()
+    status = finished_task(api_client, member.headers, accepted["status_url"], 30)
     assert status["state"] == "FAILURE", status
