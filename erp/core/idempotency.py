@@ -307,3 +307,15 @@ async def idempotency_key(
 
 
 IdempotencyKey = Annotated[Idempotency, Depends(idempotency_key)]
+
+# For a route's `responses=`: the header a replayed answer carries, in the OpenAPI document.
+REPLAYED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    202: {
+        "headers": {
+            REPLAYED_HEADER: {
+                "description": f"`true` when this is the stored response of an earlier request with the same {HEADER}",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ from erp.core.config import get_settings
 from erp.core.db import DbSession, autocommit_engine
 from erp.core.dispatch import dispatch
 from erp.core.http_errors import error_responses
-from erp.core.idempotency import IdempotencyKey
+from erp.core.idempotency import REPLAYED_RESPONSE, IdempotencyKey
 from erp.core.input_types import DatabaseId, StoredText
 from erp.features.data_processing import upload
 from erp.features.data_processing.exceptions import UploadTooLarge
@@ -48,7 +48,7 @@ def _content_type(request: Request) -> str | None:
         "nothing is kept. Orders already present (same order_number) are skipped: importing a file "
         "twice adds nothing."
     ),
-    responses=error_responses(401, 403, 413, 415, 422, 503),
+    responses={**error_responses(401, 403, 413, 415, 422, 503), **REPLAYED_RESPONSE},
     openapi_extra={
         "requestBody": {
             "required": True,

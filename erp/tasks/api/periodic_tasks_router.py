@@ -12,7 +12,7 @@ from erp.core.celery_app import celery_app
 from erp.core.db import DbSession
 from erp.core.dispatch import TaskAccepted, off_the_loop
 from erp.core.http_errors import ErrorResponse, error_responses, raises
-from erp.core.idempotency import IdempotencyKey
+from erp.core.idempotency import REPLAYED_RESPONSE, IdempotencyKey
 from erp.core.input_types import DatabaseId, Offset, StoredDateTime, StoredText
 from erp.tasks.api import periodic_tasks
 from erp.tasks.api.backfill import MAX_BACKFILL, plan_backfill
@@ -202,7 +202,7 @@ async def disable_periodic_task(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskAccepted,
     summary="Run a periodic task now, with its own options; counted",
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses={**error_responses(401, 403, 404, 422, 503), **REPLAYED_RESPONSE},
 )
 async def run_periodic_task(
     periodic_task_id: DatabaseId,

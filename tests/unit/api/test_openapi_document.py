@@ -105,3 +105,26 @@ def test_operations_with_a_body_or_the_organization_header_document_400(document
             json_body = "application/json" in operation.get("requestBody", {}).get("content", {})
             if json_body or "x-organization-id" in names or "if-match" in names:
                 assert "400" in operation["responses"], (method, path)
+
+
+# POSTs answered 202 that queue no work: revoking stops one.
+QUEUES_NOTHING = {"/api/v1/tasks/{task_id}/revoke"}
+
+
+def test_every_post_that_queues_work_takes_an_idempotency_key(document):
+    queuing = {
+        path
+        for path, methods in document["paths"].items()
+        if "202" in methods.get("post", {}).get("responses", {}) and path not in QUEUES_NOTHING
+    }
+    assert queuing == {
+        "/api/v1/tasks/ping",
+        "/api/v1/organizations/{organization_id}/reports/sales",
+        "/api/v1/organizations/{organization_id}/imports/sales-orders",
+        "/api/v1/admin/periodic-tasks/{periodic_task_id}/run",
+    }
+    for path in queuing:
+        operation = document["paths"][path]["post"]
+        assert "idempotency-key" in {parameter["name"] for parameter in operation["parameters"]}, path
+        assert {"409", "422"} <= set(operation["responses"]), path
+        assert "Idempotent-Replayed" in operation["responses"]["202"]["headers"], path
