@@ -167,10 +167,22 @@ class _Claim:
                 )
 
     async def complete(self, response: BaseModel, content_digest: str = "") -> None:
+        """Store the response under the key. The work is queued by now, so a Redis that fails
+        here does not turn the answer into an error: the client gets its 202, and a retry after
+        the lease would run again (logged)."""
         ttl = get_settings().IDEMPOTENCY_KEY_TTL_SECONDS
-        await within_deadline(
-            _eval(_COMPLETE, self.redis_key, self.owner, response.model_dump_json(), content_digest, ttl)
-        )
+        try:
+            await asyncio.wait_for(
+                _eval(_COMPLETE, self.redis_key, self.owner, response.model_dump_json(), content_digest, ttl),
+                BROKER_TIMEOUT_SECONDS,
+            )
+        except BROKER_ERRORS as error:
+            logger.warning(
+                "idempotency key: the response could not be stored (%s); a retry after %s s runs again",
+                type(error).__name__,
+                LEASE_SECONDS,
+                extra={"action": "idempotency.not_stored"},
+            )
 
     async def release(self) -> None:
         """Free the key after a failed request: a retry runs again. Best effort: else it expires."""

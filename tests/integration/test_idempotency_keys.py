@@ -5,11 +5,16 @@ a 422. Real PostgreSQL and Redis, no worker (what is queued is counted in the br
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
+from fastapi import HTTPException, Request, Response
+from pydantic import BaseModel
 from sqlalchemy import text
 
+from erp.core import idempotency
+from erp.core.caller import Caller
 from erp.core.celery_app import celery_app
 from erp.core.config import get_settings
 from tests.integration.test_data_imports import upload
@@ -163,3 +168,65 @@ def idempotency_keys() -> list[str]:
 
 def ttl(key: str) -> int:
     return celery_app.backend.client.ttl(key)
+
+
+class Answer(BaseModel):
+    value: int
+
+
+def bare_request() -> Request:
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "path": "/api/v1/tasks/ping",
+        "query_string": b"",
+        "headers": [],
+    }
+    return Request(scope, receive)
+
+
+@pytest.fixture
+async def own_redis_client(anyio_backend, redis_clean):
+    # The module's client belongs to the loop that made it: this test's loop gets its own.
+    idempotency._client.cache_clear()
+    yield
+    await idempotency.close()
+    idempotency._client.cache_clear()
+
+
+@pytest.mark.anyio
+async def test_a_long_request_keeps_its_claim_and_a_dead_ones_claim_expires(monkeypatch, own_redis_client):
+    monkeypatch.setattr(idempotency, "LEASE_SECONDS", 2)
+    caller = Caller(user_id=2**40, email="lease@example.com", is_superuser=False, organization_id=1, role="member")
+    key = str(uuid.uuid4())
+
+    async def slow() -> Answer:
+        await asyncio.sleep(5)  # two and a half leases
+        return Answer(value=1)
+
+    async def quick() -> Answer:
+        return Answer(value=2)
+
+    running = asyncio.create_task(idempotency.Idempotency(bare_request(), Response(), key).once(caller, Answer, slow))
+    await asyncio.sleep(4)  # the first lease would have expired twice over without renewal
+    with pytest.raises(HTTPException) as caught:
+        await idempotency.Idempotency(bare_request(), Response(), key).once(caller, Answer, quick)
+    assert caught.value.status_code == 409
+    assert await running == Answer(value=1)
+    replayed = Response()
+    assert await idempotency.Idempotency(bare_request(), replayed, key).once(caller, Answer, quick) == Answer(value=1)
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+
+    # A web process that died holding a claim: its key is free again after the lease.
+    other = str(uuid.uuid4())
+    stranded = idempotency.Idempotency(bare_request(), Response(), other)
+    assert (await stranded._claim(caller, "fingerprint-of-a-lost-request"))[1] is not None
+    await asyncio.sleep(2.5)
+    assert await idempotency.Idempotency(bare_request(), Response(), other).once(caller, Answer, quick) == Answer(
+        value=2
+    )
