@@ -11,6 +11,7 @@ instead of patching `os.environ` before importing any erp module.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 from functools import cached_property
 from typing import Literal
@@ -59,6 +60,10 @@ class Settings(BaseSettings):
     LOG_FORMAT: Literal["text", "json"] = "text"
 
     WEB_CONCURRENCY: int = Field(1, ge=1)
+    # The proxies whose X-Forwarded-For uvicorn believes (the Procfile passes it to
+    # --forwarded-allow-ips): addresses or networks, comma-separated. Anyone else's header is
+    # ignored, so a client cannot choose the address its requests are logged under.
+    FORWARDED_ALLOW_IPS: str = "127.0.0.1"
     CELERY_WORKER_CONCURRENCY: int | None = Field(None, ge=1)
     CELERY_TASK_SOFT_TIME_LIMIT_SECONDS: int = Field(300, ge=1)
     CELERY_TASK_TIME_LIMIT_SECONDS: int = Field(360, ge=1)
@@ -123,6 +128,12 @@ class Settings(BaseSettings):
     DATA_IMPORT_MAX_UPLOAD_BYTES: int = Field(100 * 1024 * 1024, ge=1024)
     # Rows an import commits per transaction, with its progress: what a redelivery repeats at most.
     DATA_IMPORT_CHUNK_ROWS: int = Field(2000, ge=1, le=100_000)
+    # An import started this many times without finishing (its worker killed under it each time,
+    # or its connections lost) is failed with the reason instead of being delivered again.
+    DATA_IMPORT_MAX_ATTEMPTS: int = Field(10, ge=1, le=100)
+    # How long a request's Idempotency-Key is kept with its response (erp/core/idempotency.py):
+    # the same key from the same user within this answers with the first response.
+    IDEMPOTENCY_KEY_TTL_SECONDS: int = Field(86400, ge=60, le=30 * 86400)
     # Cadence of the periodic health check (a periodic job of the product: beat runs it this often).
     HEALTH_CHECK_INTERVAL_SECONDS: float = Field(60.0, ge=5)
     # Health check results older than this are deleted by the health check itself.
@@ -196,6 +207,22 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"each URL must be http:// or https:// with a host; got one starting {parts.scheme!r}://"
                 )
+        return value
+
+    @field_validator("FORWARDED_ALLOW_IPS")
+    @classmethod
+    def _check_forwarded_allow_ips(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item == "*":
+                # uvicorn then takes the leftmost X-Forwarded-For entry, which the client writes.
+                raise ValueError(
+                    "'*' trusts every peer and makes the client's own X-Forwarded-For its address;"
+                    " name the proxy in front (see README, Deploying)"
+                )
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (like 10.0.0.0/8)") from None
         return value
 
     @field_validator("TIME_ZONE")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 
 import jsonschema
@@ -101,3 +102,12 @@ def test_env_names_only_real_settings_and_every_required_setting_is_provided():
 
 def test_flower_is_not_started_by_default():
     assert "flower" not in app_json()["formation"]
+
+
+def test_heroku_trusts_its_router_network_only():
+    value = app_json()["env"]["FORWARDED_ALLOW_IPS"]["value"]
+    # What the router connects from; the address it appends to X-Forwarded-For is then the client.
+    network = ipaddress.ip_network(value)
+    assert network.is_private and network.prefixlen >= 8
+    settings = Settings(DATABASE_URL="postgresql://h/db", FORWARDED_ALLOW_IPS=value)  # accepted
+    assert value == settings.FORWARDED_ALLOW_IPS

@@ -102,3 +102,11 @@ def test_flower_runs_only_in_the_monitoring_profile_and_gets_its_password_from_t
     assert services["flower"]["profiles"] == ["monitoring"]
     assert all("profiles" not in services[name] for name in services if name != "flower")
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:-}"
+
+
+def test_web_believes_forwarded_for_only_from_the_configured_proxy():
+    web = load_compose()["services"]["web"]
+    assert "*" not in web["command"]
+    assert "--forwarded-allow-ips=${FORWARDED_ALLOW_IPS:-127.0.0.1}" in shlex.split(web["command"])
+    # The app's settings see the same value as uvicorn's command line (and refuse '*').
+    assert web["environment"]["FORWARDED_ALLOW_IPS"] == "${FORWARDED_ALLOW_IPS:-127.0.0.1}"

@@ -100,3 +100,24 @@ def test_docker_image_leaves_out_local_files():
     ignored = set(read(".dockerignore").split())
     assert {".env", ".venv", ".git"} <= ignored
     assert with_defaults("${PORT:-8000}") == "8000"
+
+
+def forwarded_allow_ips(command: str) -> str:
+    args = shlex.split(command)
+    [value] = [arg.split("=", 1)[1] for arg in args if arg.startswith("--forwarded-allow-ips=")]
+    return value
+
+
+def test_web_believes_forwarded_for_only_from_the_proxy_the_settings_name():
+    web = procfile()["web"]
+    assert "--proxy-headers" in shlex.split(web)
+    # The shell expands the setting; unset, uvicorn trusts only a proxy on the same host.
+    assert forwarded_allow_ips(web) == "${FORWARDED_ALLOW_IPS:-127.0.0.1}"
+    assert forwarded_allow_ips(with_defaults(web)) == Settings.model_fields["FORWARDED_ALLOW_IPS"].default
+    assert "*" not in web
+
+
+def test_the_readme_says_what_each_platform_trusts():
+    deploying = readme_section("Deploying")
+    for target in ("FORWARDED_ALLOW_IPS=10.0.0.0/8", "FORWARDED_ALLOW_IPS=172.17.0.1", "proxy container"):
+        assert target in deploying, target

@@ -85,6 +85,16 @@ async def import_sales_orders(
         raise ImportNotFound(f"data import {import_id} does not exist")
     if data_import.status in ("done", "failed"):
         return summary(data_import)  # a redelivery after it finished: nothing to do
+    max_attempts = get_settings().DATA_IMPORT_MAX_ATTEMPTS
+    if data_import.attempts >= max_attempts:
+        # Late acks deliver the task again each time its worker dies: an import that kills its
+        # worker (memory) would otherwise be run for ever, and hold a worker process each time.
+        raise await _fail(
+            data_import,
+            f"started {data_import.attempts} times without finishing (its worker stopped under it or lost its "
+            f"connections each time; DATA_IMPORT_MAX_ATTEMPTS is {max_attempts}): not run again",
+            session=session,
+        )
     data_import.status = "running"
     data_import.attempts += 1
     data_import.started_at = data_import.started_at or datetime.now(UTC)

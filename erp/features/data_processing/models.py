@@ -15,6 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 # The tables the foreign keys point to must be in the metadata of every process that writes
 # these rows; a worker imports only its task modules, not erp.models.
 from erp.accounts import models as accounts_models  # noqa: F401
+from erp.core import files as files_models  # noqa: F401  (data_imports.file_id)
 from erp.core.db import Base
 
 STATUSES = ("queued", "running", "done", "failed")

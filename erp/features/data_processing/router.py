@@ -14,6 +14,7 @@ from erp.core.config import get_settings
 from erp.core.db import DbSession, autocommit_engine
 from erp.core.dispatch import dispatch
 from erp.core.http_errors import error_responses
+from erp.core.idempotency import REPLAYED_RESPONSE, IdempotencyKey
 from erp.core.input_types import DatabaseId, StoredText
 from erp.core.request_bodies import accepts_body_up_to
 from erp.core.spreadsheet_cells import CsvCells
@@ -51,7 +52,7 @@ def _content_type(request: Request) -> str | None:
         "Retry-After beyond). Orders already present (same order_number) are skipped: importing a file "
         "twice adds nothing."
     ),
-    responses=error_responses(401, 403, 408, 413, 415, 422, 429, 503),
+    responses={**error_responses(401, 403, 408, 413, 415, 422, 429, 503), **REPLAYED_RESPONSE},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -65,6 +66,7 @@ async def upload_sales_orders(
     caller: OrganizationMember,
     session: DbSession,
     _slot: UploadSlot,
+    idempotency: IdempotencyKey,
     filename: Annotated[
         StoredText, Query(max_length=255, description="the file's name, shown with the import")
     ] = "upload.csv",
@@ -77,24 +79,31 @@ async def upload_sales_orders(
             "e.g. curl --data-binary @orders.csv -H 'Content-Type: text/csv'",
         )
     assert caller.organization_id is not None
+    organization_id = caller.organization_id
     limit = get_settings().DATA_IMPORT_MAX_UPLOAD_BYTES
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, str(UploadTooLarge(limit)))
-    try:
-        data_import = await upload.create_sales_order_import(
-            caller.organization_id, caller.user_id, filename, request.stream(), session=session
-        )
-    except UploadTooLarge as error:
-        raise HTTPException(413, str(error)) from None
-    try:
-        accepted = await dispatch(request, caller, import_sales_orders, data_import.id)
-    except HTTPException:
-        await upload.discard_import(data_import.id, session=session)  # not queued: keep nothing
-        raise
-    await upload.set_task_id(data_import.id, accepted.task_id, session=session)
-    import_url = request.url_for(IMPORT_ROUTE, organization_id=caller.organization_id, import_id=data_import.id)
-    return ImportAccepted(**accepted.model_dump(), import_id=data_import.id, import_url=import_url.path)
+
+    async def store_and_queue(body: AsyncIterator[bytes]) -> ImportAccepted:
+        try:
+            data_import = await upload.create_sales_order_import(
+                organization_id, caller.user_id, filename, body, session=session
+            )
+        except UploadTooLarge as error:
+            raise HTTPException(413, str(error)) from None
+        try:
+            accepted = await dispatch(request, caller, import_sales_orders, data_import.id)
+        except HTTPException:
+            await upload.discard_import(data_import.id, session=session)  # not queued: keep nothing
+            raise
+        await upload.set_task_id(data_import.id, accepted.task_id, session=session)
+        import_url = request.url_for(IMPORT_ROUTE, organization_id=organization_id, import_id=data_import.id)
+        return ImportAccepted(**accepted.model_dump(), import_id=data_import.id, import_url=import_url.path)
+
+    # The body is read once, as it streams into the file store, and hashed on the way (see
+    # erp.core.idempotency): a retry with the same key stores and queues nothing.
+    return await idempotency.once_streamed(caller, ImportAccepted, request.stream(), store_and_queue, max_bytes=limit)
 
 
 @router.get(

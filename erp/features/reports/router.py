@@ -10,6 +10,7 @@ from erp.core.db import autocommit_engine
 from erp.core.dispatch import TaskAccepted, dispatch
 from erp.core.files import read_detached
 from erp.core.http_errors import error_responses
+from erp.core.idempotency import REPLAYED_RESPONSE, IdempotencyKey
 from erp.core.input_types import DatabaseId
 from erp.features.reports import service
 from erp.features.reports.schemas import SalesReportRequest
@@ -28,10 +29,17 @@ router = APIRouter(prefix="/api/v1/organizations/{organization_id}/reports", tag
         "(currencies are never added together). Follow the task at `status_url` (PROGRESS shows the "
         "stage and rows written); its result has `download_url`."
     ),
-    responses=error_responses(401, 403, 422, 503),
+    responses={**error_responses(401, 403, 422, 503), **REPLAYED_RESPONSE},
 )
-async def request_sales_report(request: Request, body: SalesReportRequest, caller: OrganizationMember) -> TaskAccepted:
-    return await dispatch(request, caller, generate_sales_report, caller.organization_id, body.model_dump(mode="json"))
+async def request_sales_report(
+    request: Request, body: SalesReportRequest, caller: OrganizationMember, idempotency: IdempotencyKey
+) -> TaskAccepted:
+    parameters = body.model_dump(mode="json")
+    return await idempotency.once(
+        caller,
+        TaskAccepted,
+        lambda: dispatch(request, caller, generate_sales_report, caller.organization_id, parameters),
+    )
 
 
 @router.get(

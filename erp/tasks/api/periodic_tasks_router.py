@@ -12,6 +12,7 @@ from erp.core.celery_app import celery_app
 from erp.core.db import DbSession
 from erp.core.dispatch import TaskAccepted, off_the_loop
 from erp.core.http_errors import ErrorResponse, error_responses, raises
+from erp.core.idempotency import REPLAYED_RESPONSE, IdempotencyKey
 from erp.core.input_types import DatabaseId, Offset, StoredDateTime, StoredText
 from erp.tasks.api import periodic_tasks
 from erp.tasks.api.backfill import MAX_BACKFILL, plan_backfill
@@ -201,16 +202,23 @@ async def disable_periodic_task(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskAccepted,
     summary="Run a periodic task now, with its own options; counted",
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses={**error_responses(401, 403, 404, 422, 503), **REPLAYED_RESPONSE},
 )
 async def run_periodic_task(
-    periodic_task_id: DatabaseId, caller: SuperuserCaller, session: DbSession, request: Request
+    periodic_task_id: DatabaseId,
+    caller: SuperuserCaller,
+    session: DbSession,
+    request: Request,
+    idempotency: IdempotencyKey,
 ) -> TaskAccepted:
     async def send(task: PeriodicTaskDB, run_id: str, scheduled_at: datetime) -> None:
         await off_the_loop(send_periodic_run, celery_app, task, run_id=run_id, scheduled_at=scheduled_at)
 
-    message_id = await periodic_tasks.run_periodic_task_now(periodic_task_id, caller, send, session=session)
-    return TaskAccepted.for_task(request, message_id)
+    async def run_now() -> TaskAccepted:
+        message_id = await periodic_tasks.run_periodic_task_now(periodic_task_id, caller, send, session=session)
+        return TaskAccepted.for_task(request, message_id)
+
+    return await idempotency.once(caller, TaskAccepted, run_now)
 
 
 @router.get("/{periodic_task_id}/preview", response_model=RunPreview, summary="The next N run times", responses=ERRORS)

@@ -16,8 +16,9 @@ from erp.core.input_types import INT32_MAX, INT64_MAX, NO_NUL_PATTERN
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
 # Strings that never reach a query as text: parsed (uuid, date-time), matched against a list
-# (enums), or the token, which is looked up by its digest.
-NOT_STORED = {"authorization", "if-match"}
+# (enums), or the token and the idempotency key, which are looked up by their digests (the key's
+# pattern, visible ASCII, refuses NUL anyway).
+NOT_STORED = {"authorization", "if-match", "idempotency-key"}
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,26 @@ def test_operations_with_a_body_or_the_organization_header_document_400(document
             json_body = "application/json" in operation.get("requestBody", {}).get("content", {})
             if json_body or "x-organization-id" in names or "if-match" in names:
                 assert "400" in operation["responses"], (method, path)
+
+
+# POSTs answered 202 that queue no work: revoking stops one.
+QUEUES_NOTHING = {"/api/v1/tasks/{task_id}/revoke"}
+
+
+def test_every_post_that_queues_work_takes_an_idempotency_key(document):
+    queuing = {
+        path
+        for path, methods in document["paths"].items()
+        if "202" in methods.get("post", {}).get("responses", {}) and path not in QUEUES_NOTHING
+    }
+    assert queuing == {
+        "/api/v1/tasks/ping",
+        "/api/v1/organizations/{organization_id}/reports/sales",
+        "/api/v1/organizations/{organization_id}/imports/sales-orders",
+        "/api/v1/admin/periodic-tasks/{periodic_task_id}/run",
+    }
+    for path in queuing:
+        operation = document["paths"][path]["post"]
+        assert "idempotency-key" in {parameter["name"] for parameter in operation["parameters"]}, path
+        assert {"409", "422"} <= set(operation["responses"]), path
+        assert "Idempotent-Replayed" in operation["responses"]["202"]["headers"], path

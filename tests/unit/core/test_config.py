@@ -101,6 +101,8 @@ def test_explicit_celery_urls_are_kept():
         ({"ALERT_WEBHOOK_URLS": "https://ok.example.com/x, ftp://files/x"}, "ALERT_WEBHOOK_URLS", "'ftp'://"),
         ({"ALERT_WEBHOOK_URLS": "hooks.slack.com/services/T/B/secret"}, "ALERT_WEBHOOK_URLS", "http:// or https://"),
         ({"ALERT_WEBHOOK_MAX_ATTEMPTS": "0"}, "ALERT_WEBHOOK_MAX_ATTEMPTS", "greater than or equal to 1"),
+        ({"FORWARDED_ALLOW_IPS": "*"}, "FORWARDED_ALLOW_IPS", "the client's own X-Forwarded-For"),
+        ({"FORWARDED_ALLOW_IPS": "10.0.0.0/8, router"}, "FORWARDED_ALLOW_IPS", "'router' is not an IP address"),
     ],
 )
 def test_bad_values_name_the_variable(overrides, variable, fragment):
@@ -122,6 +124,10 @@ def test_webhook_urls_are_split_on_commas():
         "https://b.example.com/2",
     ]
     assert make().alert_webhook_urls == []
+
+
+def test_forwarded_allow_ips_takes_addresses_and_networks():
+    assert make(FORWARDED_ALLOW_IPS="10.0.0.0/8,172.17.0.1, ::1").FORWARDED_ALLOW_IPS == "10.0.0.0/8,172.17.0.1, ::1"
 
 
 def test_missing_database_url_is_named():
