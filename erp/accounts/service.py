@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
@@ -99,6 +99,14 @@ async def create_token(
     user_id: int, name: str, expires_in_days: int | None, *, session: AsyncSession
 ) -> tuple[ApiTokenDB, str]:
     """A new token for the user: the row, and the secret (returned once, never stored)."""
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    return await create_token_expiring_at(user_id, name, expires_at, session=session)
+
+
+async def create_token_expiring_at(
+    user_id: int, name: str, expires_at: datetime | None, *, session: AsyncSession
+) -> tuple[ApiTokenDB, str]:
+    """A new token that stops working at `expires_at` (a console session: hours, not days)."""
     await get_user(user_id, session=session)
     secret = tokens.new_token()
     row = ApiTokenDB(
@@ -106,11 +114,21 @@ async def create_token(
         name=name,
         prefix=tokens.display_prefix(secret),
         token_hash=tokens.token_digest(secret),
-        expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
+        expires_at=expires_at,
     )
     session.add(row)
     await session.commit()
     return row, secret
+
+
+async def revoke_token_secret(secret: str, *, session: AsyncSession) -> None:
+    """Revoke the token with this secret, whoever holds it (signing out of the console)."""
+    await session.execute(
+        update(ApiTokenDB)
+        .where(ApiTokenDB.token_hash == tokens.token_digest(secret), ApiTokenDB.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    await session.commit()
 
 
 async def list_tokens(user_id: int, *, session: AsyncSession) -> list[ApiTokenDB]:
