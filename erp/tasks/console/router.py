@@ -1,0 +1,487 @@
+"""`/console`: the operator console's pages, server-rendered from the services the API uses.
+
+Every page and form follows the API's rules (erp.accounts): the session cookie is an API token
+authenticated as a bearer token would be, schedules and the ledger are for superusers, and a
+change goes through the same service function as its API route, so it is validated, versioned
+and written to the change log as the signed-in user's. Each request reads its form (if any)
+first, then takes one pooled connection, renders in memory and returns it before the first
+byte is sent: no connection waits on a client.
+
+Live regions (`data-live` in the pages) are fragments of the same templates; the browser asks
+for them again while the tab is visible, with the ETag it holds, and gets 304 with no body when
+nothing changed. Static files are vendored under a URL with their content's digest, cached for a
+year. Pages carry a strict Content-Security-Policy: no inline script or style, nothing from
+another origin.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from erp.accounts.service import AuthenticationError
+from erp.core.celery_app import celery_app
+from erp.core.db import web_session_factory
+from erp.core.dispatch import off_the_loop
+from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
+from erp.tasks.api import periodic_tasks
+from erp.tasks.api.periodic_tasks_schemas import PauseIn
+from erp.tasks.console import session as sessions
+from erp.tasks.console import views
+from erp.tasks.console.session import BadForm, ConsoleUser, Refused, SignInRequired
+from erp.tasks.ledger_kinds import RUN_STATES, SKIP_REASONS
+from erp.tasks.periodic_messages import send_periodic_run
+from erp.tasks.scheduler_models import PeriodicTaskDB
+
+logger = logging.getLogger(__name__)
+
+PACKAGE = Path(__file__).parent
+STATIC_FILES = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
+# Nothing inline, nothing from elsewhere: a page can run only the console's own script.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+LIVE_HEADER = "x-console-live"
+# What a redirect after a change says; only these words are shown, never text from the URL.
+DONE_MESSAGES = {
+    "paused": "Paused. Beat records its occurrences as skipped (paused) until it is resumed.",
+    "resumed": "Resumed. The next occurrence is sent again.",
+    "enabled": "Enabled. Its next run is computed from now on.",
+    "disabled": "Disabled. Beat sends nothing for it until it is enabled again.",
+    "run": "Sent one run now; it appears in the runs below.",
+}
+_ID = re.compile(r"^[0-9]{1,18}$")
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+# --- templates and static files ------------------------------------------------------------
+
+
+@functools.cache
+def static_version() -> str:
+    """A digest of the static files: a new release's files get a new URL, so browsers may keep
+    each version for a year."""
+    digest = hashlib.sha256()
+    for name in sorted(STATIC_FILES):
+        digest.update((PACKAGE / "static" / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def static_url(name: str) -> str:
+    return f"/console/static/{static_version()}/{name}"
+
+
+def _utc(moment: datetime | None) -> str:
+    return "" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _in_zone(moment: datetime | None, zone: tzinfo) -> str:
+    if moment is None:
+        return ""
+    local = moment.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or ''}".strip()
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    if abs(value) < 10:
+        return f"{value:.2f} s"
+    if abs(value) < 120:
+        return f"{value:.0f} s"
+    minutes, seconds = divmod(round(value), 60)
+    if minutes < 120:
+        return f"{minutes} min {seconds} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+@functools.cache
+def templates() -> Jinja2Templates:
+    """The console's templates: autoescaped (every value is escaped unless marked safe by the
+    code that made it, like the sparkline's SVG), and strict about undefined names."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(PACKAGE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.globals["static_url"] = static_url
+    environment.filters["utc"] = _utc
+    environment.filters["in_zone"] = _in_zone
+    environment.filters["seconds"] = _seconds
+    environment.filters["iso"] = lambda moment: "" if moment is None else moment.astimezone(UTC).isoformat()
+    return Jinja2Templates(env=environment)
+
+
+def render_region(name: str, context: dict[str, Any]) -> tuple[Markup, str]:
+    """A live region's HTML and its ETag (the same whether rendered in a page or alone)."""
+    html = templates().get_template(f"regions/{name}.html").render(context)
+    return Markup(html), f'W/"{hashlib.sha256(html.encode()).hexdigest()[:20]}"'
+
+
+def _secure(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _page(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    response = templates().TemplateResponse(request, template, context, status_code=status_code)
+    return _secure(response)
+
+
+def _region_response(request: Request, name: str, context: dict[str, Any]) -> Response:
+    html, etag = render_region(name, context)
+    held = {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}
+    if etag in held:
+        return _secure(Response(status_code=304, headers={"ETag": etag}))
+    return _secure(Response(str(html), media_type="text/html; charset=utf-8", headers={"ETag": etag}))
+
+
+@router.get("/static/{version}/{name}")
+async def static_file(version: str, name: str) -> Response:
+    if name not in STATIC_FILES:
+        return _secure(Response("not found", status_code=404, media_type="text/plain"))
+    body = (PACKAGE / "static" / name).read_bytes()
+    # An old page after a deploy still gets the file, but only the current URL is cached for long.
+    cache = "public, max-age=31536000, immutable" if version == static_version() else "no-cache"
+    return _secure(Response(body, media_type=STATIC_FILES[name], headers={"Cache-Control": cache}))
+
+
+# --- pages behind the session -----------------------------------------------------------------
+
+Build = Callable[[ConsoleUser, AsyncSession], Awaitable[Response]]
+
+
+def _error_page(request: Request, status_code: int, message: str, user: ConsoleUser | None = None) -> Response:
+    context = {"user": user, "message": message, "status_code": status_code, "health_html": None}
+    return _page(request, "error.html", context, status_code)
+
+
+async def _superuser(request: Request, build: Build, form: dict[str, str] | None = None) -> Response:
+    """Authenticate the session, apply the API's superuser rule, check a form's token, then
+    build the response with one session that is closed before the response is returned."""
+    user: ConsoleUser | None = None
+    try:
+        user = await sessions.current_user(request)
+        sessions.require_superuser(user)
+        if form is not None:
+            sessions.check_form(request, form, user)
+        async with web_session_factory()() as session:
+            return await build(user, session)
+    except SignInRequired as error:
+        if request.headers.get(LIVE_HEADER) or request.method != "GET":
+            return _secure(Response(str(error), status_code=401, media_type="text/plain"))
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return _secure(RedirectResponse(f"/console/login?{urlencode({'next': target})}", status_code=303))
+    except Refused as error:
+        return _error_page(request, error.status_code, str(error), user)
+    except NotFoundError as error:
+        return _error_page(request, 404, str(error), user)
+
+
+async def _frame(user: ConsoleUser, session: AsyncSession, **context: Any) -> dict[str, Any]:
+    """What every page has: the user (and their forms' token) and the health strip."""
+    health_html, health_etag = render_region("health", {"health": await views.health(session=session)})
+    return {"user": user, "health_html": health_html, "health_etag": health_etag, **context}
+
+
+@router.get("/live/health")
+async def live_health(request: Request) -> Response:
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        return _region_response(request, "health", {"health": await views.health(session=session)})
+
+    return await _superuser(request, build)
+
+
+@router.get("")
+async def overview(request: Request) -> Response:
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        context = {"attention": await views.attention(session=session)}
+        if request.query_params.get("region") == "attention":
+            return _region_response(request, "attention", context)
+        attention_html, attention_etag = render_region("attention", context)
+        frame = await _frame(user, session, attention_html=attention_html, attention_etag=attention_etag)
+        return _page(request, "overview.html", frame)
+
+    return await _superuser(request, build)
+
+
+def _schedule_filter(request: Request) -> views.ScheduleFilter:
+    params = request.query_params
+    status = params.get("status", "")
+    after = params.get("after", "")
+    return views.ScheduleFilter(
+        q=params.get("q", "").replace("\x00", "")[:200],
+        task=params.get("task", "").replace("\x00", "")[:200],
+        status=status if status in views.SCHEDULE_STATUSES else "",
+        after=int(after) if _ID.match(after) else None,
+    )
+
+
+@router.get("/schedules")
+async def schedules(request: Request) -> Response:
+    filters = _schedule_filter(request)
+
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        page = await views.schedules_page(filters, session=session)
+        live_url = f"/console/schedules?{urlencode(filters.query(after=filters.after, region='table'))}"
+        context = {"page": page, "filters": filters, "statuses": views.SCHEDULE_STATUSES, "live_url": live_url}
+        if request.query_params.get("region") == "table":
+            return _region_response(request, "schedules_table", context)
+        table_html, table_etag = render_region("schedules_table", context)
+        frame = await _frame(user, session, **context, table_html=table_html, table_etag=table_etag)
+        return _page(request, "schedules.html", frame)
+
+    return await _superuser(request, build)
+
+
+def _why_at(request: Request) -> tuple[datetime | None, str | None]:
+    """The moment of "why didn't it run at T?" (a local time of the form is read as UTC)."""
+    text = request.query_params.get("at", "").strip()
+    if not text:
+        return None, None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None, f"{text[:40]!r} is not a time: write it like 2030-01-01T09:00 (UTC) or with an offset"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if not 1970 <= moment.year <= 2999:
+        return None, "the time must be between 1970 and 2999"
+    return moment, None
+
+
+async def _schedule_page(
+    request: Request,
+    user: ConsoleUser,
+    session: AsyncSession,
+    periodic_task_id: int,
+    *,
+    message: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    why_at, why_error = _why_at(request)
+    detail = await views.schedule_detail(periodic_task_id, session=session, why_at=why_at)
+    status_html, status_etag = render_region("schedule_status", {"row": detail.row, "user": user})
+    runs_html, runs_etag = render_region("schedule_runs", {"runs": detail.runs, "more_runs": detail.more_runs})
+    done = request.query_params.get("done", "")
+    frame = await _frame(
+        user,
+        session,
+        detail=detail,
+        row=detail.row,
+        status_html=status_html,
+        status_etag=status_etag,
+        runs_html=runs_html,
+        runs_etag=runs_etag,
+        message=message or DONE_MESSAGES.get(done),
+        error=error or why_error,
+        why_at=request.query_params.get("at", "")[:40],
+    )
+    return _page(request, "schedule.html", frame, status_code)
+
+
+@router.get("/schedules/{periodic_task_id}")
+async def schedule(request: Request, periodic_task_id: str) -> Response:
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        if not _ID.match(periodic_task_id):
+            raise NotFoundError(f"periodic task {periodic_task_id[:20]!r} does not exist")
+        task_id = int(periodic_task_id)
+        region = request.query_params.get("region")
+        if region == "status":
+            return _region_response(
+                request, "schedule_status", {"row": await views.schedule_status(task_id, session=session), "user": user}
+            )
+        if region == "runs":
+            runs, more = await views.schedule_runs(task_id, session=session)
+            return _region_response(request, "schedule_runs", {"runs": runs, "more_runs": more})
+        return await _schedule_page(request, user, session, task_id)
+
+    return await _superuser(request, build)
+
+
+# --- changes: the same service functions as the API's routes ----------------------------------
+
+ACTIONS = ("run", "pause", "resume", "enable", "disable")
+
+
+async def _send(task: PeriodicTaskDB, run_id: str, scheduled_at: datetime) -> None:
+    """How "run now" sends its message: as the API's route does."""
+    await off_the_loop(send_periodic_run, celery_app, task, run_id=run_id, scheduled_at=scheduled_at)
+
+
+async def _apply(
+    action: str, periodic_task_id: int, form: dict[str, str], user: ConsoleUser, session: AsyncSession
+) -> str:
+    caller = user.caller
+    if action == "pause":
+        note = PauseIn.model_validate({"note": form.get("note", "")}).note
+        await periodic_tasks.pause_periodic_task(periodic_task_id, note, caller, session=session)
+        return "paused"
+    if action == "resume":
+        await periodic_tasks.resume_periodic_task(periodic_task_id, caller, session=session)
+        return "resumed"
+    if action in ("enable", "disable"):
+        await periodic_tasks.set_enabled(periodic_task_id, action == "enable", caller, session=session)
+        return f"{action}d"
+    await periodic_tasks.run_periodic_task_now(periodic_task_id, caller, _send, session=session)
+    return "run"
+
+
+def _validation_message(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "input"
+    return f"{field}: {first['msg']}"
+
+
+@router.post("/schedules/{periodic_task_id}/{action}")
+async def change_schedule(request: Request, periodic_task_id: str, action: str) -> Response:
+    try:
+        form = await sessions.read_form(request)
+    except BadForm as error:
+        return _error_page(request, error.status_code, str(error))
+
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        if action not in ACTIONS or not _ID.match(periodic_task_id):
+            raise NotFoundError("no such page")
+        task_id = int(periodic_task_id)
+        try:
+            done = await _apply(action, task_id, form, user, session)
+        except ValidationError as error:
+            await session.rollback()
+            message = f"Not paused: {_validation_message(error)} (a pause needs a note saying why)"
+            return await _schedule_page(request, user, session, task_id, error=message, status_code=422)
+        except (ConflictError, InvalidInputError) as error:
+            await session.rollback()
+            status_code = 409 if isinstance(error, ConflictError) else 422
+            return await _schedule_page(request, user, session, task_id, error=str(error), status_code=status_code)
+        except NotFoundError:
+            raise
+        except Exception as error:  # run now: the broker did not take the message (the ledger says revoked)
+            await session.rollback()
+            logger.warning(
+                "console: %s of periodic task %s failed: %s",
+                action,
+                task_id,
+                type(error).__name__,
+                extra={"action": "console.change_failed"},
+            )
+            message = f"Not sent: the broker did not take the message ({type(error).__name__}); try again"
+            return await _schedule_page(request, user, session, task_id, error=message, status_code=503)
+        logger.info(
+            "console: %s %s periodic task %s",
+            user.caller.email,
+            done,
+            task_id,
+            extra={"action": f"console.{action}", "periodic_task_id": task_id},
+        )
+        return _secure(RedirectResponse(f"/console/schedules/{task_id}?done={done}", status_code=303))
+
+    return await _superuser(request, build, form)
+
+
+# --- runs across schedules ----------------------------------------------------------------------
+
+
+@router.get("/runs")
+async def runs(request: Request) -> Response:
+    filters = views.runs_filter_from(request.query_params)
+
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        page = await views.runs_page(filters, session=session)
+        before = None if filters.before is None else f"{filters.before[0].isoformat()},{filters.before[1]}"
+        live_url = f"/console/runs?{urlencode(filters.query(before=before, region='table'))}"
+        context = {
+            "page": page,
+            "filters": filters,
+            "states": RUN_STATES,
+            "skip_reasons": SKIP_REASONS,
+            "live_url": live_url,
+            "next_url": None
+            if page.next_before is None
+            else f"/console/runs?{urlencode(filters.query(before=page.next_before))}",
+        }
+        if request.query_params.get("region") == "table":
+            return _region_response(request, "runs_table", context)
+        table_html, table_etag = render_region("runs_table", context)
+        frame = await _frame(user, session, **context, table_html=table_html, table_etag=table_etag)
+        return _page(request, "runs.html", frame)
+
+    return await _superuser(request, build)
+
+
+# --- signing in and out ---------------------------------------------------------------------------
+
+
+def _login_response(request: Request, target: str, *, error: str | None = None, status_code: int = 200) -> Response:
+    """The login form, with a fresh double-submit token in its cookie and in the form."""
+    response = Response(media_type="text/html; charset=utf-8", status_code=status_code)
+    token = sessions.new_login_token(response, request)
+    context = {"user": None, "health_html": None, "error": error, "csrf": token, "next": target}
+    response.body = templates().get_template("login.html").render(context).encode()
+    response.headers["Content-Length"] = str(len(response.body))
+    return _secure(response)
+
+
+@router.get("/login")
+async def login_form(request: Request) -> Response:
+    return _login_response(request, sessions.safe_next(request.query_params.get("next")))
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    try:
+        form = await sessions.read_form(request)
+        sessions.check_login_form(request, form)
+    except (BadForm, Refused) as error:
+        return _error_page(request, error.status_code, str(error))
+    target = sessions.safe_next(form.get("next"))
+    try:
+        _, secret = await sessions.sign_in(form.get("token", ""))
+    except AuthenticationError as error:
+        logger.info("console: sign-in refused: %s", error, extra={"action": "console.sign_in_refused"})
+        return _login_response(request, target, error=f"Not signed in: {error}.", status_code=401)
+    response = RedirectResponse(target, status_code=303)
+    sessions.set_session_cookie(response, request, secret)
+    return _secure(response)
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    try:
+        form = await sessions.read_form(request)
+    except BadForm as error:
+        return _error_page(request, error.status_code, str(error))
+    try:
+        user = await sessions.current_user(request)
+        sessions.check_form(request, form, user)
+    except SignInRequired:
+        return _secure(RedirectResponse("/console/login", status_code=303))
+    except Refused as error:
+        return _error_page(request, error.status_code, str(error))
+    response = RedirectResponse("/console/login", status_code=303)
+    await sessions.sign_out(request, response, user)
+    return _secure(response)

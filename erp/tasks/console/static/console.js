@@ -1,0 +1,72 @@
+/* erp console: live regions and local times. No framework, no build step.
+ *
+ * An element with data-live="<url>" is fetched again every data-live-every seconds while the
+ * tab is visible, with the ETag it holds (If-None-Match): the server answers 304 with no body
+ * when nothing changed, else the region's new HTML (rendered and escaped by the server).
+ * <time class="viewer" datetime="..."> shows the moment in the viewer's own time zone.
+ * A form with data-confirm asks before it is sent.
+ */
+(function () {
+  "use strict";
+
+  function viewerTimes(root) {
+    root.querySelectorAll("time.viewer[datetime]").forEach(function (element) {
+      var moment = new Date(element.getAttribute("datetime"));
+      if (!isNaN(moment.getTime())) {
+        element.textContent = "your time: " + moment.toLocaleString();
+      }
+    });
+  }
+
+  function live(region) {
+    var url = region.getAttribute("data-live");
+    var every = Math.max(2, parseInt(region.getAttribute("data-live-every"), 10) || 5) * 1000;
+    var etag = region.getAttribute("data-etag");
+    var busy = false;
+
+    function refresh() {
+      if (busy || document.visibilityState !== "visible") {
+        return;
+      }
+      busy = true;
+      var headers = { "X-Console-Live": "1" };
+      if (etag) {
+        headers["If-None-Match"] = etag;
+      }
+      fetch(url, { headers: headers, cache: "no-store", credentials: "same-origin" })
+        .then(function (response) {
+          if (response.status === 401) {
+            window.location.reload(); /* the session ended: the page sends you to sign in */
+            return null;
+          }
+          if (response.status !== 200) {
+            return null;
+          }
+          etag = response.headers.get("ETag");
+          return response.text().then(function (html) {
+            region.innerHTML = html;
+            region.setAttribute("data-etag", etag || "");
+            region.setAttribute("data-updated", String(Date.now()));
+            viewerTimes(region);
+          });
+        })
+        .catch(function () { /* offline for a moment: the next round tries again */ })
+        .then(function () { busy = false; });
+    }
+
+    window.setInterval(refresh, every);
+    document.addEventListener("visibilitychange", refresh);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    viewerTimes(document);
+    document.querySelectorAll("[data-live]").forEach(live);
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.getAttribute("data-confirm"))) {
+          event.preventDefault();
+        }
+      });
+    });
+  });
+})();

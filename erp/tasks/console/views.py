@@ -1,0 +1,410 @@
+"""What each console page shows, read through the services the API uses.
+
+The schedules, runs, alerts, previews and "why not" answers come from erp.tasks.api (the same
+queries, filters and rules as the API's routes); this module only puts them in the shape a page
+renders. What the API has no route for yet (the health strip, the overview's lists of
+schedules needing attention) is read here, each in one query down an existing index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from erp.core import broker
+from erp.core.config import get_settings
+from erp.core.metrics_router import known_queues
+from erp.tasks.api import alerts, periodic_tasks
+from erp.tasks.api.beat_heartbeats import BeatInstance, beat_instances
+from erp.tasks.api.last_runs import last_runs, recent_runs
+from erp.tasks.api.runs import RunFilter, list_runs
+from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
+from erp.tasks.calendar.specs import CrontabSpec
+from erp.tasks.calendar.words import describe
+from erp.tasks.console.sparkline import SPARKLINE_RUNS, sparkline
+from erp.tasks.ledger_kinds import RUN_STATES, SKIP_REASONS
+from erp.tasks.scheduler_models import (
+    BrokenScheduleError,
+    PeriodicTaskAlertDB,
+    PeriodicTaskChangeDB,
+    PeriodicTaskDB,
+    PeriodicTaskRunDB,
+    stale_after_seconds,
+)
+from erp.tasks.worker_heartbeats import WorkerHeartbeatDB
+
+logger = logging.getLogger(__name__)
+
+SCHEDULES_PAGE = 50
+RUNS_PAGE = 50
+SCHEDULE_RUNS = 25
+PREVIEW_SLOTS = 10
+CHANGES_SHOWN = 20
+ATTENTION_ROWS = 20
+# The queue depths of the health strip must not hold a page up while Redis is away.
+QUEUE_DEPTH_TIMEOUT_SECONDS = 1.0
+SCHEDULE_STATUSES = ("enabled", "disabled", "paused", "failing")
+
+
+# --- the health strip ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Health:
+    beats: list[BeatInstance]
+    beat_stale_after: float
+    due_last_hour: int
+    sent_last_hour: int
+    skipped_last_hour: int
+    workers: list[str]
+    queue_depths: dict[str, int] | None  # None: Redis did not answer
+
+    @property
+    def beats_alive(self) -> int:
+        return sum(1 for beat in self.beats if beat.seconds_ago <= self.beat_stale_after)
+
+    @property
+    def newest_tick_seconds(self) -> float | None:
+        return self.beats[0].seconds_ago if self.beats else None
+
+
+async def _queue_depths() -> dict[str, int] | None:
+    try:
+        return await asyncio.wait_for(broker.queue_lengths(known_queues()), QUEUE_DEPTH_TIMEOUT_SECONDS)
+    except Exception as error:  # Redis away or slow: the strip says so, the page still answers
+        logger.warning("console: queue depths unavailable: %s", type(error).__name__, extra={"action": "console.redis"})
+        return None
+
+
+async def health(*, session: AsyncSession) -> Health:
+    """Beat instances and their last ticks, occurrences of the last hour (due, sent, skipped),
+    workers whose heartbeat is fresh, and what waits in each queue."""
+    settings = get_settings()
+    connection = await session.connection()
+    depths_task = asyncio.ensure_future(_queue_depths())  # Redis meanwhile, while PostgreSQL answers
+    beats = await beat_instances(connection)
+    run = PeriodicTaskRunDB
+    hour_ago = func.now() - timedelta(hours=1)
+    counts = (
+        await session.execute(
+            select(
+                func.count().filter(run.state != "skipped"),
+                func.count().filter(run.sent_at.is_not(None)),
+                func.count().filter(run.state == "skipped"),
+            ).where(run.scheduled_at >= hour_ago, run.scheduled_at < func.now())
+        )
+    ).one()
+    lost_after = timedelta(seconds=settings.WORKER_LOST_AFTER_SECONDS)
+    workers = list(
+        await session.scalars(
+            select(WorkerHeartbeatDB.node)
+            .where(WorkerHeartbeatDB.seen_at > func.now() - lost_after)
+            .order_by(WorkerHeartbeatDB.node)
+        )
+    )
+    return Health(
+        beats=beats,
+        beat_stale_after=stale_after_seconds(settings.CELERY_BEAT_DB_SCHEDULER_MAX_INTERVAL_SECONDS),
+        due_last_hour=counts[0],
+        sent_last_hour=counts[1],
+        skipped_last_hour=counts[2],
+        workers=workers,
+        queue_depths=await depths_task,
+    )
+
+
+# --- rows of schedules -----------------------------------------------------------------------
+
+
+def zone_of(task: PeriodicTaskDB) -> tzinfo:
+    """The zone a schedule's times are read in: a crontab's own, UTC for the others."""
+    try:
+        spec = task.get_schedule()
+    except BrokenScheduleError:
+        return UTC
+    if isinstance(spec, CrontabSpec):
+        try:
+            return ZoneInfo(spec.timezone)
+        except (ValueError, KeyError):
+            return UTC
+    return UTC
+
+
+def schedule_words(task: PeriodicTaskDB) -> str:
+    try:
+        return describe(task.get_schedule())
+    except (BrokenScheduleError, ValueError, TypeError) as error:
+        return f"cannot be read: {error}"
+
+
+@dataclass(frozen=True)
+class LastRun:
+    state: str
+    skip_reason: str | None
+    scheduled_at: datetime
+    duration_seconds: float | None
+    lateness_seconds: float | None
+
+
+def last_run_of(run: PeriodicTaskRunDB | None) -> LastRun | None:
+    if run is None:
+        return None
+    duration = None
+    if run.started_at is not None and run.finished_at is not None:
+        duration = (run.finished_at - run.started_at).total_seconds()
+    return LastRun(run.state, run.skip_reason, run.scheduled_at, duration, run.lateness_seconds)
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    task: PeriodicTaskDB
+    words: str
+    zone: tzinfo
+    last_run: LastRun | None
+    history: Any  # the sparkline's Markup
+
+    @property
+    def status(self) -> str:
+        return status_of(self.task)
+
+
+def status_of(task: PeriodicTaskDB) -> str:
+    if not task.enabled:
+        return "disabled"
+    if task.paused_at is not None:
+        return "auto-paused" if task.paused_by == "auto-pause" else "paused"
+    if task.consecutive_failures:
+        return "failing"
+    return "active"
+
+
+async def schedule_rows(tasks: Sequence[PeriodicTaskDB], *, session: AsyncSession) -> list[ScheduleRow]:
+    """Rows of a page of schedules: the last outcome and the sparkline of each, two queries in all."""
+    ids = [task.id for task in tasks]
+    last = await last_runs(ids, session=session)
+    history = await recent_runs(ids, SPARKLINE_RUNS, session=session)
+    return [
+        ScheduleRow(
+            task=task,
+            words=schedule_words(task),
+            zone=zone_of(task),
+            last_run=last_run_of(last.get(task.id)),
+            history=sparkline(history.get(task.id, [])),
+        )
+        for task in tasks
+    ]
+
+
+# --- the overview ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attention:
+    failing: list[ScheduleRow]
+    paused: list[ScheduleRow]
+    overdue: list[ScheduleRow]
+    late_runs: list[PeriodicTaskRunDB]
+    open_alerts: list[PeriodicTaskAlertDB]
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.failing or self.paused or self.overdue or self.late_runs or self.open_alerts)
+
+
+async def attention(*, session: AsyncSession) -> Attention:
+    """What needs an operator: failing, paused (by hand or auto) and overdue schedules, late
+    occurrences of the last hour, and alerts not delivered yet."""
+    common: dict[str, Any] = {"enabled": None, "task": None, "name": None, "limit": ATTENTION_ROWS, "offset": 0}
+    failing, _ = await periodic_tasks.list_periodic_tasks(session=session, failing=True, **common)
+    paused, _ = await periodic_tasks.list_periodic_tasks(session=session, paused=True, **common)
+    grace = timedelta(seconds=get_settings().CELERY_BEAT_MISFIRE_GRACE_SECONDS)
+    # Due longer ago than the misfire grace and not sent: beat is behind or away (the due index).
+    overdue = list(
+        await session.scalars(
+            select(PeriodicTaskDB)
+            .where(
+                PeriodicTaskDB.enabled,
+                PeriodicTaskDB.next_run_at.is_not(None),
+                PeriodicTaskDB.next_run_at < func.now() - grace,
+            )
+            .order_by(PeriodicTaskDB.next_run_at)
+            .limit(ATTENTION_ROWS)
+        )
+    )
+    now = datetime.now(UTC)
+    late_runs, _ = await list_runs(
+        RunFilter(late=True, start=now - timedelta(hours=1)), session=session, limit=ATTENTION_ROWS, offset=0
+    )
+    open_alerts, _ = await alerts.list_alerts(
+        session=session, delivered=False, kind=None, periodic_task_id=None, limit=ATTENTION_ROWS, offset=0
+    )
+    return Attention(
+        failing=await schedule_rows(failing, session=session),
+        paused=await schedule_rows(paused, session=session),
+        overdue=await schedule_rows(overdue, session=session),
+        late_runs=late_runs,
+        open_alerts=open_alerts,
+    )
+
+
+# --- the schedules page ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleFilter:
+    """The schedules page's GET parameters (bookmarkable); `after` is the keyset cursor."""
+
+    q: str = ""
+    task: str = ""
+    status: str = ""
+    after: int | None = None
+
+    def query(self, **changes: Any) -> dict[str, str]:
+        values = {"q": self.q, "task": self.task, "status": self.status, **changes}
+        return {key: str(value) for key, value in values.items() if value not in ("", None)}
+
+
+@dataclass(frozen=True)
+class SchedulePage:
+    rows: list[ScheduleRow]
+    total: int
+    next_after: int | None
+
+
+async def schedules_page(filters: ScheduleFilter, *, session: AsyncSession) -> SchedulePage:
+    status = filters.status
+    tasks, total = await periodic_tasks.list_periodic_tasks(
+        session=session,
+        enabled={"enabled": True, "disabled": False}.get(status),
+        task=filters.task or None,
+        name=filters.q or None,
+        paused=True if status == "paused" else None,
+        failing=status == "failing",
+        limit=SCHEDULES_PAGE + 1,
+        offset=0,
+        after_id=filters.after,
+    )
+    more = len(tasks) > SCHEDULES_PAGE
+    tasks = tasks[:SCHEDULES_PAGE]
+    return SchedulePage(
+        rows=await schedule_rows(tasks, session=session),
+        total=total,
+        next_after=tasks[-1].id if more and tasks else None,
+    )
+
+
+# --- one schedule ----------------------------------------------------------------------------
+
+
+@dataclass
+class ScheduleDetail:
+    row: ScheduleRow
+    runs: list[PeriodicTaskRunDB]
+    more_runs: bool
+    preview: list[tuple[datetime, datetime]]
+    changes: list[PeriodicTaskChangeDB]
+    why_not: RunAtAnswer | None = None
+    alerts: list[PeriodicTaskAlertDB] = field(default_factory=list)
+
+
+async def schedule_status(periodic_task_id: int, *, session: AsyncSession) -> ScheduleRow:
+    task = await periodic_tasks.get_periodic_task(periodic_task_id, session=session)
+    return (await schedule_rows([task], session=session))[0]
+
+
+async def schedule_runs(periodic_task_id: int, *, session: AsyncSession) -> tuple[list[PeriodicTaskRunDB], bool]:
+    return await list_runs(RunFilter(periodic_task_id=periodic_task_id), session=session, limit=SCHEDULE_RUNS, offset=0)
+
+
+async def schedule_detail(
+    periodic_task_id: int, *, session: AsyncSession, why_at: datetime | None = None
+) -> ScheduleDetail:
+    """Status, runs, the next slots as beat will fire them, the change log, its open alerts,
+    and "why didn't it run at T?" when asked."""
+    row = await schedule_status(periodic_task_id, session=session)
+    runs, more = await schedule_runs(periodic_task_id, session=session)
+    preview = await periodic_tasks.preview_runs(periodic_task_id, PREVIEW_SLOTS, session=session)
+    changes = await periodic_tasks.list_changes(periodic_task_id, session=session, limit=CHANGES_SHOWN, offset=0)
+    task_alerts, _ = await alerts.list_alerts(
+        session=session, delivered=None, kind=None, periodic_task_id=periodic_task_id, limit=10, offset=0
+    )
+    detail = ScheduleDetail(row=row, runs=runs, more_runs=more, preview=preview, changes=changes, alerts=task_alerts)
+    if why_at is not None:
+        detail.why_not = await explain_run_at(periodic_task_id, why_at, DEFAULT_TOLERANCE_SECONDS, session=session)
+    return detail
+
+
+# --- runs across schedules -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunsFilter:
+    """The runs page's GET parameters; `before` is the keyset cursor (slot and id of the last row)."""
+
+    states: tuple[str, ...] = ()
+    skip_reason: str = ""
+    late: bool = False
+    periodic_task_id: int | None = None
+    before: tuple[datetime, int] | None = None
+
+    def query(self, **changes: Any) -> list[tuple[str, str]]:
+        pairs = [("state", state) for state in self.states]
+        if self.skip_reason:
+            pairs.append(("skip_reason", self.skip_reason))
+        if self.late:
+            pairs.append(("late", "1"))
+        if self.periodic_task_id is not None:
+            pairs.append(("periodic_task_id", str(self.periodic_task_id)))
+        pairs.extend((key, str(value)) for key, value in changes.items() if value is not None)
+        return pairs
+
+
+def runs_filter_from(params: Any) -> RunsFilter:
+    """The runs filter of the query string; unknown states and reasons are ignored, not errors
+    (a bookmark from an older console still opens)."""
+    states = tuple(state for state in params.getlist("state") if state in RUN_STATES)
+    reason = params.get("skip_reason", "")
+    before = None
+    cursor = params.get("before", "")
+    if "," in cursor:
+        moment, _, row_id = cursor.rpartition(",")
+        try:
+            before = (datetime.fromisoformat(moment), int(row_id))
+        except ValueError:
+            before = None
+        if before is not None and before[0].tzinfo is None:
+            before = None
+    task_id = params.get("periodic_task_id", "")
+    return RunsFilter(
+        states=states,
+        skip_reason=reason if reason in SKIP_REASONS else "",
+        late=params.get("late") in ("1", "true", "on"),
+        periodic_task_id=int(task_id) if task_id.isdigit() and len(task_id) < 19 else None,
+        before=before,
+    )
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    runs: list[PeriodicTaskRunDB]
+    next_before: str | None
+
+
+async def runs_page(filters: RunsFilter, *, session: AsyncSession) -> RunsPage:
+    run_filter = RunFilter(
+        periodic_task_id=filters.periodic_task_id,
+        states=filters.states,  # type: ignore[arg-type]  # checked against RUN_STATES above
+        skip_reasons=(filters.skip_reason,) if filters.skip_reason else (),  # type: ignore[arg-type]
+        late=filters.late,
+    )
+    runs, more = await list_runs(run_filter, session=session, limit=RUNS_PAGE, offset=0, before=filters.before)
+    next_before = f"{runs[-1].scheduled_at.isoformat()},{runs[-1].id}" if more and runs else None
+    return RunsPage(runs=runs, next_before=next_before)
