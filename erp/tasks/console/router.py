@@ -51,7 +51,11 @@ from erp.tasks.scheduler_models import PeriodicTaskDB
 logger = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).parent
-STATIC_FILES = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
+STATIC_FILES = {
+    "console.css": "text/css; charset=utf-8",
+    "console.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 # Nothing inline, nothing from elsewhere: a page can run only the console's own script.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "

@@ -1,0 +1,96 @@
+"""The console in a real browser: Debian's Chromium, driven by Playwright, against a real uvicorn
+and the real PostgreSQL and Redis. Sign in, find a schedule, pause it with a note, and watch a
+live region change without a reload when the schedule is resumed elsewhere.
+
+Playwright's own browser builds are never downloaded: the test runs /usr/bin/chromium (scripts/test
+installs Debian's package when it is missing), whose major version matches the pinned Playwright's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.support.processes import start_web
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+API = "/api/v1/admin/periodic-tasks"
+
+
+@pytest.fixture
+def web(migrated_database, redis_clean, clean_tables):
+    process, base_url = start_web()
+    yield base_url
+    process.stop()
+
+
+@pytest.fixture
+def browser_page(tmp_path):
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        # A script or style the Content-Security-Policy blocks shows up here: none may.
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        yield page
+        page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
+        browser.close()
+    assert errors == [], errors
+
+
+def test_sign_in_pause_with_a_note_and_watch_the_status_change(web, browser_page: Page, make_user, tmp_path: Path):
+    admin = make_user(superuser=True)
+    api = httpx.Client(base_url=web, headers=admin.headers, timeout=10)
+    task = api.post(
+        API,
+        json={
+            "name": "nightly export",
+            "task": "erp.ping",
+            "schedule": {"kind": "crontab", "minute": "30", "hour": "2", "timezone": "Europe/Berlin"},
+        },
+    ).json()
+    page = browser_page
+
+    page.goto(f"{web}/console/schedules")
+    expect(page).to_have_url(f"{web}/console/login?next=%2Fconsole%2Fschedules")
+    page.get_by_label("API token").fill(admin.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{web}/console/schedules")
+    row = page.locator('tr[data-schedule="nightly export"]')
+    expect(row).to_contain_text("every day at 02:30 Europe/Berlin")
+    expect(page.locator(".health")).to_contain_text("Beat")
+    page.screenshot(path=str(tmp_path / "schedules.png"), full_page=True)
+
+    row.get_by_role("link", name="nightly export").click()
+    expect(page.get_by_role("heading", name="nightly export")).to_be_visible()
+    page.get_by_label("Why pause it?").fill("supplier API down until Monday")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("status")).to_contain_text("Paused.")
+    status = page.locator("#status")
+    expect(status).to_contain_text("supplier API down until Monday")
+    expect(page.locator("table.changes")).to_contain_text("pause")
+    changes = api.get(f"{API}/{task['id']}/changes").json()
+    assert changes[0]["action"] == "pause" and changes[0]["actor_user_id"] == admin.user_id
+
+    # The status region asks again while the tab is visible; unchanged, it is answered 304.
+    statuses: list[int] = []
+    page.on("response", lambda response: statuses.append(response.status) if "region=status" in response.url else None)
+    page.evaluate("window.stillTheSamePage = true")
+    page.wait_for_timeout(5500)
+    assert 304 in statuses, statuses
+    # Resumed elsewhere (the API): the region shows it without a reload.
+    assert api.post(f"{API}/{task['id']}/resume").status_code == 200
+    expect(status.locator(".status")).to_have_text("active", timeout=12_000)
+    expect(status).not_to_contain_text("supplier API down")
+    assert page.evaluate("window.stillTheSamePage") is True
+    assert 200 in statuses
+    page.screenshot(path=str(tmp_path / "schedule.png"), full_page=True)
+    api.close()
