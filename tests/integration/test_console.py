@@ -4,6 +4,7 @@ the forms' protection, changes in the change log, live regions and static files.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from markupsafe import escape
@@ -61,7 +62,9 @@ def test_pages_send_strangers_to_the_login_page(client, admin):
     assert response.status_code == 303
     assert response.headers["location"] == "/console/login?next=%2Fconsole%2Fschedules%3Fq%3Da"
     assert client.get("/console/live/health", headers={"X-Console-Live": "1"}).status_code == 401
-    assert client.post("/console/schedules/1/pause", data={"note": "x"}).status_code == 401
+    form = client.post("/console/schedules/1/pause", data={"note": "x"}, follow_redirects=False)
+    assert form.status_code == 303
+    assert form.headers["location"] == "/console/login?next=%2Fconsole%2Fschedules%2F1"
 
 
 def test_a_wrong_token_does_not_sign_in(client, admin):
@@ -205,3 +208,110 @@ def test_signing_out_revokes_the_session(client, admin):
     assert client.get("/console", follow_redirects=False).status_code == 303
     tokens = client.get("/api/v1/me/tokens", headers=admin.headers).json()
     assert any(token["name"] == "console session" and token["revoked_at"] for token in tokens)
+
+
+def record_runs(sync_engine, task, states, *, start, every=timedelta(minutes=1), **fields):
+    """Occurrences of `task` in the ledger, one per state, `every` apart from `start`."""
+    from sqlalchemy.orm import Session
+
+    from erp.tasks.scheduler_models import PeriodicTaskRunDB
+
+    with Session(sync_engine) as session, session.begin():
+        for index, state in enumerate(states):
+            slot = start + index * every
+            session.add(
+                PeriodicTaskRunDB(
+                    periodic_task_id=task["id"],
+                    periodic_task_name=task["name"],
+                    task_name=task["task"],
+                    scheduled_at=slot,
+                    due_at=slot,
+                    message_id=f"{task['id']}-{slot.isoformat()}",
+                    state=state,
+                    skip_reason="paused" if state == "skipped" else None,
+                    started_at=slot + timedelta(seconds=2) if state in ("succeeded", "failed") else None,
+                    finished_at=slot + timedelta(seconds=5) if state in ("succeeded", "failed") else None,
+                    lateness_seconds=2.0 if state in ("succeeded", "failed") else None,
+                    **fields,
+                )
+            )
+
+
+def test_runs_are_filtered_and_paged_by_key(client, admin, sync_engine, monkeypatch):
+    task = new_schedule(client, admin)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    record_runs(sync_engine, task, ["succeeded", "failed", "skipped", "succeeded", "failed"], start=start)
+    monkeypatch.setattr(views, "RUNS_PAGE", 2)
+    sign_in(client, admin)
+    slots: list[str] = []
+    path = "/console/runs"
+    while path:
+        html = client.get(path).text
+        slots += re.findall(r'<tr>\s*<td><time datetime="([^"]+)"', html)
+        following = re.search(r'rel="next" href="([^"]+)"', html)
+        path = following.group(1).replace("&amp;", "&") if following else ""
+    assert slots == sorted(slots, reverse=True) and len(slots) == 5
+    failed = client.get("/console/runs?state=failed").text
+    assert failed.count('class="state s-failed"') == 2 and "s-succeeded" not in failed
+    paused = client.get("/console/runs?skip_reason=paused").text
+    assert paused.count("skipped (paused)") == 1
+    window = f"from={(start + timedelta(minutes=1)):%Y-%m-%dT%H:%M}&to={(start + timedelta(minutes=3)):%Y-%m-%dT%H:%M}"
+    ranged = client.get(f"/console/runs?{window}").text
+    assert len(re.findall(r'<tr>\s*<td><time datetime="', ranged)) == 2
+
+
+def test_the_overview_shows_what_needs_attention(client, admin, sync_engine):
+    from sqlalchemy import text
+
+    failing = new_schedule(client, admin, name="flaky import")
+    paused = new_schedule(client, admin, name="paused report")
+    client.post(f"{API}/{paused['id']}/pause", json={"note": "month end freeze"}, headers=admin.headers)
+    now = datetime.now(UTC)
+    record_runs(sync_engine, failing, ["succeeded", "failed"], start=now - timedelta(minutes=30))
+    with sync_engine.begin() as connection:
+        connection.execute(
+            text("UPDATE periodic_tasks SET consecutive_failures = 1 WHERE id = :id"), {"id": failing["id"]}
+        )
+        connection.execute(
+            text(
+                "INSERT INTO periodic_task_alerts (kind, periodic_task_id, periodic_task_name, message, last_error)"
+                " VALUES ('failure', :id, 'flaky import', 'flaky import failed: ValueError', 'webhook: 500')"
+            ),
+            {"id": failing["id"]},
+        )
+    sign_in(client, admin)
+    html = client.get("/console").text
+    assert "flaky import" in html and "1 failed in a row" in html
+    assert "month end freeze" in html
+    assert "flaky import failed: ValueError" in html and "webhook: 500" in html
+    assert 'class="activity"' in html and "1 succeeded" in html
+    assert "Nothing needs attention" not in html
+    health = client.get("/console/live/health").text
+    assert "2 due · 2 sent" not in health  # the ledger rows above were never sent
+    assert "Beat" in health and "Queues" in health
+
+
+def test_the_next_runs_say_when_the_clocks_change(client, admin):
+    task = new_schedule(
+        client,
+        admin,
+        name="monthly",
+        schedule={"kind": "crontab", "minute": "0", "hour": "12", "day_of_month": "1", "timezone": "Europe/Berlin"},
+    )
+    sign_in(client, admin)
+    html = client.get(f"/console/schedules/{task['id']}").text
+    assert "on day 1 of every month at 12:00 Europe/Berlin" in html
+    # Any ten months in a row hold at least one of the two changes.
+    assert re.search(
+        r"clocks change before it: (CET \(UTC\+0100\) → CEST \(UTC\+0200\)|CEST \(UTC\+0200\) → CET \(UTC\+0100\))",
+        html,
+    )
+
+
+def test_why_not_is_answered_on_the_schedule_page(client, admin):
+    task = new_schedule(client, admin)
+    sign_in(client, admin)
+    html = client.get(f"/console/schedules/{task['id']}?at=2001-01-01T09:00").text
+    assert "Why didn't it run" in html and 'class="answer"' in html
+    bad = client.get(f"/console/schedules/{task['id']}?at=yesterday").text
+    assert "is not a time" in bad

@@ -195,9 +195,12 @@ async def _superuser(request: Request, build: Build, form: dict[str, str] | None
         async with web_session_factory()() as session:
             return await build(user, session)
     except SignInRequired as error:
-        if request.headers.get(LIVE_HEADER) or request.method != "GET":
+        if request.headers.get(LIVE_HEADER):
             return _secure(Response(str(error), status_code=401, media_type="text/plain"))
+        # After signing in, back to the page (a form's own page: its POST is not repeated).
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method != "GET":
+            target = request.url.path.rsplit("/", 1)[0]
         return _secure(RedirectResponse(f"/console/login?{urlencode({'next': target})}", status_code=303))
     except Refused as error:
         return _error_page(request, error.status_code, str(error), user)
@@ -222,11 +225,22 @@ async def live_health(request: Request) -> Response:
 @router.get("")
 async def overview(request: Request) -> Response:
     async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        region = request.query_params.get("region")
+        if region == "activity":
+            return _region_response(request, "activity", {"activity": await views.activity(session=session)})
         context = {"attention": await views.attention(session=session)}
-        if request.query_params.get("region") == "attention":
+        if region == "attention":
             return _region_response(request, "attention", context)
         attention_html, attention_etag = render_region("attention", context)
-        frame = await _frame(user, session, attention_html=attention_html, attention_etag=attention_etag)
+        activity_html, activity_etag = render_region("activity", {"activity": await views.activity(session=session)})
+        frame = await _frame(
+            user,
+            session,
+            attention_html=attention_html,
+            attention_etag=attention_etag,
+            activity_html=activity_html,
+            activity_etag=activity_etag,
+        )
         return _page(request, "overview.html", frame)
 
     return await _superuser(request, build)
@@ -266,14 +280,12 @@ def _why_at(request: Request) -> tuple[datetime | None, str | None]:
     text = request.query_params.get("at", "").strip()
     if not text:
         return None, None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None, f"{text[:40]!r} is not a time: write it like 2030-01-01T09:00 (UTC) or with an offset"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if not 1970 <= moment.year <= 2999:
-        return None, "the time must be between 1970 and 2999"
+    moment = views.parse_moment(text)
+    if moment is None:
+        return (
+            None,
+            f"{text[:40]!r} is not a time from 1970 to 2999: write it like 2030-01-01T09:00 (UTC) or with an offset",
+        )
     return moment, None
 
 

@@ -29,8 +29,9 @@ from erp.tasks.api.runs import RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.calendar.specs import CrontabSpec
 from erp.tasks.calendar.words import describe
+from erp.tasks.console.charts import activity_chart, outcome_of
 from erp.tasks.console.sparkline import SPARKLINE_RUNS, sparkline
-from erp.tasks.ledger_kinds import RUN_STATES, SKIP_REASONS
+from erp.tasks.ledger_kinds import RUN_STATES, SKIP_REASONS, RunState, SkipReason
 from erp.tasks.scheduler_models import (
     BrokenScheduleError,
     PeriodicTaskAlertDB,
@@ -87,10 +88,22 @@ async def _queue_depths() -> dict[str, int] | None:
 async def health(*, session: AsyncSession) -> Health:
     """Beat instances and their last ticks, occurrences of the last hour (due, sent, skipped),
     workers whose heartbeat is fresh, and what waits in each queue."""
+    # Redis is asked while PostgreSQL answers; _queue_depths never raises.
+    depths, (beats, counts, workers) = await asyncio.gather(_queue_depths(), _ledger_health(session))
     settings = get_settings()
-    connection = await session.connection()
-    depths_task = asyncio.ensure_future(_queue_depths())  # Redis meanwhile, while PostgreSQL answers
-    beats = await beat_instances(connection)
+    return Health(
+        beats=beats,
+        beat_stale_after=stale_after_seconds(settings.CELERY_BEAT_DB_SCHEDULER_MAX_INTERVAL_SECONDS),
+        due_last_hour=counts[0],
+        sent_last_hour=counts[1],
+        skipped_last_hour=counts[2],
+        workers=workers,
+        queue_depths=depths,
+    )
+
+
+async def _ledger_health(session: AsyncSession) -> tuple[list[BeatInstance], tuple[int, int, int], list[str]]:
+    beats = await beat_instances(await session.connection())
     run = PeriodicTaskRunDB
     hour_ago = func.now() - timedelta(hours=1)
     counts = (
@@ -102,7 +115,7 @@ async def health(*, session: AsyncSession) -> Health:
             ).where(run.scheduled_at >= hour_ago, run.scheduled_at < func.now())
         )
     ).one()
-    lost_after = timedelta(seconds=settings.WORKER_LOST_AFTER_SECONDS)
+    lost_after = timedelta(seconds=get_settings().WORKER_LOST_AFTER_SECONDS)
     workers = list(
         await session.scalars(
             select(WorkerHeartbeatDB.node)
@@ -110,15 +123,7 @@ async def health(*, session: AsyncSession) -> Health:
             .order_by(WorkerHeartbeatDB.node)
         )
     )
-    return Health(
-        beats=beats,
-        beat_stale_after=stale_after_seconds(settings.CELERY_BEAT_DB_SCHEDULER_MAX_INTERVAL_SECONDS),
-        due_last_hour=counts[0],
-        sent_last_hour=counts[1],
-        skipped_last_hour=counts[2],
-        workers=workers,
-        queue_depths=await depths_task,
-    )
+    return beats, (counts[0], counts[1], counts[2]), workers
 
 
 # --- rows of schedules -----------------------------------------------------------------------
@@ -255,6 +260,47 @@ async def attention(*, session: AsyncSession) -> Attention:
     )
 
 
+ACTIVITY_HOURS = 24
+ACTIVITY_BUCKET = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Activity:
+    start: datetime
+    bucket: timedelta
+    buckets: list[dict[str, int]]
+
+    @property
+    def chart(self) -> Any:
+        return activity_chart(self.buckets, self.start, self.bucket)
+
+    def total(self, outcome: str) -> int:
+        return sum(counts.get(outcome, 0) for counts in self.buckets)
+
+
+async def activity(*, session: AsyncSession, now: datetime | None = None) -> Activity:
+    """Occurrences of the last day per ten minutes, by outcome: one grouped query down the
+    ledger's scheduled_at index."""
+    bucket_seconds = int(ACTIVITY_BUCKET.total_seconds())
+    now = now or datetime.now(UTC)
+    # Buckets on whole ten minutes, so a refresh moves the chart by a bar, not by a few seconds.
+    end = datetime.fromtimestamp((int(now.timestamp()) // bucket_seconds + 1) * bucket_seconds, UTC)
+    start = end - timedelta(hours=ACTIVITY_HOURS)
+    run = PeriodicTaskRunDB
+    index = func.floor(func.extract("epoch", run.scheduled_at - start) / bucket_seconds)
+    rows = await session.execute(
+        select(index.label("bucket"), run.state, func.count())
+        .where(run.scheduled_at >= start, run.scheduled_at < end)
+        .group_by(index, run.state)
+    )
+    buckets: list[dict[str, int]] = [{} for _ in range(ACTIVITY_HOURS * 3600 // bucket_seconds)]
+    for position, state, count in rows:
+        counts = buckets[int(position)]
+        outcome = outcome_of(state)
+        counts[outcome] = counts.get(outcome, 0) + count
+    return Activity(start=start, bucket=ACTIVITY_BUCKET, buckets=buckets)
+
+
 # --- the schedules page ----------------------------------------------------------------------
 
 
@@ -304,12 +350,33 @@ async def schedules_page(filters: ScheduleFilter, *, session: AsyncSession) -> S
 # --- one schedule ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PreviewSlot:
+    slot: datetime
+    due: datetime
+    clock_change: str | None  # the zone's offset changed since the previous slot (DST)
+
+
+def preview_slots(preview: Sequence[tuple[datetime, datetime]], zone: tzinfo) -> list[PreviewSlot]:
+    """The next slots, each marked where the zone's clocks changed since the one before."""
+    slots: list[PreviewSlot] = []
+    previous = None
+    for slot, due in preview:
+        local = slot.astimezone(zone)
+        change = None
+        if previous is not None and previous.utcoffset() != local.utcoffset():
+            change = f"clocks change before it: {previous:%Z} (UTC{previous:%z}) → {local:%Z} (UTC{local:%z})"
+        slots.append(PreviewSlot(slot, due, change))
+        previous = local
+    return slots
+
+
 @dataclass
 class ScheduleDetail:
     row: ScheduleRow
     runs: list[PeriodicTaskRunDB]
     more_runs: bool
-    preview: list[tuple[datetime, datetime]]
+    preview: list[PreviewSlot]
     changes: list[PeriodicTaskChangeDB]
     why_not: RunAtAnswer | None = None
     alerts: list[PeriodicTaskAlertDB] = field(default_factory=list)
@@ -336,7 +403,14 @@ async def schedule_detail(
     task_alerts, _ = await alerts.list_alerts(
         session=session, delivered=None, kind=None, periodic_task_id=periodic_task_id, limit=10, offset=0
     )
-    detail = ScheduleDetail(row=row, runs=runs, more_runs=more, preview=preview, changes=changes, alerts=task_alerts)
+    detail = ScheduleDetail(
+        row=row,
+        runs=runs,
+        more_runs=more,
+        preview=preview_slots(preview, row.zone),
+        changes=changes,
+        alerts=task_alerts,
+    )
     if why_at is not None:
         detail.why_not = await explain_run_at(periodic_task_id, why_at, DEFAULT_TOLERANCE_SECONDS, session=session)
     return detail
@@ -345,24 +419,41 @@ async def schedule_detail(
 # --- runs across schedules -------------------------------------------------------------------
 
 
+def parse_moment(text: str) -> datetime | None:
+    """A moment typed into a form: ISO 8601, read as UTC without an offset (what a
+    datetime-local input sends); None for anything else or outside 1970-2999."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC) if 1970 <= moment.year <= 2999 else None
+
+
 @dataclass(frozen=True)
 class RunsFilter:
     """The runs page's GET parameters; `before` is the keyset cursor (slot and id of the last row)."""
 
-    states: tuple[str, ...] = ()
-    skip_reason: str = ""
+    states: tuple[RunState, ...] = ()
+    skip_reason: SkipReason | None = None
     late: bool = False
     periodic_task_id: int | None = None
+    start: datetime | None = None  # slots from (inclusive)
+    end: datetime | None = None  # slots before (exclusive)
     before: tuple[datetime, int] | None = None
 
     def query(self, **changes: Any) -> list[tuple[str, str]]:
-        pairs = [("state", state) for state in self.states]
-        if self.skip_reason:
+        pairs: list[tuple[str, str]] = [("state", state) for state in self.states]
+        if self.skip_reason is not None:
             pairs.append(("skip_reason", self.skip_reason))
         if self.late:
             pairs.append(("late", "1"))
         if self.periodic_task_id is not None:
             pairs.append(("periodic_task_id", str(self.periodic_task_id)))
+        for name, moment in (("from", self.start), ("to", self.end)):
+            if moment is not None:
+                pairs.append((name, moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")))
         pairs.extend((key, str(value)) for key, value in changes.items() if value is not None)
         return pairs
 
@@ -370,8 +461,8 @@ class RunsFilter:
 def runs_filter_from(params: Any) -> RunsFilter:
     """The runs filter of the query string; unknown states and reasons are ignored, not errors
     (a bookmark from an older console still opens)."""
-    states = tuple(state for state in params.getlist("state") if state in RUN_STATES)
-    reason = params.get("skip_reason", "")
+    states = tuple(state for state in RUN_STATES if state in params.getlist("state"))
+    reason = next((reason for reason in SKIP_REASONS if reason == params.get("skip_reason")), None)
     before = None
     cursor = params.get("before", "")
     if "," in cursor:
@@ -385,9 +476,11 @@ def runs_filter_from(params: Any) -> RunsFilter:
     task_id = params.get("periodic_task_id", "")
     return RunsFilter(
         states=states,
-        skip_reason=reason if reason in SKIP_REASONS else "",
+        skip_reason=reason,
         late=params.get("late") in ("1", "true", "on"),
         periodic_task_id=int(task_id) if task_id.isdigit() and len(task_id) < 19 else None,
+        start=parse_moment(params.get("from", "")),
+        end=parse_moment(params.get("to", "")),
         before=before,
     )
 
@@ -401,9 +494,11 @@ class RunsPage:
 async def runs_page(filters: RunsFilter, *, session: AsyncSession) -> RunsPage:
     run_filter = RunFilter(
         periodic_task_id=filters.periodic_task_id,
-        states=filters.states,  # type: ignore[arg-type]  # checked against RUN_STATES above
-        skip_reasons=(filters.skip_reason,) if filters.skip_reason else (),  # type: ignore[arg-type]
+        states=filters.states,
+        skip_reasons=() if filters.skip_reason is None else (filters.skip_reason,),
         late=filters.late,
+        start=filters.start,
+        end=filters.end,
     )
     runs, more = await list_runs(run_filter, session=session, limit=RUNS_PAGE, offset=0, before=filters.before)
     next_before = f"{runs[-1].scheduled_at.isoformat()},{runs[-1].id}" if more and runs else None

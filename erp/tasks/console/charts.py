@@ -1,0 +1,61 @@
+"""The overview's activity chart: occurrences per bucket of time over a day, stacked by outcome,
+drawn on the server as SVG (for the same reasons as the sparkline: no chart library to pin, no
+inline styles, readable without JavaScript). Pure: the caller passes the counts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from markupsafe import Markup, escape
+
+# Outcomes stacked from the bottom; every other state (planned, sent, started, ...) is "in flight".
+OUTCOMES = ("succeeded", "failed", "skipped", "revoked", "in flight")
+BAR_WIDTH = 4
+BAR_GAP = 1
+HEIGHT = 60
+
+
+def outcome_of(state: str) -> str:
+    return state if state in OUTCOMES else "in flight"
+
+
+def activity_chart(buckets: Sequence[Mapping[str, int]], start: datetime, bucket: timedelta) -> Markup:
+    """Bars of `buckets` (outcome -> count, oldest first, each `bucket` long from `start`),
+    scaled to the busiest one."""
+    busiest = max((sum(counts.values()) for counts in buckets), default=0)
+    width = max(1, len(buckets) * (BAR_WIDTH + BAR_GAP) - BAR_GAP)
+    total = sum(sum(counts.values()) for counts in buckets)
+    label = (
+        f"{total} occurrences from {start.astimezone(UTC):%Y-%m-%d %H:%M} UTC, busiest {busiest} per {_span(bucket)}"
+    )
+    parts: list[str] = []
+    for index, counts in enumerate(buckets):
+        if not counts:
+            continue
+        x = index * (BAR_WIDTH + BAR_GAP)
+        begin = (start + index * bucket).astimezone(UTC)
+        summary = ", ".join(f"{counts[name]} {name}" for name in OUTCOMES if counts.get(name))
+        parts.append(f"<g><title>{escape(f'{begin:%H:%M} UTC: {summary}')}</title>")
+        bottom = float(HEIGHT)
+        for name in OUTCOMES:
+            count = counts.get(name, 0)
+            if not count:
+                continue
+            height = max(1.0, HEIGHT * count / busiest)
+            bottom -= height
+            css = "s-" + name.replace(" ", "-")
+            parts.append(
+                f'<rect class="bar {css}" x="{x}" y="{bottom:.1f}" width="{BAR_WIDTH}" height="{height:.1f}"></rect>'
+            )
+        parts.append("</g>")
+    return Markup(
+        f'<svg class="activity" role="img" aria-label="{escape(label)}" width="{width}" height="{HEIGHT}"'
+        f' viewBox="0 0 {width} {HEIGHT}" preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg">'
+        f'<rect class="track" x="0" y="{HEIGHT - 1}" width="{width}" height="1"></rect>{"".join(parts)}</svg>'
+    )
+
+
+def _span(bucket: timedelta) -> str:
+    minutes = int(bucket.total_seconds() // 60)
+    return f"{minutes} minutes" if minutes != 1 else "minute"

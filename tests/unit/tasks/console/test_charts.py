@@ -1,0 +1,37 @@
+"""The overview's activity chart: stacked bars scaled to the busiest bucket, labelled, escaped."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from erp.tasks.console.charts import HEIGHT, activity_chart, outcome_of
+
+START = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+
+
+def test_bars_are_stacked_by_outcome_and_scaled_to_the_busiest_bucket():
+    svg = str(activity_chart([{"succeeded": 3, "failed": 1}, {}, {"succeeded": 2}], START, timedelta(minutes=10)))
+    rects = re.findall(r'<rect class="bar (s-[a-z-]+)" x="(\d+)" y="([\d.]+)" width="\d" height="([\d.]+)"', svg)
+    assert rects == [
+        ("s-succeeded", "0", f"{HEIGHT - 45:.1f}", "45.0"),
+        ("s-failed", "0", f"{HEIGHT - 60:.1f}", "15.0"),
+        ("s-succeeded", "10", f"{HEIGHT - 30:.1f}", "30.0"),
+    ]
+    assert "<title>09:00 UTC: 3 succeeded, 1 failed</title>" in svg
+    assert "<title>09:20 UTC: 2 succeeded</title>" in svg
+    assert 'aria-label="6 occurrences from 2030-01-01 09:00 UTC, busiest 4 per 10 minutes"' in svg
+
+
+def test_an_empty_day_is_an_empty_track():
+    svg = str(activity_chart([{} for _ in range(144)], START, timedelta(minutes=10)))
+    assert '<rect class="bar' not in svg and "0 occurrences" in svg
+
+
+def test_states_that_have_not_finished_are_in_flight():
+    assert [outcome_of(state) for state in ("succeeded", "started", "planned", "skipped")] == [
+        "succeeded",
+        "in flight",
+        "in flight",
+        "skipped",
+    ]
