@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.support.processes import start_web
@@ -21,6 +22,17 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 API = "/api/v1/admin/periodic-tasks"
+AXE = Axe()
+
+
+def assert_accessible(page: Page) -> None:
+    """axe-core finds no serious or critical violation on the page as it stands."""
+    violations = [
+        f"{violation['id']} ({violation['impact']}): {[node['target'] for node in violation['nodes']][:3]}"
+        for violation in AXE.run(page).response["violations"]
+        if violation["impact"] in ("serious", "critical")
+    ]
+    assert violations == [], f"{page.url}: {violations}"
 
 
 @pytest.fixture
@@ -61,12 +73,14 @@ def test_sign_in_pause_with_a_note_and_watch_the_status_change(web, browser_page
 
     page.goto(f"{web}/console/schedules")
     expect(page).to_have_url(f"{web}/console/login?next=%2Fconsole%2Fschedules")
+    assert_accessible(page)
     page.get_by_label("API token").fill(admin.token)
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(f"{web}/console/schedules")
     row = page.locator('tr[data-schedule="nightly export"]')
     expect(row).to_contain_text("every day at 02:30 Europe/Berlin")
     expect(page.locator(".health")).to_contain_text("Beat")
+    assert_accessible(page)
     page.screenshot(path=str(tmp_path / "schedules.png"), full_page=True)
 
     row.get_by_role("link", name="nightly export").click()
@@ -92,5 +106,17 @@ def test_sign_in_pause_with_a_note_and_watch_the_status_change(web, browser_page
     expect(status).not_to_contain_text("supplier API down")
     assert page.evaluate("window.stillTheSamePage") is True
     assert 200 in statuses
+    assert_accessible(page)
     page.screenshot(path=str(tmp_path / "schedule.png"), full_page=True)
+
+    for path in ("/console", "/console/runs?state=failed"):
+        page.goto(f"{web}{path}")
+        expect(page.locator(".health")).to_contain_text("Workers")
+        assert_accessible(page)
+    # At a phone's width nothing is wider than the screen but the tables, which scroll.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{web}/console/schedules")
+    expect(page.locator('tr[data-schedule="nightly export"]')).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     api.close()
