@@ -8,6 +8,7 @@ installs Debian's package when it is missing), whose major version matches the p
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -16,13 +17,21 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.support.processes import start_web
+from tests.support.processes import start_web, start_worker
+from tests.support.scheduling import empty_broker
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 API = "/api/v1/admin/periodic-tasks"
 AXE = Axe()
+
+
+def sign_in(page: Page, web: str, token: str) -> None:
+    page.goto(f"{web}/console/login")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
 
 def assert_accessible(page: Page) -> None:
@@ -120,3 +129,36 @@ def test_sign_in_pause_with_a_note_and_watch_the_status_change(web, browser_page
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     api.close()
+
+
+def test_run_now_and_watch_the_result_arrive(web, browser_page: Page, make_user, tmp_path: Path):
+    """A real worker runs what "Run now" sent; the runs region shows it succeed without a reload."""
+    empty_broker()
+    worker = start_worker("--concurrency", "1")
+    try:
+        admin = make_user(superuser=True)
+        with httpx.Client(base_url=web, headers=admin.headers, timeout=10) as api:
+            task = api.post(
+                API,
+                json={
+                    "name": "ping hourly",
+                    "task": "erp.ping",
+                    "schedule": {"kind": "interval", "every": 1, "period": "hours"},
+                },
+            ).json()
+        page = browser_page
+        sign_in(page, web, admin.token)
+        expect(page.locator(".health")).to_contain_text("1 answering", timeout=15_000)  # the worker's heartbeat
+        page.goto(f"{web}/console/schedules/{task['id']}")
+        expect(page.get_by_text("No occurrence in the run ledger yet.")).to_be_visible()
+        page.get_by_role("button", name="Run now").click()
+        expect(page.get_by_role("status")).to_contain_text("Sent one run now")
+        runs = page.locator("table.runs")
+        expect(runs.locator(".state").first).to_have_text(re.compile(r"sent|started|succeeded"))
+        page.evaluate("window.stillTheSamePage = true")
+        expect(runs.locator(".state").first).to_have_text("succeeded", timeout=20_000)
+        expect(runs).to_contain_text("manual")
+        assert page.evaluate("window.stillTheSamePage") is True
+        page.screenshot(path=str(tmp_path / "run-now.png"), full_page=True)
+    finally:
+        worker.stop()
