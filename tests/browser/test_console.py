@@ -118,10 +118,13 @@ def test_sign_in_pause_with_a_note_and_watch_the_status_change(web, browser_page
     assert_accessible(page)
     page.screenshot(path=str(tmp_path / "schedule.png"), full_page=True)
 
-    for path in ("/console", "/console/runs?state=failed"):
+    for path in ("/console", "/console/runs?state=failed", "/console/load", "/console/alerts"):
         page.goto(f"{web}{path}")
         expect(page.locator(".health")).to_contain_text("Workers")
         assert_accessible(page)
+    page.keyboard.press("g")
+    page.keyboard.press("s")  # "g s": the schedules
+    expect(page).to_have_url(f"{web}/console/schedules")
     # At a phone's width nothing is wider than the screen but the tables, which scroll.
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{web}/console/schedules")

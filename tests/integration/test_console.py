@@ -100,7 +100,8 @@ def test_a_superuser_sees_every_page(client, admin):
         schedule={"kind": "crontab", "minute": "30", "hour": "2", "timezone": "Europe/Berlin"},
     )
     sign_in(client, admin)
-    for path in ("/console", "/console/schedules", f"/console/schedules/{task['id']}", "/console/runs?state=failed"):
+    pages = ("/console", "/console/schedules", f"/console/schedules/{task['id']}", "/console/runs?state=failed")
+    for path in (*pages, "/console/load", "/console/alerts?delivered=no"):
         response = client.get(path)
         assert response.status_code == 200, (path, response.text)
         assert "script-src 'self'" in response.headers["content-security-policy"]
@@ -112,6 +113,8 @@ def test_a_superuser_sees_every_page(client, admin):
     detail = client.get(f"/console/schedules/{task['id']}").text
     assert "Next 10 runs" in detail and "create" in detail  # the preview and the change log
     assert client.get("/console/schedules/999999").status_code == 404
+    load = client.get("/console/load").text
+    assert 'class="heatmap"' in load and "Busiest minutes" in load
 
 
 def test_output_is_escaped(client, admin):
@@ -156,6 +159,13 @@ def test_a_pause_from_the_console_is_in_the_change_log_with_its_note(client, adm
     assert client.post(f"{url}/enable", data={"csrf": csrf}, follow_redirects=False).status_code == 303
     actions = [change["action"] for change in client.get(f"{API}/{task['id']}/changes", headers=admin.headers).json()]
     assert actions == ["update", "update", "resume", "pause", "create"]
+    version = client.get(f"{API}/{task['id']}", headers=admin.headers).json()["version"]
+    stale = client.post(f"{url}/delete", data={"csrf": csrf, "version": str(version - 1)})
+    assert stale.status_code == 409  # someone changed it since this page was rendered
+    deleted = client.post(f"{url}/delete", data={"csrf": csrf, "version": str(version)}, follow_redirects=False)
+    assert deleted.headers["location"] == "/console/schedules?done=deleted"
+    assert "Deleted." in client.get(deleted.headers["location"]).text
+    assert client.get(f"{API}/{task['id']}", headers=admin.headers).status_code == 404
 
 
 def test_live_regions_answer_304_when_nothing_changed(client, admin):
@@ -284,6 +294,8 @@ def test_the_overview_shows_what_needs_attention(client, admin, sync_engine):
     assert "flaky import" in html and "1 failed in a row" in html
     assert "month end freeze" in html
     assert "flaky import failed: ValueError" in html and "webhook: 500" in html
+    assert "not delivered" in client.get("/console/alerts?delivered=no&kind=failure").text
+    assert "No alert matches." in client.get("/console/alerts?delivered=yes").text
     assert 'class="activity"' in html and "1 succeeded" in html
     assert "Nothing needs attention" not in html
     health = client.get("/console/live/health").text

@@ -59,3 +59,49 @@ def activity_chart(buckets: Sequence[Mapping[str, int]], start: datetime, bucket
 def _span(bucket: timedelta) -> str:
     minutes = int(bucket.total_seconds() // 60)
     return f"{minutes} minutes" if minutes != 1 else "minute"
+
+
+# The load heatmap: one cell per minute, one row per hour, shaded in this many steps.
+HEAT_LEVELS = 5
+CELL_WIDTH = 9
+CELL_HEIGHT = 14
+LABEL_WIDTH = 44
+
+
+def heat_level(count: int, busiest: int) -> int:
+    """0 for an empty minute, else 1..HEAT_LEVELS by its share of the busiest minute."""
+    if count <= 0 or busiest <= 0:
+        return 0
+    return max(1, min(HEAT_LEVELS, -(-count * HEAT_LEVELS // busiest)))
+
+
+def load_heatmap(per_minute: Sequence[int], start: datetime) -> Markup:
+    """The forecast as a grid: hours down, minutes across (from `start`, a whole hour), each
+    cell shaded by its occurrences against the busiest minute and titled with its count."""
+    busiest = max(per_minute, default=0)
+    hours = -(-len(per_minute) // 60)
+    width = LABEL_WIDTH + 60 * CELL_WIDTH
+    height = hours * CELL_HEIGHT + 16
+    parts: list[str] = []
+    for minute in range(0, 60, 15):
+        parts.append(f'<text class="axis" x="{LABEL_WIDTH + minute * CELL_WIDTH}" y="11">:{minute:02d}</text>')
+    for hour in range(hours):
+        y = 16 + hour * CELL_HEIGHT
+        label = (start + timedelta(hours=hour)).astimezone(UTC)
+        parts.append(f'<text class="axis" x="0" y="{y + CELL_HEIGHT - 3}">{label:%H}:00</text>')
+        for minute in range(60):
+            index = hour * 60 + minute
+            if index >= len(per_minute):
+                break
+            count = per_minute[index]
+            moment = (start + timedelta(minutes=index)).astimezone(UTC)
+            parts.append(
+                f'<rect class="heat h{heat_level(count, busiest)}" x="{LABEL_WIDTH + minute * CELL_WIDTH}" y="{y}"'
+                f' width="{CELL_WIDTH - 1}" height="{CELL_HEIGHT - 1}">'
+                f"<title>{escape(f'{moment:%Y-%m-%d %H:%M} UTC: {count} occurrence' + ('' if count == 1 else 's'))}</title></rect>"
+            )
+    summary = f"occurrences per minute from {start.astimezone(UTC):%Y-%m-%d %H:%M} UTC, busiest minute {busiest}"
+    return Markup(
+        f'<svg class="heatmap" role="img" aria-label="{escape(summary)}" width="{width}" height="{height}"'
+        f' viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+    )

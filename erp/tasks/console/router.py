@@ -44,7 +44,7 @@ from erp.tasks.api.periodic_tasks_schemas import PauseIn
 from erp.tasks.console import session as sessions
 from erp.tasks.console import views
 from erp.tasks.console.session import BadForm, ConsoleUser, Refused, SignInRequired
-from erp.tasks.ledger_kinds import RUN_STATES, SKIP_REASONS
+from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS
 from erp.tasks.periodic_messages import send_periodic_run
 from erp.tasks.scheduler_models import PeriodicTaskDB
 
@@ -69,6 +69,7 @@ DONE_MESSAGES = {
     "enabled": "Enabled. Its next run is computed from now on.",
     "disabled": "Disabled. Beat sends nothing for it until it is enabled again.",
     "run": "Sent one run now; it appears in the runs below.",
+    "deleted": "Deleted. Its runs and its change log stay readable in the ledger.",
 }
 _ID = re.compile(r"^[0-9]{1,18}$")
 
@@ -265,7 +266,13 @@ async def schedules(request: Request) -> Response:
     async def build(user: ConsoleUser, session: AsyncSession) -> Response:
         page = await views.schedules_page(filters, session=session)
         live_url = f"/console/schedules?{urlencode(filters.query(after=filters.after, region='table'))}"
-        context = {"page": page, "filters": filters, "statuses": views.SCHEDULE_STATUSES, "live_url": live_url}
+        context = {
+            "page": page,
+            "filters": filters,
+            "statuses": views.SCHEDULE_STATUSES,
+            "live_url": live_url,
+            "message": DONE_MESSAGES.get(request.query_params.get("done", "")),
+        }
         if request.query_params.get("region") == "table":
             return _region_response(request, "schedules_table", context)
         table_html, table_etag = render_region("schedules_table", context)
@@ -341,7 +348,11 @@ async def schedule(request: Request, periodic_task_id: str) -> Response:
 
 # --- changes: the same service functions as the API's routes ----------------------------------
 
-ACTIONS = ("run", "pause", "resume", "enable", "disable")
+ACTIONS = ("run", "pause", "resume", "enable", "disable", "delete")
+
+
+class NotSent(Exception):
+    """Run now: the broker did not take the message (the ledger row says revoked)."""
 
 
 async def _send(task: PeriodicTaskDB, run_id: str, scheduled_at: datetime) -> None:
@@ -363,7 +374,17 @@ async def _apply(
     if action in ("enable", "disable"):
         await periodic_tasks.set_enabled(periodic_task_id, action == "enable", caller, session=session)
         return f"{action}d"
-    await periodic_tasks.run_periodic_task_now(periodic_task_id, caller, _send, session=session)
+    if action == "delete":
+        version = form.get("version", "")
+        expected = int(version) if version.isdigit() and len(version) < 10 else None
+        await periodic_tasks.delete_periodic_task(periodic_task_id, expected, caller, session=session)
+        return "deleted"
+    try:
+        await periodic_tasks.run_periodic_task_now(periodic_task_id, caller, _send, session=session)
+    except (NotFoundError, ConflictError, InvalidInputError):
+        raise
+    except Exception as error:  # the broker's error, whatever its kind: reported as not sent
+        raise NotSent(type(error).__name__) from error
     return "run"
 
 
@@ -394,18 +415,15 @@ async def change_schedule(request: Request, periodic_task_id: str, action: str) 
             await session.rollback()
             status_code = 409 if isinstance(error, ConflictError) else 422
             return await _schedule_page(request, user, session, task_id, error=str(error), status_code=status_code)
-        except NotFoundError:
-            raise
-        except Exception as error:  # run now: the broker did not take the message (the ledger says revoked)
+        except NotSent as error:
             await session.rollback()
             logger.warning(
-                "console: %s of periodic task %s failed: %s",
-                action,
+                "console: run now of periodic task %s not sent: %s",
                 task_id,
-                type(error).__name__,
-                extra={"action": "console.change_failed"},
+                error,
+                extra={"action": "console.run_not_sent"},
             )
-            message = f"Not sent: the broker did not take the message ({type(error).__name__}); try again"
+            message = f"Not sent: the broker did not take the message ({error}); try again"
             return await _schedule_page(request, user, session, task_id, error=message, status_code=503)
         logger.info(
             "console: %s %s periodic task %s",
@@ -414,6 +432,8 @@ async def change_schedule(request: Request, periodic_task_id: str, action: str) 
             task_id,
             extra={"action": f"console.{action}", "periodic_task_id": task_id},
         )
+        if done == "deleted":
+            return _secure(RedirectResponse("/console/schedules?done=deleted", status_code=303))
         return _secure(RedirectResponse(f"/console/schedules/{task_id}?done={done}", status_code=303))
 
     return await _superuser(request, build, form)
@@ -447,6 +467,43 @@ async def runs(request: Request) -> Response:
         return _page(request, "runs.html", frame)
 
     return await _superuser(request, build)
+
+
+# --- the load forecast and the alerts -------------------------------------------------------------
+
+
+@router.get("/load")
+async def load(request: Request) -> Response:
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        return _page(request, "load.html", await _frame(user, session, load=await views.load(session=session)))
+
+    return await _superuser(request, build)
+
+
+@router.get("/alerts")
+async def alerts(request: Request) -> Response:
+    filters = views.alerts_filter_from(request.query_params)
+
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        rows, more = await views.alerts_page(filters, session=session)
+        context = {"alerts": rows, "more": more, "filters": filters, "kinds": ALERT_KINDS}
+        if request.query_params.get("region") == "table":
+            return _region_response(request, "alerts_table", context)
+        table_html, table_etag = render_region("alerts_table", context)
+        live_url = f"/console/alerts?{urlencode(_alerts_query(filters))}"
+        frame = await _frame(user, session, **context, table_html=table_html, table_etag=table_etag, live_url=live_url)
+        return _page(request, "alerts.html", frame)
+
+    return await _superuser(request, build)
+
+
+def _alerts_query(filters: views.AlertsFilter) -> dict[str, str]:
+    query = {"region": "table"}
+    if filters.delivered is not None:
+        query["delivered"] = "yes" if filters.delivered else "no"
+    if filters.kind is not None:
+        query["kind"] = filters.kind
+    return query
 
 
 # --- signing in and out ---------------------------------------------------------------------------

@@ -22,16 +22,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from erp.core import broker
 from erp.core.config import get_settings
 from erp.core.metrics_router import known_queues
-from erp.tasks.api import alerts, periodic_tasks
+from erp.tasks.api import alerts, forecast, periodic_tasks
 from erp.tasks.api.beat_heartbeats import BeatInstance, beat_instances
 from erp.tasks.api.last_runs import last_runs, recent_runs
 from erp.tasks.api.runs import RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.calendar.specs import CrontabSpec
 from erp.tasks.calendar.words import describe
-from erp.tasks.console.charts import activity_chart, outcome_of
+from erp.tasks.console.charts import activity_chart, load_heatmap, outcome_of
 from erp.tasks.console.sparkline import SPARKLINE_RUNS, sparkline
-from erp.tasks.ledger_kinds import RUN_STATES, SKIP_REASONS, RunState, SkipReason
+from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS, AlertKind, RunState, SkipReason
 from erp.tasks.scheduler_models import (
     BrokenScheduleError,
     PeriodicTaskAlertDB,
@@ -503,3 +503,58 @@ async def runs_page(filters: RunsFilter, *, session: AsyncSession) -> RunsPage:
     runs, more = await list_runs(run_filter, session=session, limit=RUNS_PAGE, offset=0, before=filters.before)
     next_before = f"{runs[-1].scheduled_at.isoformat()},{runs[-1].id}" if more and runs else None
     return RunsPage(runs=runs, next_before=next_before)
+
+
+# --- the load forecast ---------------------------------------------------------------------------
+
+LOAD_HOURS = 24
+BUSIEST_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class Load:
+    forecast: forecast.LoadForecast
+
+    @property
+    def heatmap(self) -> Any:
+        return load_heatmap(self.forecast.per_minute, self.forecast.start)
+
+    @property
+    def busiest(self) -> list[tuple[datetime, int]]:
+        return self.forecast.busiest(BUSIEST_SHOWN)
+
+
+async def load(*, session: AsyncSession, now: datetime | None = None) -> Load:
+    """The next 24 hours from the current whole hour, from the schedules' definitions (the
+    forecast the API's /schedule-load answers with)."""
+    start = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
+    result = await forecast.forecast(start, start + timedelta(hours=LOAD_HOURS), session=session)
+    return Load(forecast=result)
+
+
+# --- alerts --------------------------------------------------------------------------------------
+
+ALERTS_SHOWN = 100
+
+
+@dataclass(frozen=True)
+class AlertsFilter:
+    delivered: bool | None = None
+    kind: AlertKind | None = None
+
+
+def alerts_filter_from(params: Any) -> AlertsFilter:
+    delivered = {"yes": True, "no": False}.get(params.get("delivered", ""))
+    kind = next((kind for kind in ALERT_KINDS if kind == params.get("kind")), None)
+    return AlertsFilter(delivered=delivered, kind=kind)
+
+
+async def alerts_page(filters: AlertsFilter, *, session: AsyncSession) -> tuple[list[PeriodicTaskAlertDB], bool]:
+    return await alerts.list_alerts(
+        session=session,
+        delivered=filters.delivered,
+        kind=filters.kind,
+        periodic_task_id=None,
+        limit=ALERTS_SHOWN,
+        offset=0,
+    )

@@ -5,6 +5,8 @@
  * when nothing changed, else the region's new HTML (rendered and escaped by the server).
  * <time class="viewer" datetime="..."> shows the moment in the viewer's own time zone.
  * A form with data-confirm asks before it is sent.
+ * Keys (outside form fields): "/" finds the search field; "g" then o, s, r, l or a goes to the
+ * overview, schedules, runs, load or alerts.
  */
 (function () {
   "use strict";
@@ -27,6 +29,9 @@
     function refresh() {
       if (busy || document.visibilityState !== "visible") {
         return;
+      }
+      if (region.contains(document.activeElement)) {
+        return; /* someone is using what is in it: not replaced under their hands */
       }
       busy = true;
       var headers = { "X-Console-Live": "1" };
@@ -58,7 +63,34 @@
     document.addEventListener("visibilitychange", refresh);
   }
 
+  var PAGES = { o: "/console", s: "/console/schedules", r: "/console/runs", l: "/console/load", a: "/console/alerts" };
+  var leader = false;
+
+  function shortcut(event) {
+    var target = event.target;
+    if (event.ctrlKey || event.metaKey || event.altKey || target.isContentEditable ||
+        /^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(target.tagName)) {
+      return;
+    }
+    if (leader) {
+      leader = false;
+      if (PAGES[event.key]) {
+        window.location.href = PAGES[event.key];
+      }
+    } else if (event.key === "g") {
+      leader = true;
+      window.setTimeout(function () { leader = false; }, 1500);
+    } else if (event.key === "/") {
+      var search = document.querySelector("main input[type=search], main input[type=text]");
+      if (search) {
+        event.preventDefault();
+        search.focus();
+      }
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    document.addEventListener("keydown", shortcut);
     viewerTimes(document);
     document.querySelectorAll("[data-live]").forEach(live);
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {

@@ -35,3 +35,17 @@ def test_states_that_have_not_finished_are_in_flight():
         "in flight",
         "skipped",
     ]
+
+
+def test_the_heatmap_has_a_cell_per_minute_shaded_against_the_busiest():
+    from erp.tasks.console.charts import heat_level, load_heatmap
+
+    per_minute = [0] * 120
+    per_minute[0], per_minute[61], per_minute[119] = 10, 1, 5
+    svg = str(load_heatmap(per_minute, START))
+    assert svg.count('<rect class="heat') == 120
+    assert '<rect class="heat h5" x="44" y="16"' in svg  # 09:00, the busiest
+    assert "<title>2030-01-01 10:01 UTC: 1 occurrence</title>" in svg
+    assert "<title>2030-01-01 10:59 UTC: 5 occurrences</title>" in svg
+    assert ">09:00</text>" in svg and ">10:00</text>" in svg
+    assert [heat_level(count, 10) for count in (0, 1, 2, 3, 5, 10)] == [0, 1, 1, 2, 3, 5]
