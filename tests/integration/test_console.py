@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import pytest
 from markupsafe import escape
@@ -327,3 +328,34 @@ def test_why_not_is_answered_on_the_schedule_page(client, admin):
     assert "Why didn't it run" in html and 'class="answer"' in html
     bad = client.get(f"/console/schedules/{task['id']}?at=yesterday").text
     assert "is not a time" in bad
+
+
+def post_form(client, url, pairs, **options):
+    """A form with repeated fields, URL-encoded as a browser sends it."""
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    return client.post(url, content=urlencode(pairs), headers=headers, **options)
+
+
+def test_bulk_pause_and_resume_with_one_note(client, admin):
+    tasks = [new_schedule(client, admin, name=f"bulk {number}") for number in range(3)]
+    csrf = sign_in(client, admin)
+    client.post(f"{API}/{tasks[2]['id']}/pause", json={"note": "already"}, headers=admin.headers)
+    ids = [("id", str(task["id"])) for task in tasks]
+    back = "/console/schedules?q=bulk"
+    no_note = post_form(client, "/console/schedules/bulk", [("csrf", csrf), ("action", "pause"), *ids])
+    assert no_note.status_code == 422
+    response = post_form(
+        client,
+        "/console/schedules/bulk",
+        [("csrf", csrf), ("action", "pause"), ("note", "quarter close"), ("back", back), *ids],
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == f"{back}&done=bulk-pause&n=2&skipped=1"
+    assert "Paused 2 schedules; 1 already paused or gone." in client.get(response.headers["location"]).text
+    for task in tasks[:2]:
+        change = client.get(f"{API}/{task['id']}/changes", headers=admin.headers).json()[0]
+        assert change["action"] == "pause" and change["changes"]["pause_note"] == [None, "quarter close"]
+    resumed = post_form(client, "/console/schedules/bulk", [("csrf", csrf), ("action", "resume"), *ids])
+    assert resumed.status_code == 200 and "Resumed 3 schedules." in resumed.text
+    assert post_form(client, "/console/schedules/bulk", [("action", "resume"), *ids]).status_code == 403

@@ -43,7 +43,7 @@ from erp.tasks.api import periodic_tasks
 from erp.tasks.api.periodic_tasks_schemas import PauseIn
 from erp.tasks.console import session as sessions
 from erp.tasks.console import views
-from erp.tasks.console.session import BadForm, ConsoleUser, Refused, SignInRequired
+from erp.tasks.console.session import BadForm, ConsoleUser, Form, Refused, SignInRequired
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS
 from erp.tasks.periodic_messages import send_periodic_run
 from erp.tasks.scheduler_models import PeriodicTaskDB
@@ -184,7 +184,7 @@ def _error_page(request: Request, status_code: int, message: str, user: ConsoleU
     return _page(request, "error.html", context, status_code)
 
 
-async def _superuser(request: Request, build: Build, form: dict[str, str] | None = None) -> Response:
+async def _superuser(request: Request, build: Build, form: Form | None = None) -> Response:
     """Authenticate the session, apply the API's superuser rule, check a form's token, then
     build the response with one session that is closed before the response is returned."""
     user: ConsoleUser | None = None
@@ -271,7 +271,8 @@ async def schedules(request: Request) -> Response:
             "filters": filters,
             "statuses": views.SCHEDULE_STATUSES,
             "live_url": live_url,
-            "message": DONE_MESSAGES.get(request.query_params.get("done", "")),
+            "message": DONE_MESSAGES.get(request.query_params.get("done", "")) or _bulk_message(request.query_params),
+            "back": f"/console/schedules?{urlencode(filters.query(after=filters.after))}",
         }
         if request.query_params.get("region") == "table":
             return _region_response(request, "schedules_table", context)
@@ -360,9 +361,7 @@ async def _send(task: PeriodicTaskDB, run_id: str, scheduled_at: datetime) -> No
     await off_the_loop(send_periodic_run, celery_app, task, run_id=run_id, scheduled_at=scheduled_at)
 
 
-async def _apply(
-    action: str, periodic_task_id: int, form: dict[str, str], user: ConsoleUser, session: AsyncSession
-) -> str:
+async def _apply(action: str, periodic_task_id: int, form: Form, user: ConsoleUser, session: AsyncSession) -> str:
     caller = user.caller
     if action == "pause":
         note = PauseIn.model_validate({"note": form.get("note", "")}).note
@@ -437,6 +436,71 @@ async def change_schedule(request: Request, periodic_task_id: str, action: str) 
         return _secure(RedirectResponse(f"/console/schedules/{task_id}?done={done}", status_code=303))
 
     return await _superuser(request, build, form)
+
+
+BULK_ACTIONS = ("pause", "resume")
+
+
+@router.post("/schedules/bulk")
+async def change_schedules(request: Request) -> Response:
+    """Pause (with one note) or resume the schedules ticked on the schedules page, each through
+    the API's service function: each its own change record, as if paused one by one. Those
+    already in that state are counted, not an error."""
+    try:
+        form = await sessions.read_form(request)
+    except BadForm as error:
+        return _error_page(request, error.status_code, str(error))
+
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        action = form.get("action", "")
+        ids = sorted({int(value) for value in form.getlist("id") if _ID.match(value)})
+        back = sessions.safe_next(form.get("back"))
+        if not back.startswith("/console/schedules?"):
+            back = "/console/schedules?"
+        if action not in BULK_ACTIONS or not ids:
+            return _error_page(request, 422, "tick one or more schedules, then Pause or Resume", user)
+        note = ""
+        if action == "pause":
+            try:
+                note = PauseIn.model_validate({"note": form.get("note", "")}).note
+            except ValidationError as error:
+                return _error_page(
+                    request, 422, f"Not paused: {_validation_message(error)} (a pause needs a note)", user
+                )
+        changed = unchanged = 0
+        for task_id in ids:
+            try:
+                if action == "pause":
+                    await periodic_tasks.pause_periodic_task(task_id, note, user.caller, session=session)
+                else:
+                    await periodic_tasks.resume_periodic_task(task_id, user.caller, session=session)
+                changed += 1
+            except (periodic_tasks.PauseConflict, periodic_tasks.PeriodicTaskNotFound):
+                await session.rollback()
+                unchanged += 1
+        logger.info(
+            "console: %s bulk-%s %d periodic tasks (%d unchanged)",
+            user.caller.email,
+            action,
+            changed,
+            unchanged,
+            extra={"action": f"console.bulk_{action}", "changed": changed, "unchanged": unchanged},
+        )
+        outcome = urlencode({"done": f"bulk-{action}", "n": changed, "skipped": unchanged})
+        return _secure(RedirectResponse(f"{back}{'&' if back[-1] != '?' else ''}{outcome}", status_code=303))
+
+    return await _superuser(request, build, form)
+
+
+def _bulk_message(params: Any) -> str | None:
+    done = params.get("done", "")
+    changed, unchanged = params.get("n", ""), params.get("skipped", "")
+    if done not in ("bulk-pause", "bulk-resume") or not (changed.isdigit() and unchanged.isdigit()):
+        return None
+    verb = "Paused" if done == "bulk-pause" else "Resumed"
+    state = "paused" if done == "bulk-pause" else "not paused"
+    tail = f"; {int(unchanged)} already {state} or gone" if int(unchanged) else ""
+    return f"{verb} {int(changed)} schedule{'s' if int(changed) != 1 else ''}{tail}."
 
 
 # --- runs across schedules ----------------------------------------------------------------------

@@ -30,6 +30,7 @@ from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import Request, Response
+from starlette.datastructures import ImmutableMultiDict
 
 from erp.accounts import service as accounts
 from erp.core.caller import Caller
@@ -44,9 +45,11 @@ COOKIE_PATH = "/console"
 SESSION_LIFETIME = timedelta(hours=12)
 # How the browser's token is listed among the user's API tokens.
 SESSION_TOKEN_NAME = "console session"
-# A console form is a note and a token; anything larger is not one of ours.
+# A console form is a note, a token and at most a page of schedule ids; anything larger is not ours.
 MAX_FORM_BYTES = 16 * 1024
-MAX_FORM_FIELDS = 20
+MAX_FORM_FIELDS = 120
+
+Form = ImmutableMultiDict[str, str]
 
 
 class SignInRequired(Exception):
@@ -114,7 +117,7 @@ def require_superuser(user: ConsoleUser) -> None:
         raise Refused("only superusers may do this")
 
 
-async def read_form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> Form:
     """The fields of a URL-encoded form, read in full before any database connection is taken,
     so a client that sends its body slowly holds no pooled connection."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -129,7 +132,7 @@ async def read_form(request: Request) -> dict[str, str]:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
     except (UnicodeDecodeError, ValueError):
         raise BadForm("the form is not UTF-8 URL-encoded fields") from None
-    return dict(pairs)
+    return ImmutableMultiDict(pairs)
 
 
 def _same_origin(request: Request) -> bool:
@@ -139,7 +142,7 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
 
 
-def check_form(request: Request, form: dict[str, str], user: ConsoleUser) -> None:
+def check_form(request: Request, form: Form, user: ConsoleUser) -> None:
     """Refuse (403) a form not made by a page of this session, or posted from another site."""
     if not _same_origin(request) or not hmac.compare_digest(form.get("csrf", ""), user.csrf_token):
         logger.warning(
@@ -166,7 +169,7 @@ def new_login_token(response: Response, request: Request) -> str:
     return token
 
 
-def check_login_form(request: Request, form: dict[str, str]) -> None:
+def check_login_form(request: Request, form: Form) -> None:
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not _same_origin(request) or not expected or not hmac.compare_digest(form.get("csrf", ""), expected):
         logger.warning("console: refused a login form it did not make", extra={"action": "console.csrf_refused"})

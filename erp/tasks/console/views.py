@@ -466,13 +466,10 @@ def runs_filter_from(params: Any) -> RunsFilter:
     before = None
     cursor = params.get("before", "")
     if "," in cursor:
-        moment, _, row_id = cursor.rpartition(",")
-        try:
-            before = (datetime.fromisoformat(moment), int(row_id))
-        except ValueError:
-            before = None
-        if before is not None and before[0].tzinfo is None:
-            before = None
+        text, _, row_id = cursor.rpartition(",")
+        moment = parse_moment(text) if "+" in text or text.endswith("Z") else None
+        if moment is not None and row_id.isdigit() and len(row_id) < 19:
+            before = (moment, int(row_id))
     task_id = params.get("periodic_task_id", "")
     return RunsFilter(
         states=states,

@@ -30,8 +30,8 @@
       if (busy || document.visibilityState !== "visible") {
         return;
       }
-      if (region.contains(document.activeElement)) {
-        return; /* someone is using what is in it: not replaced under their hands */
+      if (region.contains(document.activeElement) || region.querySelector("input:checked")) {
+        return; /* someone is using what is in it (focus, ticked boxes): not replaced under their hands */
       }
       busy = true;
       var headers = { "X-Console-Live": "1" };
