@@ -125,6 +125,24 @@ def test_sign_in_pause_with_a_note_and_watch_the_status_change(web, browser_page
     page.keyboard.press("g")
     page.keyboard.press("s")  # "g s": the schedules
     expect(page).to_have_url(f"{web}/console/schedules")
+
+    # A new crontab schedule: the preview follows the fields as they are typed.
+    page.get_by_role("link", name="New schedule").click()
+    page.get_by_label("Name", exact=True).fill("quarter hours")
+    page.locator("select[name=task]").select_option("erp.ping")
+    expect(page.get_by_label("Every", exact=True)).to_be_hidden()  # the interval's fields, for a crontab
+    page.get_by_label("Minute", exact=True).fill("61")
+    expect(page.locator("#preview")).to_contain_text("minute")
+    page.get_by_label("Minute", exact=True).fill("*/15")
+    page.get_by_label("Time zone", exact=True).fill("Europe/Berlin")
+    expect(page.locator("#preview")).to_contain_text("every 15 minutes")
+    expect(page.locator("#preview li")).to_have_count(10)
+    assert_accessible(page)
+    page.screenshot(path=str(tmp_path / "new.png"), full_page=True)
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status")).to_contain_text("Created.")
+    expect(page.get_by_role("heading", name="quarter hours")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "created.png"), full_page=True)
     # At a phone's width nothing is wider than the screen but the tables, which scroll.
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{web}/console/schedules")

@@ -359,3 +359,36 @@ def test_bulk_pause_and_resume_with_one_note(client, admin):
     resumed = post_form(client, "/console/schedules/bulk", [("csrf", csrf), ("action", "resume"), *ids])
     assert resumed.status_code == 200 and "Resumed 3 schedules." in resumed.text
     assert post_form(client, "/console/schedules/bulk", [("action", "resume"), *ids]).status_code == 403
+
+
+def test_a_new_schedule_is_previewed_and_created_with_the_api_rules(client, admin):
+    csrf = sign_in(client, admin)
+    assert client.get("/console/schedules/new").status_code == 200
+    preview = client.get(
+        "/console/schedules/new/preview?kind=crontab&minute=30&hour=2&timezone=Europe/Berlin",
+        headers={"X-Console-Live": "1"},
+    )
+    assert preview.status_code == 200 and "every day at 02:30 Europe/Berlin" in preview.text
+    assert preview.text.count("<li>") == 10
+    assert "minute" in client.get("/console/schedules/new/preview?kind=crontab&minute=61").text
+    assert "every 90 seconds" in client.get("/console/schedules/new/preview?kind=interval&every=90&period=seconds").text
+    assert "Mars/Base" in client.get("/console/schedules/new/preview?kind=crontab&timezone=Mars/Base").text
+
+    fields = {"csrf": csrf, "name": "quarter hours", "task": "erp.ping", "kind": "crontab", "minute": "*/15"}
+    bad = client.post("/console/schedules/new", data={**fields, "minute": "61"})
+    assert bad.status_code == 422 and "Not created: schedule: crontab minute &#39;61&#39; is not valid" in bad.text
+    no_name = client.post("/console/schedules/new", data={**fields, "name": ""})
+    assert no_name.status_code == 422 and 'id="name-error"' in no_name.text  # the message at its field
+    unknown = client.post("/console/schedules/new", data={**fields, "task": "erp.no_such_task"})
+    assert unknown.status_code == 422 and "is not registered" in unknown.text
+    created = client.post("/console/schedules/new", data=fields, follow_redirects=False)
+    assert created.status_code == 303 and created.headers["location"].endswith("?done=created")
+    page = client.get(created.headers["location"]).text
+    assert "Created." in page and "every 15 minutes" in page
+    clash = client.post("/console/schedules/new", data=fields)
+    assert clash.status_code == 409 and "already exists" in clash.text
+    listing = client.get(f"{API}?name=quarter hours", headers=admin.headers).json()["items"]
+    assert listing[0]["schedule"]["fields"]["minute"] == "*/15"
+    change = client.get(f"{API}/{listing[0]['id']}/changes", headers=admin.headers).json()[0]
+    assert change["action"] == "create" and change["actor_user_id"] == admin.user_id
+    assert client.post("/console/schedules/new", data={**fields, "csrf": "x"}).status_code == 403

@@ -41,8 +41,9 @@ from erp.core.dispatch import off_the_loop
 from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
 from erp.tasks.api import periodic_tasks
 from erp.tasks.api.periodic_tasks_schemas import PauseIn
+from erp.tasks.calendar.kinds import INTERVAL_PERIODS
+from erp.tasks.console import editing, views
 from erp.tasks.console import session as sessions
-from erp.tasks.console import views
 from erp.tasks.console.session import BadForm, ConsoleUser, Form, Refused, SignInRequired
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS
 from erp.tasks.periodic_messages import send_periodic_run
@@ -70,6 +71,7 @@ DONE_MESSAGES = {
     "disabled": "Disabled. Beat sends nothing for it until it is enabled again.",
     "run": "Sent one run now; it appears in the runs below.",
     "deleted": "Deleted. Its runs and its change log stay readable in the ledger.",
+    "created": "Created. Beat picks it up at once; its first run is below.",
 }
 _ID = re.compile(r"^[0-9]{1,18}$")
 
@@ -326,6 +328,83 @@ async def _schedule_page(
         why_at=request.query_params.get("at", "")[:40],
     )
     return _page(request, "schedule.html", frame, status_code)
+
+
+# --- a new schedule: the API's schema and service, a preview from the calendar -------------------
+
+
+def _new_schedule_page(
+    request: Request,
+    user: ConsoleUser,
+    frame: dict[str, Any],
+    values: dict[str, str],
+    errors: dict[str, str],
+    status_code: int = 200,
+) -> Response:
+    shown = editing.preview(values)
+    preview_html, preview_etag = render_region("schedule_preview", {"preview": shown})
+    context = {
+        **frame,
+        "values": values,
+        "errors": errors,
+        "task_names": periodic_tasks.registered_task_names(),
+        "periods": INTERVAL_PERIODS,
+        "preview_html": preview_html,
+        "preview_etag": preview_etag,
+    }
+    return _page(request, "new_schedule.html", context, status_code)
+
+
+@router.get("/schedules/new")
+async def new_schedule(request: Request) -> Response:
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        values = editing.form_values(request.query_params)
+        return _new_schedule_page(request, user, await _frame(user, session), values, {})
+
+    return await _superuser(request, build)
+
+
+@router.get("/schedules/new/preview")
+async def new_schedule_preview(request: Request) -> Response:
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        shown = editing.preview(editing.form_values(request.query_params))
+        return _region_response(request, "schedule_preview", {"preview": shown})
+
+    return await _superuser(request, build)
+
+
+@router.post("/schedules/new")
+async def create_schedule(request: Request) -> Response:
+    try:
+        form = await sessions.read_form(request)
+    except BadForm as error:
+        return _error_page(request, error.status_code, str(error))
+
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        values = editing.form_values(form)
+        data, errors = editing.validated(values)
+        if data is not None:
+            try:
+                task = await periodic_tasks.create_periodic_task(data, user.caller, session=session)
+            except periodic_tasks.PeriodicTaskConflict as error:
+                await session.rollback()
+                errors = {"name": str(error)}
+            except InvalidInputError as error:
+                await session.rollback()
+                message = str(error)
+                errors = {"task" if "not registered" in message else "schedule": message}
+            else:
+                logger.info(
+                    "console: %s created periodic task %s",
+                    user.caller.email,
+                    task.id,
+                    extra={"action": "console.create", "periodic_task_id": task.id},
+                )
+                return _secure(RedirectResponse(f"/console/schedules/{task.id}?done=created", status_code=303))
+        status_code = 409 if "already exists" in errors.get("name", "") else 422
+        return _new_schedule_page(request, user, await _frame(user, session), values, errors, status_code)
+
+    return await _superuser(request, build, form)
 
 
 @router.get("/schedules/{periodic_task_id}")

@@ -63,6 +63,45 @@
     document.addEventListener("visibilitychange", refresh);
   }
 
+  /* A region with data-preview-form="<form id>" shows what that form would make: asked for
+     again (its fields as the query, never its token) a moment after each change. */
+  function preview(region) {
+    var form = document.getElementById(region.getAttribute("data-preview-form"));
+    var url = region.getAttribute("data-live");
+    var timer = null;
+    if (!form) {
+      return;
+    }
+    function refresh() {
+      var fields = new URLSearchParams(new FormData(form));
+      fields.delete("csrf");
+      fetch(url + "?" + fields.toString(), { headers: { "X-Console-Live": "1" }, cache: "no-store", credentials: "same-origin" })
+        .then(function (response) { return response.status === 200 ? response.text() : null; })
+        .then(function (html) {
+          if (html !== null) {
+            region.innerHTML = html;
+          }
+        })
+        .catch(function () { /* the next change tries again */ });
+    }
+    form.addEventListener("input", function () {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(refresh, 300);
+    });
+  }
+
+  /* <select data-kind-switch> shows only the fieldset[data-kind] of the chosen kind. */
+  function kindSwitch(select) {
+    var form = select.form;
+    function show() {
+      form.querySelectorAll("fieldset[data-kind]").forEach(function (fieldset) {
+        fieldset.hidden = fieldset.getAttribute("data-kind") !== select.value;
+      });
+    }
+    select.addEventListener("change", show);
+    show();
+  }
+
   var PAGES = { o: "/console", s: "/console/schedules", r: "/console/runs", l: "/console/load", a: "/console/alerts" };
   var leader = false;
 
@@ -92,7 +131,9 @@
   document.addEventListener("DOMContentLoaded", function () {
     document.addEventListener("keydown", shortcut);
     viewerTimes(document);
-    document.querySelectorAll("[data-live]").forEach(live);
+    document.querySelectorAll("[data-live]:not([data-preview-form])").forEach(live);
+    document.querySelectorAll("[data-preview-form]").forEach(preview);
+    document.querySelectorAll("select[data-kind-switch]").forEach(kindSwitch);
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
       form.addEventListener("submit", function (event) {
         if (!window.confirm(form.getAttribute("data-confirm"))) {
