@@ -392,3 +392,21 @@ def test_a_new_schedule_is_previewed_and_created_with_the_api_rules(client, admi
     change = client.get(f"{API}/{listing[0]['id']}/changes", headers=admin.headers).json()[0]
     assert change["action"] == "create" and change["actor_user_id"] == admin.user_id
     assert client.post("/console/schedules/new", data={**fields, "csrf": "x"}).status_code == 403
+
+
+def test_the_session_cookie_is_secure_behind_an_https_router(client, admin):
+    https = {"X-Forwarded-Proto": "https"}
+    page = client.get("/console/login", headers=https)
+    assert "Secure" in page.headers["set-cookie"]
+    # The client speaks plain HTTP, so it keeps a Secure cookie to itself: sent here by hand.
+    login_cookie = re.search(r"erp_console_login=([^;]+)", page.headers["set-cookie"]).group(1)
+    client.cookies.clear()
+    response = client.post(
+        "/console/login",
+        data={"csrf": form_token(page.text), "token": admin.token},
+        headers={**https, "Cookie": f"erp_console_login={login_cookie}"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    assert "erp_console_session=" in cookie and "Secure" in cookie and "Max-Age=43200" in cookie

@@ -654,11 +654,11 @@ def _alerts_query(filters: views.AlertsFilter) -> dict[str, str]:
 
 def _login_response(request: Request, target: str, *, error: str | None = None, status_code: int = 200) -> Response:
     """The login form, with a fresh double-submit token in its cookie and in the form."""
-    response = Response(media_type="text/html; charset=utf-8", status_code=status_code)
-    token = sessions.new_login_token(response, request)
+    token = sessions.new_login_token()
     context = {"user": None, "health_html": None, "error": error, "csrf": token, "next": target}
-    response.body = templates().get_template("login.html").render(context).encode()
-    response.headers["Content-Length"] = str(len(response.body))
+    page = templates().get_template("login.html").render(context)
+    response = Response(page, media_type="text/html; charset=utf-8", status_code=status_code)
+    sessions.set_login_cookie(response, request, token)
     return _secure(response)
 
 

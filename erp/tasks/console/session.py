@@ -154,9 +154,12 @@ def check_form(request: Request, form: Form, user: ConsoleUser) -> None:
         raise Refused("this form was not made by your console session: reload the page and try again")
 
 
-def new_login_token(response: Response, request: Request) -> str:
-    """The login form's double-submit token, set as its own short-lived cookie."""
-    token = secrets.token_urlsafe(32)
+def new_login_token() -> str:
+    """A login form's double-submit token: in the form, and in its cookie (`set_login_cookie`)."""
+    return secrets.token_urlsafe(32)
+
+
+def set_login_cookie(response: Response, request: Request, token: str) -> None:
     response.set_cookie(
         LOGIN_COOKIE,
         token,
@@ -166,7 +169,6 @@ def new_login_token(response: Response, request: Request) -> str:
         httponly=True,
         samesite="strict",
     )
-    return token
 
 
 def check_login_form(request: Request, form: Form) -> None:
