@@ -410,3 +410,39 @@ def test_the_session_cookie_is_secure_behind_an_https_router(client, admin):
     assert response.status_code == 303
     cookie = response.headers["set-cookie"]
     assert "erp_console_session=" in cookie and "Secure" in cookie and "Max-Age=43200" in cookie
+
+
+def test_a_change_is_saved_at_the_version_shown_and_a_conflict_says_so(client, admin):
+    task = new_schedule(client, admin, name="reports", schedule={"kind": "crontab", "minute": "0", "hour": "6"})
+    csrf = sign_in(client, admin)
+    form_page = client.get(f"/console/schedules/{task['id']}/edit").text
+    assert 'value="reports"' in form_page and 'name="version" value="1"' in form_page
+    fields = {"csrf": csrf, "version": "1", "name": "reports", "task": "erp.ping", "kind": "crontab"}
+    fields |= {
+        "minute": "0",
+        "hour": "6",
+        "day_of_week": "*",
+        "day_of_month": "*",
+        "month_of_year": "*",
+        "timezone": "UTC",
+    }
+    unchanged = client.post(f"/console/schedules/{task['id']}/edit", data=fields, follow_redirects=False)
+    assert unchanged.status_code == 303
+    assert client.get(f"{API}/{task['id']}", headers=admin.headers).json()["version"] == 1  # nothing to change
+    saved = client.post(
+        f"/console/schedules/{task['id']}/edit",
+        data={**fields, "hour": "7", "timezone": "Europe/Berlin"},
+        follow_redirects=False,
+    )
+    assert saved.headers["location"] == f"/console/schedules/{task['id']}?done=saved"
+    assert "every day at 07:00 Europe/Berlin" in client.get(saved.headers["location"]).text
+    stale = client.post(f"/console/schedules/{task['id']}/edit", data={**fields, "name": "renamed"})
+    assert stale.status_code == 409
+    assert "someone else changed it" in stale.text and "Start again from version 2" in stale.text
+    assert client.get(f"{API}/{task['id']}", headers=admin.headers).json()["name"] == "reports"
+    change = client.get(f"{API}/{task['id']}/changes", headers=admin.headers).json()[0]
+    assert change["action"] == "update" and change["actor_user_id"] == admin.user_id
+    clocked = new_schedule(
+        client, admin, name="once", schedule={"kind": "clocked", "clocked_time": "2031-05-01T09:00:00Z"}
+    )
+    assert client.get(f"/console/schedules/{clocked['id']}/edit").status_code == 422

@@ -18,10 +18,17 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from erp.tasks.api.periodic_tasks_schemas import CrontabIn, IntervalIn, PeriodicTaskCreate, schedule_spec
+from erp.tasks.api.periodic_tasks_schemas import (
+    CrontabIn,
+    IntervalIn,
+    PeriodicTaskCreate,
+    PeriodicTaskUpdate,
+    schedule_spec,
+)
 from erp.tasks.calendar import schedules
 from erp.tasks.calendar.words import describe
 from erp.tasks.console.views import PreviewSlot, preview_slots
+from erp.tasks.scheduler_models import BrokenScheduleError, PeriodicTaskDB
 
 PREVIEW_COUNT = 10
 KINDS = ("crontab", "interval")
@@ -47,6 +54,48 @@ DEFAULTS: dict[str, str] = {
 def form_values(params: Any) -> dict[str, str]:
     """The form's fields (from a query string or a posted form), defaults for those missing."""
     return {name: str(params.get(name, default))[:2000] for name, default in DEFAULTS.items()}
+
+
+def values_of(task: PeriodicTaskDB) -> dict[str, str] | None:
+    """The form's fields for a saved task; None for a schedule this form cannot edit (clocked,
+    solar, or a row beat could not read): those are edited through the API."""
+    try:
+        spec = task.get_schedule()
+    except BrokenScheduleError:
+        return None
+    values = {**DEFAULTS, "name": task.name, "task": task.task, "description": task.description or ""}
+    if isinstance(spec, schedules.CrontabSpec):
+        return {**values, "kind": "crontab", **{name: str(getattr(spec, name)) for name in CRONTAB_FIELDS}}
+    if isinstance(spec, schedules.IntervalSpec):
+        return {**values, "kind": "interval", "every": str(spec.every), "period": spec.period}
+    return None
+
+
+def update_body(values: dict[str, str], task: PeriodicTaskDB) -> dict[str, Any]:
+    """The API's PATCH body for the form: what differs from the task. The schedule is sent only
+    when it changed, since an inline schedule is stored as a new row (a change of its own)."""
+    body = create_body(values)
+    body["description"] = values["description"].strip()
+    try:
+        same = schedule_spec(_schedule_in(values)) == task.get_schedule()
+    except (ValidationError, BrokenScheduleError):
+        same = False
+    if same:
+        del body["schedule"]
+    return body
+
+
+def validated_update(values: dict[str, str], task: PeriodicTaskDB) -> tuple[PeriodicTaskUpdate | None, dict[str, str]]:
+    try:
+        return PeriodicTaskUpdate.model_validate(update_body(values, task)), {}
+    except ValidationError as error:
+        return None, field_errors(error)
+
+
+def _schedule_in(values: dict[str, str]) -> IntervalIn | CrontabIn:
+    if values["kind"] == "interval":
+        return IntervalIn.model_validate(_schedule_body(values))
+    return CrontabIn.model_validate(_schedule_body(values))
 
 
 def _schedule_body(values: dict[str, str]) -> dict[str, Any]:
@@ -99,11 +148,7 @@ class Preview:
 def preview(values: dict[str, str], now: datetime | None = None) -> Preview:
     """The schedule in words and its next runs, or why it cannot be used (the API's messages)."""
     try:
-        spec_in: IntervalIn | CrontabIn
-        if values["kind"] == "interval":
-            spec_in = IntervalIn.model_validate(_schedule_body(values))
-        else:
-            spec_in = CrontabIn.model_validate(_schedule_body(values))
+        spec_in = _schedule_in(values)
     except ValidationError as error:
         return Preview(errors=field_errors(error))
     spec = schedule_spec(spec_in)

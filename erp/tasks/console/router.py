@@ -72,10 +72,12 @@ DONE_MESSAGES = {
     "run": "Sent one run now; it appears in the runs below.",
     "deleted": "Deleted. Its runs and its change log stay readable in the ledger.",
     "created": "Created. Beat picks it up at once; its first run is below.",
+    "saved": "Saved. Beat picks the change up at once.",
 }
 _ID = re.compile(r"^[0-9]{1,18}$")
 
 router = APIRouter(prefix="/console", include_in_schema=False)
+API_PREFIX = "/api/v1/admin/periodic-tasks"
 
 
 # --- templates and static files ------------------------------------------------------------
@@ -340,11 +342,18 @@ def _new_schedule_page(
     values: dict[str, str],
     errors: dict[str, str],
     status_code: int = 200,
+    *,
+    task: PeriodicTaskDB | None = None,
+    version: int | None = None,
 ) -> Response:
+    """The schedule form: a new one, or (with `task`) a change to one, at the version it showed."""
     shown = editing.preview(values)
     preview_html, preview_etag = render_region("schedule_preview", {"preview": shown})
     context = {
         **frame,
+        "task": task,
+        "version": version,
+        "form_action": "/console/schedules/new" if task is None else f"/console/schedules/{task.id}/edit",
         "values": values,
         "errors": errors,
         "task_names": periodic_tasks.registered_task_names(),
@@ -403,6 +412,71 @@ async def create_schedule(request: Request) -> Response:
                 return _secure(RedirectResponse(f"/console/schedules/{task.id}?done=created", status_code=303))
         status_code = 409 if "already exists" in errors.get("name", "") else 422
         return _new_schedule_page(request, user, await _frame(user, session), values, errors, status_code)
+
+    return await _superuser(request, build, form)
+
+
+async def _editable(periodic_task_id: str, session: AsyncSession) -> tuple[PeriodicTaskDB, dict[str, str]]:
+    if not _ID.match(periodic_task_id):
+        raise NotFoundError(f"periodic task {periodic_task_id[:20]!r} does not exist")
+    task = await periodic_tasks.get_periodic_task(int(periodic_task_id), session=session)
+    values = editing.values_of(task)
+    if values is None:
+        raise Refused(f"{task.schedule_kind} schedules are changed through the API (PATCH {API_PREFIX}/{task.id})", 422)
+    return task, values
+
+
+@router.get("/schedules/{periodic_task_id}/edit")
+async def edit_schedule(request: Request, periodic_task_id: str) -> Response:
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        task, values = await _editable(periodic_task_id, session)
+        frame = await _frame(user, session)
+        return _new_schedule_page(request, user, frame, values, {}, task=task, version=task.version)
+
+    return await _superuser(request, build)
+
+
+@router.post("/schedules/{periodic_task_id}/edit")
+async def change_schedule_fields(request: Request, periodic_task_id: str) -> Response:
+    """A change through the API's schema and service, at the version the form showed: if
+    someone changed the schedule since, nothing is saved and the form says so (409)."""
+    try:
+        form = await sessions.read_form(request)
+    except BadForm as error:
+        return _error_page(request, error.status_code, str(error))
+
+    async def build(user: ConsoleUser, session: AsyncSession) -> Response:
+        task, _ = await _editable(periodic_task_id, session)
+        task_id = task.id  # the row expires when a refused change is rolled back
+        values = editing.form_values(form)
+        version = form.get("version", "")
+        expected = int(version) if version.isdigit() and len(version) < 10 else -1
+        data, errors = editing.validated_update(values, task)
+        status_code = 422
+        if data is not None:
+            try:
+                await periodic_tasks.update_periodic_task(task_id, data, expected, user.caller, session=session)
+            except periodic_tasks.PeriodicTaskConflict as error:
+                await session.rollback()
+                status_code = 409
+                errors = {"form": f"Not saved: {error}"}
+            except InvalidInputError as error:
+                await session.rollback()
+                message = str(error)
+                errors = {"task" if "not registered" in message else "schedule": message}
+            else:
+                logger.info(
+                    "console: %s changed periodic task %s",
+                    user.caller.email,
+                    task_id,
+                    extra={"action": "console.update", "periodic_task_id": task_id},
+                )
+                return _secure(RedirectResponse(f"/console/schedules/{task_id}?done=saved", status_code=303))
+        task = await periodic_tasks.get_periodic_task(task_id, session=session)
+        frame = await _frame(user, session)
+        return _new_schedule_page(
+            request, user, frame, values, errors, status_code, task=task, version=expected if expected >= 0 else None
+        )
 
     return await _superuser(request, build, form)
 
