@@ -446,3 +446,30 @@ def test_a_change_is_saved_at_the_version_shown_and_a_conflict_says_so(client, a
         client, admin, name="once", schedule={"kind": "clocked", "clocked_time": "2031-05-01T09:00:00Z"}
     )
     assert client.get(f"/console/schedules/{clocked['id']}/edit").status_code == 422
+
+
+def test_a_backfill_dry_run_lists_new_and_held_slots_then_plans_the_new_ones(client, admin, sync_engine):
+    from sqlalchemy import text
+
+    task = new_schedule(client, admin, name="hourly", schedule={"kind": "crontab", "minute": "0"})
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start, end = hour - timedelta(hours=5), hour - timedelta(minutes=30)  # slots at -5h .. -1h: five
+    record_runs(sync_engine, task, ["succeeded"], start=hour - timedelta(hours=3))
+    csrf = sign_in(client, admin)
+    url = f"/console/schedules/{task['id']}"
+    dry = client.get(url, params={"backfill_from": f"{start:%Y-%m-%dT%H:%M}", "backfill_to": f"{end:%Y-%m-%dT%H:%M}"})
+    assert "4 new occurrences would be planned; 1 the ledger already holds" in dry.text
+    assert f'Already held: <time datetime="{(hour - timedelta(hours=3)).isoformat()}"' in dry.text
+    with sync_engine.connect() as connection:
+        count = "SELECT count(*) FROM periodic_task_runs WHERE periodic_task_id = :id"
+        assert connection.execute(text(count), {"id": task["id"]}).scalar_one() == 1  # a dry run writes nothing
+    future = client.get(url, params={"backfill_from": f"{hour:%Y-%m-%dT%H:%M}", "backfill_to": "2999-01-01T00:00"})
+    assert "is in the future" in future.text
+    done = client.post(
+        f"{url}/backfill", data={"csrf": csrf, "from": start.isoformat(), "to": end.isoformat()}, follow_redirects=False
+    )
+    assert done.status_code == 303 and done.headers["location"] == f"{url}?done=backfilled&n=4&skipped=1"
+    assert "Backfill planned 4 occurrences; 1 the ledger already held" in client.get(done.headers["location"]).text
+    with sync_engine.connect() as connection:
+        origins = "SELECT origin, count(*) FROM periodic_task_runs WHERE periodic_task_id = :id GROUP BY origin"
+        assert dict(connection.execute(text(origins), {"id": task["id"]}).all()) == {"backfill": 4, "schedule": 1}

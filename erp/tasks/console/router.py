@@ -40,6 +40,7 @@ from erp.core.db import web_session_factory
 from erp.core.dispatch import off_the_loop
 from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
 from erp.tasks.api import periodic_tasks
+from erp.tasks.api.backfill import plan_backfill
 from erp.tasks.api.periodic_tasks_schemas import PauseIn
 from erp.tasks.calendar.kinds import INTERVAL_PERIODS
 from erp.tasks.console import editing, views
@@ -313,6 +314,16 @@ async def _schedule_page(
 ) -> Response:
     why_at, why_error = _why_at(request)
     detail = await views.schedule_detail(periodic_task_id, session=session, why_at=why_at)
+    params = request.query_params
+    if "backfill_from" in params or "backfill_to" in params:
+        start, end = (
+            views.parse_moment(params.get("backfill_from", "")),
+            views.parse_moment(params.get("backfill_to", "")),
+        )
+        if start is None or end is None or end <= start:
+            why_error = why_error or "A backfill needs a range: from and to, UTC, to after from"
+        else:
+            detail.backfill = await views.backfill_dry_run(periodic_task_id, start, end, session=session)
     status_html, status_etag = render_region("schedule_status", {"row": detail.row, "user": user})
     runs_html, runs_etag = render_region("schedule_runs", {"runs": detail.runs, "more_runs": detail.more_runs})
     done = request.query_params.get("done", "")
@@ -325,7 +336,7 @@ async def _schedule_page(
         status_etag=status_etag,
         runs_html=runs_html,
         runs_etag=runs_etag,
-        message=message or DONE_MESSAGES.get(done),
+        message=message or DONE_MESSAGES.get(done) or _counted_message(params),
         error=error or why_error,
         why_at=request.query_params.get("at", "")[:40],
     )
@@ -502,7 +513,28 @@ async def schedule(request: Request, periodic_task_id: str) -> Response:
 
 # --- changes: the same service functions as the API's routes ----------------------------------
 
-ACTIONS = ("run", "pause", "resume", "enable", "disable", "delete")
+ACTIONS = ("run", "pause", "resume", "enable", "disable", "delete", "backfill")
+
+
+async def _backfill(request: Request, user: ConsoleUser, session: AsyncSession, task_id: int, form: Form) -> Response:
+    """Plan the range the dry run showed (the API's backfill: slots already held are left alone)."""
+    start, end = views.parse_moment(form.get("from", "")), views.parse_moment(form.get("to", ""))
+    if start is None or end is None or end <= start:
+        return await _schedule_page(request, user, session, task_id, error="A backfill needs a range", status_code=422)
+    try:
+        result = await plan_backfill(task_id, start, end, session=session)
+    except InvalidInputError as error:
+        await session.rollback()
+        return await _schedule_page(request, user, session, task_id, error=str(error), status_code=422)
+    logger.info(
+        "console: %s backfilled periodic task %s: %d planned",
+        user.caller.email,
+        task_id,
+        result.planned,
+        extra={"action": "console.backfill", "periodic_task_id": task_id},
+    )
+    outcome = urlencode({"done": "backfilled", "n": result.planned, "skipped": result.already_recorded})
+    return _secure(RedirectResponse(f"/console/schedules/{task_id}?{outcome}", status_code=303))
 
 
 class NotSent(Exception):
@@ -557,6 +589,8 @@ async def change_schedule(request: Request, periodic_task_id: str, action: str) 
         if action not in ACTIONS or not _ID.match(periodic_task_id):
             raise NotFoundError("no such page")
         task_id = int(periodic_task_id)
+        if action == "backfill":
+            return await _backfill(request, user, session, task_id, form)
         try:
             done = await _apply(action, task_id, form, user, session)
         except ValidationError as error:
@@ -643,6 +677,16 @@ async def change_schedules(request: Request) -> Response:
         return _secure(RedirectResponse(f"{back}{'&' if back[-1] != '?' else ''}{outcome}", status_code=303))
 
     return await _superuser(request, build, form)
+
+
+def _counted_message(params: Any) -> str | None:
+    """What a redirect after a counted change says (numbers only are taken from the URL)."""
+    done, planned, held = params.get("done", ""), params.get("n", ""), params.get("skipped", "")
+    if not (planned.isdigit() and held.isdigit() and len(planned) < 10 and len(held) < 10):
+        return None
+    if done == "backfilled":
+        return f"Backfill planned {int(planned)} occurrences; {int(held)} the ledger already held were left alone."
+    return _bulk_message(params)
 
 
 def _bulk_message(params: Any) -> str | None:

@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.core import broker
 from erp.core.config import get_settings
+from erp.core.errors import InvalidInputError
 from erp.core.metrics_router import known_queues
 from erp.tasks.api import alerts, forecast, periodic_tasks
+from erp.tasks.api.backfill import BackfillResult, plan_backfill
 from erp.tasks.api.beat_heartbeats import BeatInstance, beat_instances
 from erp.tasks.api.last_runs import last_runs, recent_runs
 from erp.tasks.api.runs import RunFilter, list_runs
@@ -380,6 +382,7 @@ class ScheduleDetail:
     changes: list[PeriodicTaskChangeDB]
     why_not: RunAtAnswer | None = None
     alerts: list[PeriodicTaskAlertDB] = field(default_factory=list)
+    backfill: BackfillPlan | None = None
 
 
 async def schedule_status(periodic_task_id: int, *, session: AsyncSession) -> ScheduleRow:
@@ -414,6 +417,31 @@ async def schedule_detail(
     if why_at is not None:
         detail.why_not = await explain_run_at(periodic_task_id, why_at, DEFAULT_TOLERANCE_SECONDS, session=session)
     return detail
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    """A backfill's dry run, as the schedule page shows it: the range, and what it would do."""
+
+    start: datetime
+    end: datetime
+    result: BackfillResult | None
+    error: str | None
+
+    def field(self, moment: datetime) -> str:
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+async def backfill_dry_run(
+    periodic_task_id: int, start: datetime, end: datetime, *, session: AsyncSession
+) -> BackfillPlan:
+    """Which slots of a past range a backfill would plan and which the ledger already holds:
+    the API's backfill, with its checks, writing nothing."""
+    try:
+        result = await plan_backfill(periodic_task_id, start, end, session=session, dry_run=True)
+    except InvalidInputError as error:
+        return BackfillPlan(start, end, None, str(error))
+    return BackfillPlan(start, end, result, None)
 
 
 # --- runs across schedules -------------------------------------------------------------------
