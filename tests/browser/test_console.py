@@ -44,26 +44,34 @@ def assert_accessible(page: Page) -> None:
     assert violations == [], f"{page.url}: {violations}"
 
 
-@pytest.fixture
-def web(migrated_database, redis_clean, clean_tables):
+@pytest.fixture(scope="module")
+def web(migrated_database, redis_clean):
+    """One uvicorn for the module (each test empties the tables it uses)."""
     process, base_url = start_web()
     yield base_url
     process.stop()
 
 
-@pytest.fixture
-def browser_page(tmp_path):
-    errors: list[str] = []
+@pytest.fixture(scope="module")
+def browser():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        # A script or style the Content-Security-Policy blocks shows up here: none may.
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        yield page
-        page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser_page(browser, clean_tables, tmp_path):
+    """A page of its own browser context (no cookie from another test), watched for errors."""
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    # A script or style the Content-Security-Policy blocks shows up here: none may.
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
+    context.close()
     assert errors == [], errors
 
 
@@ -107,8 +115,10 @@ def test_sign_in_pause_with_a_note_and_watch_the_status_change(web, browser_page
     statuses: list[int] = []
     page.on("response", lambda response: statuses.append(response.status) if "region=status" in response.url else None)
     page.evaluate("window.stillTheSamePage = true")
-    page.wait_for_timeout(5500)
-    assert 304 in statuses, statuses
+    with page.expect_response(
+        lambda response: "region=status" in response.url and response.status == 304, timeout=15_000
+    ):
+        pass  # the region polls every 5 s: its next question is answered "not modified"
     # Resumed elsewhere (the API): the region shows it without a reload.
     assert api.post(f"{API}/{task['id']}/resume").status_code == 200
     expect(status.locator(".status")).to_have_text("active", timeout=12_000)
