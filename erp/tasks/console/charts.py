@@ -5,6 +5,7 @@ inline styles, readable without JavaScript). Pure: the caller passes the counts.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from markupsafe import Markup, escape
@@ -104,4 +105,74 @@ def load_heatmap(per_minute: Sequence[int], start: datetime) -> Markup:
     return Markup(
         f'<svg class="heatmap" role="img" aria-label="{escape(summary)}" width="{width}" height="{height}"'
         f' viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+    )
+
+
+# A schedule's timeline: its recent occurrences along time, with the changes made meanwhile.
+TIMELINE_WIDTH = 720
+TIMELINE_HEIGHT = 46
+SKIP_GLYPHS = {"paused": "‖", "overlap": "≈", "misfire": "↯", "expired": "∅"}
+
+
+@dataclass(frozen=True)
+class TimelineRun:
+    scheduled_at: datetime
+    state: str
+    skip_reason: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TimelineMark:
+    at: datetime
+    action: str
+    label: str
+
+
+def timeline(runs: Sequence[TimelineRun], marks: Sequence[TimelineMark], end: datetime) -> Markup:
+    """Occurrences from the oldest slot shown to `end` (now): a dot at each slot, a line from
+    slot to start (lateness), a bar from start to finish coloured by outcome, a glyph for a
+    skipped one (its reason in the title), and a line for each change (pause, edit, ...)."""
+    if not runs:
+        return Markup("")
+    start = min(run.scheduled_at for run in runs)
+    last = max([end, *(run.finished_at or run.scheduled_at for run in runs)])
+    span = max((last - start).total_seconds(), 1.0)
+
+    def x(moment: datetime) -> float:
+        return round(6 + (moment - start).total_seconds() / span * (TIMELINE_WIDTH - 12), 1)
+
+    parts = [f'<rect class="track" x="0" y="{TIMELINE_HEIGHT - 10}" width="{TIMELINE_WIDTH}" height="1"></rect>']
+    for mark in marks:
+        if start <= mark.at <= last:
+            parts.append(
+                f'<line class="mark a-{escape(mark.action)}" x1="{x(mark.at)}" x2="{x(mark.at)}" y1="0" y2="{TIMELINE_HEIGHT}">'
+                f"<title>{escape(mark.label)}</title></line>"
+            )
+    for run in runs:
+        slot = x(run.scheduled_at)
+        state = escape(run.state)
+        label = f"{run.scheduled_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: {run.state}"
+        if run.skip_reason:
+            label += f" ({run.skip_reason})"
+            glyph = SKIP_GLYPHS.get(run.skip_reason, "×")
+            parts.append(
+                f'<text class="glyph r-{escape(run.skip_reason)}" x="{slot}" y="{TIMELINE_HEIGHT - 14}">{glyph}'
+                f"<title>{escape(label)}</title></text>"
+            )
+            continue
+        parts.append(f"<g><title>{escape(label)}</title>")
+        if run.started_at is not None:
+            begin = x(run.started_at)
+            parts.append(f'<line class="lag" x1="{slot}" x2="{begin}" y1="20" y2="20"></line>')
+            finish = x(run.finished_at) if run.finished_at is not None else x(last)
+            parts.append(
+                f'<rect class="bar s-{state}" x="{begin}" y="14" width="{max(2.0, round(finish - begin, 1))}" height="12"></rect>'
+            )
+        parts.append(f'<circle class="slot s-{state}" cx="{slot}" cy="{TIMELINE_HEIGHT - 10}" r="2.5"></circle></g>')
+    summary = f"{len(runs)} occurrences from {start.astimezone(UTC):%Y-%m-%d %H:%M} UTC, {len(marks)} changes"
+    return Markup(
+        f'<svg class="timeline" role="img" aria-label="{escape(summary)}" width="{TIMELINE_WIDTH}" height="{TIMELINE_HEIGHT}"'
+        f' viewBox="0 0 {TIMELINE_WIDTH} {TIMELINE_HEIGHT}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
     )

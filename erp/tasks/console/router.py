@@ -325,7 +325,9 @@ async def _schedule_page(
         else:
             detail.backfill = await views.backfill_dry_run(periodic_task_id, start, end, session=session)
     status_html, status_etag = render_region("schedule_status", {"row": detail.row, "user": user})
-    runs_html, runs_etag = render_region("schedule_runs", {"runs": detail.runs, "more_runs": detail.more_runs})
+    runs_html, runs_etag = render_region(
+        "schedule_runs", {"runs": detail.runs, "more_runs": detail.more_runs, "timeline": detail.timeline}
+    )
     done = request.query_params.get("done", "")
     frame = await _frame(
         user,
@@ -504,8 +506,9 @@ async def schedule(request: Request, periodic_task_id: str) -> Response:
                 request, "schedule_status", {"row": await views.schedule_status(task_id, session=session), "user": user}
             )
         if region == "runs":
-            runs, more = await views.schedule_runs(task_id, session=session)
-            return _region_response(request, "schedule_runs", {"runs": runs, "more_runs": more})
+            return _region_response(
+                request, "schedule_runs", await views.schedule_runs_region(task_id, session=session)
+            )
         return await _schedule_page(request, user, session, task_id)
 
     return await _superuser(request, build)

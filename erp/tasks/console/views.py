@@ -31,7 +31,7 @@ from erp.tasks.api.runs import RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.calendar.specs import CrontabSpec
 from erp.tasks.calendar.words import describe
-from erp.tasks.console.charts import activity_chart, load_heatmap, outcome_of
+from erp.tasks.console.charts import TimelineMark, TimelineRun, activity_chart, load_heatmap, outcome_of, timeline
 from erp.tasks.console.sparkline import SPARKLINE_RUNS, sparkline
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS, AlertKind, RunState, SkipReason
 from erp.tasks.scheduler_models import (
@@ -383,6 +383,36 @@ class ScheduleDetail:
     why_not: RunAtAnswer | None = None
     alerts: list[PeriodicTaskAlertDB] = field(default_factory=list)
     backfill: BackfillPlan | None = None
+
+    @property
+    def timeline(self) -> Any:
+        return runs_timeline(self.runs, self.changes)
+
+
+def runs_timeline(runs: Sequence[PeriodicTaskRunDB], changes: Sequence[PeriodicTaskChangeDB]) -> Any:
+    """The runs shown, along time, with the changes made meanwhile (pauses, edits). It ends at
+    the newest of them, not at now, so an unchanged ledger draws the same picture (and its live
+    region answers 304)."""
+    marks = [TimelineRun(run.scheduled_at, run.state, run.skip_reason, run.started_at, run.finished_at) for run in runs]
+    end = max((run.scheduled_at for run in runs), default=datetime.now(UTC))
+    return timeline(marks, [change_mark(change) for change in changes], end)
+
+
+async def schedule_runs_region(periodic_task_id: int, *, session: AsyncSession) -> dict[str, Any]:
+    """What the schedule page's live runs region shows: the runs and their timeline."""
+    runs, more = await schedule_runs(periodic_task_id, session=session)
+    changes = await periodic_tasks.list_changes(periodic_task_id, session=session, limit=CHANGES_SHOWN, offset=0)
+    return {"runs": runs, "more_runs": more, "timeline": runs_timeline(runs, changes)}
+
+
+def change_mark(change: PeriodicTaskChangeDB) -> TimelineMark:
+    label = (
+        f"{change.changed_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: {change.action} by {change.actor_email or 'beat'}"
+    )
+    note = (change.changes or {}).get("pause_note")
+    if change.action == "pause" and isinstance(note, list) and len(note) == 2 and note[1]:
+        label += f": {note[1]}"
+    return TimelineMark(change.changed_at, change.action, label)
 
 
 async def schedule_status(periodic_task_id: int, *, session: AsyncSession) -> ScheduleRow:

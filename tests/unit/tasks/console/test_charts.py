@@ -49,3 +49,22 @@ def test_the_heatmap_has_a_cell_per_minute_shaded_against_the_busiest():
     assert "<title>2030-01-01 10:59 UTC: 5 occurrences</title>" in svg
     assert ">09:00</text>" in svg and ">10:00</text>" in svg
     assert [heat_level(count, 10) for count in (0, 1, 2, 3, 5, 10)] == [0, 1, 1, 2, 3, 5]
+
+
+def test_the_timeline_draws_slots_runs_skips_and_changes():
+    from erp.tasks.console.charts import TimelineMark, TimelineRun, timeline
+
+    runs = [
+        TimelineRun(START, "succeeded", None, START + timedelta(seconds=30), START + timedelta(minutes=2)),
+        TimelineRun(START + timedelta(minutes=5), "skipped", "paused"),
+        TimelineRun(
+            START + timedelta(minutes=10), "failed", None, START + timedelta(minutes=10), START + timedelta(minutes=11)
+        ),
+    ]
+    marks = [TimelineMark(START + timedelta(minutes=4), "pause", "pause by ops@example.com: <maintenance>")]
+    svg = str(timeline(runs, marks, START + timedelta(minutes=10)))
+    assert svg.count('<circle class="slot') == 2 and svg.count('<rect class="bar') == 2
+    assert '<text class="glyph r-paused"' in svg and "‖" in svg
+    assert '<line class="mark a-pause"' in svg and "&lt;maintenance&gt;" in svg
+    assert "<title>2030-01-01 09:05:00 UTC: skipped (paused)</title>" in svg
+    assert str(timeline([], marks, START)) == ""
