@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"erp: fuzzing against {settings.sync_database_url} (re-created) and Redis {settings.broker_url}")
     _recreate_database(settings.sync_database_url)
     command.upgrade(alembic_config(), "head")
-    engine = create_engine(settings.sync_database_url)
+    engine = create_engine(settings.sync_database_url, hide_parameters=True)
     callers = api_fuzz.seed_accounts(engine)
     runs = []
     try:

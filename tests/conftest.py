@@ -6,7 +6,14 @@ import pytest
 
 from tests.support.environment import use_test_environment
 
-pytest_plugins = ["tests.support.fixtures"]
+# The package's test kit (erp/testing), then the suite's own fixtures.
+pytest_plugins = ["erp.testing", "tests.support.fixtures"]
+
+
+@pytest.fixture(scope="session")
+def erp_database(migrated_database, redis_clean):
+    """The kit's fixtures use the suite's database, migrated once per run, and its clean Redis."""
+    return migrated_database
 
 
 def pytest_configure(config: pytest.Config) -> None:

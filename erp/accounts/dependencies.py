@@ -17,8 +17,9 @@ from fastapi import Depends, Header, HTTPException, Path
 
 from erp.accounts import service
 from erp.accounts.models import UserDB
+from erp.core import tokens
 from erp.core.caller import Caller
-from erp.core.db import DbSession, autocommit_engine, web_session_factory
+from erp.core.db import DbSession, auth_engine, web_session_factory
 from erp.core.http_errors import raises
 from erp.core.input_types import DatabaseId
 
@@ -31,14 +32,14 @@ def _unauthorized(message: str) -> HTTPException:
 async def authenticate(
     authorization: Annotated[str | None, Header(description="Bearer <API token>")] = None,
 ) -> service.Authenticated:
-    if authorization is None:
-        raise _unauthorized("missing Authorization header: send 'Authorization: Bearer <API token>'")
-    scheme, _, secret = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise _unauthorized("malformed Authorization header: expected 'Bearer <API token>'")
     try:
-        async with autocommit_engine().connect() as connection:
-            return await service.authenticate(secret.strip(), connection=connection)
+        secret = tokens.bearer_token(authorization)
+    except tokens.CredentialsProblem as problem:
+        raise _unauthorized(str(problem)) from None
+    try:
+        # Its own pool (erp.core.db.auth_engine): no feature can starve authentication.
+        async with auth_engine().connect() as connection:
+            return await service.authenticate(secret, connection=connection)
     except service.AuthenticationError as error:
         raise _unauthorized(str(error)) from None
 

@@ -6,16 +6,19 @@ the package of its subject (erp.accounts, erp.tasks, erp.features.<name>).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from erp.accounts import router as accounts_router
-from erp.core import broker, metrics, metrics_router, probes, task_owners
+from erp.core import broker, concurrency_slots, metrics, metrics_router, probes, task_owners
+from erp.core.bridge import shutdown_bridge
 from erp.core.db import dispose_web_engine
 from erp.core.http_errors import install_error_handlers
 from erp.core.logging import configure_logging
+from erp.core.request_bodies import RequestBodyGuard
 from erp.core.request_ids import RequestIdMiddleware
 from erp.features.data_processing import router as data_processing_router
 from erp.features.ping import router as ping_router
@@ -35,7 +38,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     await dispose_web_engine()
     await task_owners.close()
+    await concurrency_slots.close()
     await broker.close()
+    # Eager mode ran tasks in this process, on the bridge's loop: its connections go too.
+    await asyncio.to_thread(shutdown_bridge)
 
 
 def create_app() -> FastAPI:
@@ -48,6 +54,8 @@ def create_app() -> FastAPI:
         description="Task-processing backbone of the ERP backend: dispatch work, read task state, manage periodic schedules.",
         lifespan=_lifespan,
     )
+    # Inside the error handlers (their catch-all stays outermost), outside everything that reads a body.
+    app.add_middleware(RequestBodyGuard)
     install_error_handlers(app)
     # The request id outermost, so every line of a request (access log included) carries it.
     app.add_middleware(metrics.HttpMetricsMiddleware)

@@ -52,7 +52,7 @@ import uvloop
 from asgiref.sync import SyncToAsync, async_to_sync
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from erp.core.config import get_settings
 from erp.core.db import create_async_db_engine, ping_idle_connections
@@ -119,6 +119,27 @@ class ServiceAbandoned(Exception):
 
 # Set while a service runs; a run_service call that sees it is nested inside another.
 _inside_service: ContextVar[bool] = ContextVar("erp_inside_service", default=False)
+# What the running service left to do in the calling thread once it has ended (see after_service).
+_after_service: ContextVar[list[Callable[[], object]] | None] = ContextVar("erp_after_service", default=None)
+
+
+def inside_service() -> bool:
+    """Whether the caller runs inside a service that run_service is awaiting (on the bridge's
+    loop, or in a thread that service started): where run_service may not be called again."""
+    return _inside_service.get()
+
+
+def after_service(action: Callable[[], object]) -> None:
+    """Call `action()` in the thread that called run_service, once the running service has ended.
+
+    Eager mode (erp.core.eager) runs a task queued from inside a service here: the task's own
+    run_service would be nested in the service's, and would wait on the loop the service holds.
+    Called outside a service, it raises: there is nothing to wait for.
+    """
+    pending = _after_service.get()
+    if pending is None or not _inside_service.get():
+        raise RuntimeError("after_service is for code running inside a service (run_service)")
+    pending.append(action)
 
 
 class _RunningCall:
@@ -201,40 +222,68 @@ async def _call_in_session(
     # Reset on the way out: asgiref copies the coroutine's context back to the calling thread.
     inside = _inside_service.set(True)
     try:
+        # The first attempt outside tenacity: building its retry state costs more than the
+        # one-query task itself, and almost every call succeeds at once.
+        try:
+            return await _attempt(session_factory, running, fn, args, kwargs, body)
+        except Exception as error:
+            if not _may_run_again(running, error):
+                raise
+            _log_reconnect(fn, error, attempt=1)
         async for attempt in AsyncRetrying(
-            # Nothing was committed when the connection went before the commit began.
-            retry=retry_if_exception(lambda error: not running.commit_started and is_transient(error)),
+            retry=retry_if_exception(lambda error: _may_run_again(running, error)),
             stop=stop_after_delay(get_settings().WORKER_DATABASE_WAIT_SECONDS),
             wait=wait_exponential(multiplier=0.1, max=2.0),
-            before_sleep=functools.partial(_log_reconnect, fn),
+            before_sleep=lambda state: (
+                _log_reconnect(fn, state.outcome.exception(), attempt=state.attempt_number + 1)
+                if state.outcome is not None
+                else None
+            ),
             reraise=True,
         ):
-            with attempt, body.entered() if body is not None else contextlib.nullcontext():
-                async with session_factory() as session:
-                    result = await fn(*args, session=session, **kwargs)
-                    if body is not None and body.before_commit is not None:
-                        await body.before_commit(session)
-                    if not running.start_commit():
-                        raise ServiceAbandoned(f"{_name(fn)} finished after its task gave up; its work is rolled back")
-                    await session.commit()
-                    running.result, running.committed = result, True
-                    return result
-                # Leaving the block without commit (an exception, a cancellation) rolls back.
+            with attempt:
+                return await _attempt(session_factory, running, fn, args, kwargs, body)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
     finally:
         _inside_service.reset(inside)
         running.finished.set()
 
 
-def _log_reconnect(fn: Callable[..., Any], retry_state: RetryCallState) -> None:
-    error = retry_state.outcome.exception() if retry_state.outcome is not None else None
+async def _attempt(
+    session_factory: async_sessionmaker[AsyncSession],
+    running: _RunningCall,
+    fn: Callable[..., Awaitable[R]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    body: TaskBody | None,
+) -> R:
+    """One run of the service in a fresh session: committed if it returns, rolled back if not."""
+    with body.entered() if body is not None else contextlib.nullcontext():
+        async with session_factory() as session:
+            result = await fn(*args, session=session, **kwargs)
+            if body is not None and body.before_commit is not None:
+                await body.before_commit(session)
+            if not running.start_commit():
+                raise ServiceAbandoned(f"{_name(fn)} finished after its task gave up; its work is rolled back")
+            await session.commit()
+            running.result, running.committed = result, True
+            return result
+        # Leaving the block without commit (an exception, a cancellation) rolls back.
+
+
+def _may_run_again(running: _RunningCall, error: BaseException) -> bool:
+    """Nothing was committed when the connection went before the commit began."""
+    return not running.commit_started and is_transient(error)
+
+
+def _log_reconnect(fn: Callable[..., Any], error: BaseException | None, *, attempt: int) -> None:
     first_line = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
     logger.warning(
         "worker: %s lost its PostgreSQL connection before committing (%s: %s); running it again in a new session",
         _name(fn),
         type(error).__name__,
         first_line[:200],
-        extra={"action": "service_reconnect", "attempt": retry_state.attempt_number},
+        extra={"action": "service_reconnect", "attempt": attempt},
     )
 
 
@@ -261,6 +310,21 @@ def run_task_body(
             f"run_service cannot be nested (called for {_name(fn)} inside another service): "
             "await the service function directly and pass it the session you have"
         )
+    # The list is shared with the service's copy of this context (asgiref copies it to the loop).
+    pending: list[Callable[[], object]] = []
+    pending_token = _after_service.set(pending)
+    try:
+        return _await_on_process_loop(fn, args, kwargs, body)
+    finally:
+        _after_service.reset(pending_token)
+        # The service has ended, committed or rolled back; its session and connection are free.
+        for action in pending:
+            action()
+
+
+def _await_on_process_loop(
+    fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: dict[str, Any], body: TaskBody | None
+) -> R:
     process_loop = _current_process_loop()
     # Point async_to_sync at this process's loop instead of a new loop per call.
     SyncToAsync.threadlocal.main_event_loop = process_loop.loop

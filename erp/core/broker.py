@@ -18,6 +18,9 @@ route's `compression`) and `task_default_delivery_mode` (and a task's, route's o
 It covers what dispatch needs: a task routed to a plain queue (Celery's default) at default
 priority, JSON, no ETA. A task whose route or options ask for more is refused with a message
 saying so; beat, the periodic-task "run now" and tasks that queue tasks publish through kombu.
+
+In eager mode (`CELERY_TASK_ALWAYS_EAGER`) nothing is written: the task runs in this process,
+in a thread beside the loop, and its result is stored as a worker's would be (erp.core.eager).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from celery import Task, signals
 from kombu import Queue
 from kombu.entity import maybe_delivery_mode
 
-from erp.core import broker_wire
+from erp.core import broker_wire, eager
 from erp.core.celery_app import celery_app
 from erp.core.config import get_settings
 
@@ -120,6 +123,10 @@ async def send_task(
     if task.typing:
         task.__header__(*args, **kwargs)
     queue, options = _route(task, args, kwargs)
+    if celery_app.conf.task_always_eager:
+        # Development and tests: no message, the task runs here (after the same checks).
+        await eager.run_from_the_loop(task, args, kwargs, task_id, headers=headers)
+        return
     message_headers, properties, body, sent_event = celery_app.amqp.as_task_v2(
         task_id,
         task.name,

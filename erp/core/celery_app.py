@@ -32,6 +32,7 @@ from celery.signals import (
     worker_ready,
     worker_shutting_down,
 )
+from celery.utils import uuid
 
 from erp.core import redis_transport, task_registry, worker_hooks
 from erp.core.broker_wire import REQUEST_ID_HEADER
@@ -116,6 +117,28 @@ class ErpTask(Task):  # type: ignore[misc]
 
     is_async_body = False
 
+    def apply_async(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's, but in eager mode the task runs through erp.core.eager, which knows the
+        bridge: from inside an event loop or a service, Celery's own eager run would nest
+        run_service or wait on the loop it runs on."""
+        if not self._get_app().conf.task_always_eager:
+            return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
+        from erp.core.eager import apply_now
+
+        return apply_now(
+            self, tuple(args or ()), dict(kwargs or {}), task_id or uuid(), link=link, link_error=link_error, **options
+        )
+
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         for guard in _run_guards:
             if not guard(self):
@@ -191,6 +214,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": False,
         "result_extended": True,
         "worker_concurrency": settings.CELERY_WORKER_CONCURRENCY,
+        # Eager mode (development and tests only, see erp.core.eager): tasks run where they are
+        # queued. Their results are stored like a worker's, so the status endpoint reads them,
+        # and a failure is stored rather than raised in the code that queued the task.
+        "task_always_eager": settings.CELERY_TASK_ALWAYS_EAGER,
+        "task_store_eager_result": True,
+        "task_eager_propagates": False,
         # Leave our log configuration alone (see setup_logging below).
         "worker_hijack_root_logger": False,
         "beat_max_loop_interval": settings.CELERY_BEAT_DB_SCHEDULER_MAX_INTERVAL_SECONDS,

@@ -17,7 +17,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _POSTGRES_SCHEMES = {
@@ -95,6 +95,26 @@ class Settings(BaseSettings):
     # its queues has stopped consuming: it exits (code 70) so that the platform restarts it.
     CELERY_WORKER_STALL_TIMEOUT_SECONDS: float = Field(60.0, ge=10, le=3600)
 
+    # --- the web's edge: what a request body may cost before the application reads it ------
+    # Largest request body of any route that does not declare its own (the CSV upload does):
+    # a larger Content-Length is a 413 before the body is read; a streamed body is cut there.
+    HTTP_MAX_BODY_BYTES: int = Field(1024 * 1024, ge=1024)
+    # Each piece of a request body must arrive within this long (else 408); also the grace
+    # before the minimum rate below applies.
+    HTTP_BODY_READ_TIMEOUT_SECONDS: float = Field(10.0, gt=0, le=600)
+    # A body may take HTTP_BODY_READ_TIMEOUT_SECONDS plus one second per this many bytes
+    # received: a slower one is cut with a 408.
+    HTTP_BODY_MIN_BYTES_PER_SECOND: int = Field(16 * 1024, ge=1)
+
+    # PostgreSQL ends a web session's statement after this long, and a web session left idle
+    # inside a transaction after this long: whatever holds a connection by mistake, briefly.
+    WEB_DATABASE_STATEMENT_TIMEOUT_SECONDS: float = Field(30.0, gt=0, le=3600)
+    WEB_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS: float = Field(10.0, gt=0, le=3600)
+    # Uploads one user, and one organization, may have under way at once (across web
+    # processes, counted in Redis); one more is a 429 with Retry-After.
+    UPLOAD_MAX_CONCURRENT_PER_USER: int = Field(2, ge=1, le=1000)
+    UPLOAD_MAX_CONCURRENT_PER_ORGANIZATION: int = Field(4, ge=1, le=10000)
+
     # --- files, imports and health checks --------------------------------------------------
     # Uploaded and generated files (in PostgreSQL, see erp.core.files) are deleted this long
     # after they were stored; an hourly task prunes them.
@@ -123,6 +143,11 @@ class Settings(BaseSettings):
     ERP_ENVIRONMENT: Literal["development", "production"] = "production"
     # `user:password[,user2:password2]`; flower refuses to start without it outside development.
     FLOWER_BASIC_AUTH: str | None = None
+
+    # --- development and tests: eager mode (erp/core/eager.py) --------------------------------
+    # Tasks run in the process that queues them, at once, without a worker. Refused unless
+    # ERP_ENVIRONMENT is `development`: a deployed web would run every task inside its requests.
+    CELERY_TASK_ALWAYS_EAGER: bool = False
 
     # --- operations: /metrics ------------------------------------------------------------------
     # `Authorization: Bearer <METRICS_TOKEN>` reads /metrics; without it /metrics answers only
@@ -184,6 +209,17 @@ class Settings(BaseSettings):
                 " so a task can clean up before it is killed"
             )
         return self
+
+    @field_validator("CELERY_TASK_ALWAYS_EAGER")
+    @classmethod
+    def _eager_only_in_development(cls, value: bool, info: ValidationInfo) -> bool:
+        # ERP_ENVIRONMENT is declared above, so it is validated first (absent if it was wrong).
+        if value and info.data.get("ERP_ENVIRONMENT") != "development":
+            raise ValueError(
+                "runs every task inside the process that queues it (the web's requests), for development"
+                " and tests only: it needs ERP_ENVIRONMENT=development"
+            )
+        return value
 
     # --- derived URLs -------------------------------------------------------------------------
 

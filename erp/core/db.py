@@ -3,8 +3,16 @@ size it is. Everything is made on first use, never at import, so importing a mod
 settings, engine or connection.
 
 - Web (each uvicorn process): `web_engine()`, asyncpg, a pool of 10 and 10 more under load. A
-  request holds one connection: its session (`get_session`), or for authentication and
-  downloads a bare connection outside any transaction (`autocommit_engine`, the same pool).
+  request holds one connection: its session (`get_session`), or for downloads a bare
+  connection outside any transaction (`autocommit_engine`, the same pool), one per chunk.
+  Authentication has a pool of its own (`auth_engine()`, 2 and 2 more, autocommit): a feature
+  that uses up the main pool cannot make every other request wait for, or fail, its bearer
+  check. Both pools' sessions end a statement after `WEB_DATABASE_STATEMENT_TIMEOUT_SECONDS`
+  and a transaction left idle after `WEB_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS`
+  (server settings, `web_server_settings`): whatever holds a connection by mistake holds it
+  for seconds, not for as long as a client cares to wait. No request waits on its client with
+  a connection checked out (erp.core.files spools uploads first and reads downloads a chunk
+  per connection).
 - Worker (each prefork child), two ways and no other, each made in the child after the fork
   and keyed by its pid (an engine made before the fork must not be used by the children: they
   would share its sockets with the parent):
@@ -112,12 +120,32 @@ def ping_idle_connections(engine: AsyncEngine) -> None:
     event.listen(engine.sync_engine, "checkout", _ping_if_idle)
 
 
-def create_async_db_engine(application_name: str, **pool_options: Any) -> AsyncEngine:
+# Every engine hides its statements' parameters from the errors it raises: an error's text is
+# logged, stored and shown (a failed import's, a task's status), and the parameters of an
+# import's chunk are its customers' and products' names. See erp.core.errors.error_text.
+HIDE_PARAMETERS = True
+
+
+def create_async_db_engine(
+    application_name: str, *, server_settings: dict[str, str] | None = None, **pool_options: Any
+) -> AsyncEngine:
     return create_async_engine(
         get_settings().async_database_url,
-        connect_args={"server_settings": {"application_name": application_name}},
+        connect_args={"server_settings": {"application_name": application_name, **(server_settings or {})}},
+        hide_parameters=HIDE_PARAMETERS,
         **pool_options,
     )
+
+
+def web_server_settings() -> dict[str, str]:
+    """PostgreSQL settings of every web session (milliseconds): see the module docstring."""
+    settings = get_settings()
+    return {
+        "statement_timeout": str(int(settings.WEB_DATABASE_STATEMENT_TIMEOUT_SECONDS * 1000)),
+        "idle_in_transaction_session_timeout": str(
+            int(settings.WEB_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS * 1000)
+        ),
+    }
 
 
 def create_sync_engine(
@@ -126,6 +154,7 @@ def create_sync_engine(
     return create_engine(
         get_settings().sync_database_url,
         connect_args={"application_name": application_name, **(connect_args or {})},
+        hide_parameters=HIDE_PARAMETERS,
         **pool_options,
     )
 
@@ -137,7 +166,25 @@ def web_engine() -> AsyncEngine:
     A forked worker child replaces its pool (see erp.core.celery_app) instead of sharing the
     parent's sockets.
     """
-    engine = create_async_db_engine("erp-web", pool_size=10, max_overflow=10)
+    engine = create_async_db_engine("erp-web", server_settings=web_server_settings(), pool_size=10, max_overflow=10)
+    ping_idle_connections(engine)
+    return engine
+
+
+@functools.cache
+def auth_engine() -> AsyncEngine:
+    """The web's pool for authentication only (one short autocommit query per request).
+
+    Separate from `web_engine` so that no feature, however many connections it takes, can
+    starve the bearer check of every other request; small, because each use is one query.
+    """
+    engine = create_async_db_engine(
+        "erp-web-auth",
+        server_settings=web_server_settings(),
+        pool_size=2,
+        max_overflow=2,
+        isolation_level="AUTOCOMMIT",
+    )
     ping_idle_connections(engine)
     return engine
 
@@ -159,15 +206,17 @@ def web_session_factory() -> async_sessionmaker[AsyncSession]:
 
 @functools.cache
 def autocommit_engine() -> AsyncEngine:
-    """For the query every request makes (authentication): a bare connection outside a
-    transaction costs no BEGIN and ROLLBACK round trips and no ORM session."""
+    """For reads outside a transaction (downloads): a bare connection costs no BEGIN and
+    ROLLBACK round trips and no ORM session."""
     return web_engine().execution_options(isolation_level="AUTOCOMMIT")
 
 
 async def dispose_web_engine() -> None:
-    """Close the web engine's connections (the web process's shutdown)."""
+    """Close the web engines' connections (the web process's shutdown)."""
     if web_engine.cache_info().currsize:
         await web_engine().dispose()
+    if auth_engine.cache_info().currsize:
+        await auth_engine().dispose()
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:

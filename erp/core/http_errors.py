@@ -5,7 +5,8 @@ what a route declares (`responses=error_responses(404, 409)`), `document_error_s
 what follows from how the route is built, so no route can forget them:
 
 - every operation: 500 (an unexpected error, answered in the same shape and logged);
-- a request body: 400 (not UTF-8, not JSON) and 422 (does not match the schema);
+- a request body: 400 (not UTF-8, not JSON), 422 (does not match the schema), and the edge's
+  413 (too large) and 408 (stalled) from erp.core.request_bodies;
 - any parameter: 422, in this shape rather than FastAPI's default `{"detail": [...]}`;
 - each dependency marked with `@raises(...)`, however deep: e.g. the authentication
   dependencies' 401, and 400/403/404 for the organization header.
@@ -38,17 +39,21 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     412: "precondition_failed",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
     428: "precondition_required",
+    429: "too_many_requests",
     500: "internal_error",
     503: "service_unavailable",
 }
 _DESCRIPTIONS = {
     400: "bad request: a body that is not UTF-8 or not JSON, a malformed header, or an organization to choose",
+    408: "the request body stalled (HTTP_BODY_READ_TIMEOUT_SECONDS, HTTP_BODY_MIN_BYTES_PER_SECOND)",
+    413: "the request body is larger than the endpoint accepts (HTTP_MAX_BODY_BYTES unless documented)",
     500: "unexpected error (logged with its traceback)",
 }
 UNEXPECTED_ERROR_MESSAGE = "an unexpected error occurred; it has been logged"
@@ -192,7 +197,7 @@ def route_error_statuses(route: APIRoute) -> set[int]:
     """The error statuses `route` can answer because of how it is built (see the module doc)."""
     statuses = {500}
     if route.body_field is not None:
-        statuses |= {400, 422}
+        statuses |= {400, 408, 413, 422}
     if get_flat_params(route.dependant):
         statuses.add(422)
     for sub in _dependencies(route.dependant):

@@ -7,7 +7,8 @@ the request id of the request that queued the task (`log_context`).
 
 Secrets are masked in every line, whoever logged it: API tokens, bearer and basic credentials,
 passwords in connection URLs, secret-looking query parameters (`?access_token=...`) and the
-secrets of our own settings. uvicorn's loggers are pointed at the same handler, so its access
+secrets of our own settings (webhook URLs' paths among them); the HTTP client's request log
+(the full URL of every request) is kept to warnings. uvicorn's loggers are pointed at the same handler, so its access
 log gets the same treatment; `RedactSecrets` rewrites a record's arguments in place rather than
 flattening them, because uvicorn's access formatter unpacks them.
 """
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
@@ -35,6 +37,9 @@ CONTEXT_FIELDS = ("request_id", "task_id", "task_name", "periodic_task_name")
 # uvicorn's loggers come with handlers of their own (the access log's bypasses the root's
 # filters): they are emptied and made to propagate to ours.
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+# The HTTP client's loggers: httpx logs every request's full URL at INFO, and a webhook's URL
+# (alert delivery) is a secret. Their warnings still come through.
+QUIET_LOGGERS = ("httpx", "httpcore")
 REDACTED = "[redacted]"
 
 _BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s\"',;]+")
@@ -78,10 +83,17 @@ def unbind(token: contextvars.Token[Mapping[str, str]]) -> None:
 
 
 def settings_secrets(settings: Settings) -> list[str]:
-    """Secret values of our own settings, masked wherever they appear."""
+    """Secret values of our own settings, masked wherever they appear.
+
+    Of a webhook URL the path and query are the secret (Slack's carry the token in the path):
+    a line naming the URL keeps its scheme and host.
+    """
     secrets = [settings.METRICS_TOKEN, settings.REDIS_PASSWORD]
     for entry in (settings.FLOWER_BASIC_AUTH or "").split(","):
         secrets.append(entry.partition(":")[2])
+    for url in settings.alert_webhook_urls:
+        parts = urlsplit(url)
+        secrets.append(url[len(f"{parts.scheme}://{parts.netloc}") :])
     # Short values would mask ordinary words; settings validation asks for long ones anyway.
     return [secret for secret in secrets if secret and len(secret) >= 8]
 
@@ -188,3 +200,5 @@ def configure_logging() -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

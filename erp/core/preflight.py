@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
 from erp.core.config import get_settings
+from erp.core.db import HIDE_PARAMETERS
 
 CONNECT_TIMEOUT_SECONDS = 3
 
@@ -37,6 +38,7 @@ def _create_database_if_missing(url: URL) -> None:
         url.set(database="postgres"),
         isolation_level="AUTOCOMMIT",
         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        hide_parameters=HIDE_PARAMETERS,
     )
     try:
         with server.connect() as connection:
@@ -54,7 +56,9 @@ def _create_database_if_missing(url: URL) -> None:
 def ensure_database(create: bool) -> None:
     """Connect to the database; with `create`, create it first if the server lacks it."""
     url = make_url(get_settings().sync_database_url)
-    engine = create_engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
+    engine = create_engine(
+        url, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}, hide_parameters=HIDE_PARAMETERS
+    )
     try:
         if create:
             _create_database_if_missing(url)

@@ -1,7 +1,8 @@
-"""Which failures a task retries, and how: connection failures only, with backoff and jitter.
+"""Which failures a task retries, and how: connection failures and transactions PostgreSQL rolled
+back for a concurrent one (deadlock, serialization), with backoff and jitter.
 
-A task that lost its database or broker connection will probably succeed a few seconds
-later; a task given bad parameters never will. So tasks retry one exception type,
+A task that lost its database or broker connection, or whose transaction lost a deadlock,
+will probably succeed a few seconds later; a task given bad parameters never will. So tasks retry one exception type,
 `TransientError`, which `retry_transient_errors()` raises in place of a connection failure,
 and everything else fails at once with its own message:
 
@@ -26,6 +27,8 @@ import asyncpg
 import redis.exceptions
 import sqlalchemy.exc
 from kombu.exceptions import OperationalError as KombuOperationalError
+
+from erp.core.errors import error_text
 
 
 class TransientError(Exception):
@@ -63,8 +66,21 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLSTATE class 40, transaction rollback: a deadlock (40P01) or a serialization failure
+# (40001). PostgreSQL rolled the transaction back only because another one ran at the same
+# time: the same transaction run again normally succeeds (PostgreSQL's manual says to retry).
+_ROLLED_BACK_FOR_CONCURRENCY = "40"
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE a driver's error carries: asyncpg's `sqlstate`, psycopg2's `pgcode`."""
+    code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return code if isinstance(code, str) else None
+
+
 def is_transient(error: BaseException) -> bool:
-    """Does `error`, or anything it wraps, say a connection failed?"""
+    """Does `error`, or anything it wraps, say a connection failed, or that PostgreSQL rolled
+    its transaction back for a concurrent one (a deadlock, a serialization failure)?"""
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
     while pending:
@@ -75,6 +91,9 @@ def is_transient(error: BaseException) -> bool:
         if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
             return True
         if isinstance(current, _TRANSIENT_TYPES):
+            return True
+        code = _sqlstate(current)
+        if code is not None and code.startswith(_ROLLED_BACK_FOR_CONCURRENCY):
             return True
         orig = getattr(current, "orig", None)
         pending.extend([orig if isinstance(orig, BaseException) else None, current.__cause__, current.__context__])
@@ -90,5 +109,5 @@ def retry_transient_errors() -> Iterator[None]:
         raise
     except Exception as error:
         if is_transient(error):
-            raise TransientError(f"{type(error).__name__}: {error}") from error
+            raise TransientError(error_text(error)) from error
         raise

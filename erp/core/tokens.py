@@ -31,3 +31,21 @@ def display_prefix(token: str) -> str:
 
 def looks_like_token(value: str) -> bool:
     return TOKEN_PATTERN.fullmatch(value) is not None
+
+
+class CredentialsProblem(ValueError):
+    """The request carries no bearer token; the message says what to send (never the header)."""
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or CredentialsProblem.
+
+    One reading of the header for the authentication dependency and for the web's edge, which
+    answers an anonymous API request before its body is read (erp.core.request_bodies).
+    """
+    if authorization is None:
+        raise CredentialsProblem("missing Authorization header: send 'Authorization: Bearer <API token>'")
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise CredentialsProblem("malformed Authorization header: expected 'Bearer <API token>'")
+    return secret.strip()

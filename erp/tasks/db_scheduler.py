@@ -184,7 +184,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 sync_config_entries(self.engine, self.app.conf.beat_schedule or {}, str(self.app.conf.timezone))
                 self._config_synced = True
             self.schedule_unscheduled(now)
-            self.plan_due(now)
+            self.plan_due(now, publish=True)
             self.release_held(now)
             # After planning, which needs no Redis: while Redis is away occurrences still go
             # into the ledger as planned; before publishing, so what was lost goes out now.
@@ -241,14 +241,29 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self.plan_due(now)
         return self.publish_due(now)
 
-    def plan_due(self, now: datetime) -> int:
-        """Record the occurrences of every due row and advance the rows; returns runs planned."""
+    def plan_due(self, now: datetime, *, publish: bool = False) -> int:
+        """Record the occurrences of every due row and advance the rows; returns runs planned.
+
+        With `publish`, each planned batch's due occurrences are published before the next
+        batch is planned: the first message of a herd leaves after one batch, not after the
+        whole herd is planned. Redis failing stops the publishing, not the planning (which
+        needs no Redis), so every row is still planned on time; the error is raised at the end.
+        """
         planned_total = 0
+        broker_error: Exception | None = None
         while True:
             planned, claimed = self._plan_batch(now)
             planned_total += planned
+            if publish and planned and broker_error is None:
+                try:
+                    self._publish_batch(now)
+                except BROKER_ERRORS as error:
+                    broker_error = error
             if claimed < BATCH_SIZE:
-                return planned_total
+                break
+        if broker_error is not None:
+            raise broker_error
+        return planned_total
 
     def _plan_batch(self, now: datetime) -> tuple[int, int]:
         with Session(self.engine) as session, session.begin():
@@ -289,35 +304,40 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         """Publish planned occurrences that are due, a batch per Redis round trip."""
         published_total = 0
         while True:
-            with Session(self.engine) as session, session.begin():
-                due = run_ledger.claim_due_runs(session, now, PUBLISH_BATCH)
-                self._takeovers.note_runs(session, due, now)
-                gone = [run.run_id for run in due if run.task is None]
-                messages: list[OutgoingTask] = []
-                sent: list[int] = []
-                for run in due:
-                    if run.task is None:
-                        continue
-                    try:
-                        messages.append(outgoing_run(run.task, run_id=run.message_id, scheduled_at=run.scheduled_at))
-                        sent.append(run.run_id)
-                    except Exception as error:  # its row turned unusable since it was planned
-                        logger.exception(
-                            "beat: a run of %r could not be built", run.task.name, extra={"action": "row_failed"}
-                        )
-                        gone.append(run.run_id)
-                        broken_rows.disable(
-                            session,
-                            run.task,
-                            f"broken: its message could not be built: {type(error).__name__}: {error}",
-                        )
-                self.publisher.publish(messages, now=now)
-                run_ledger.mark_sent(session, sent, now)
-                run_ledger.mark_revoked(session, gone, now)
-            published_total += len(sent)
-            self._heartbeat.count_sent(len(sent))
-            if len(due) < PUBLISH_BATCH:
+            published, claimed = self._publish_batch(now)
+            published_total += published
+            if claimed < PUBLISH_BATCH:
                 return published_total
+
+    def _publish_batch(self, now: datetime) -> tuple[int, int]:
+        """Publish up to PUBLISH_BATCH due occurrences; returns how many were sent and claimed."""
+        with Session(self.engine) as session, session.begin():
+            due = run_ledger.claim_due_runs(session, now, PUBLISH_BATCH)
+            self._takeovers.note_runs(session, due, now)
+            gone = [run.run_id for run in due if run.task is None]
+            messages: list[OutgoingTask] = []
+            sent: list[int] = []
+            for run in due:
+                if run.task is None:
+                    continue
+                try:
+                    messages.append(outgoing_run(run.task, run_id=run.message_id, scheduled_at=run.scheduled_at))
+                    sent.append(run.run_id)
+                except Exception as error:  # its row turned unusable since it was planned
+                    logger.exception(
+                        "beat: a run of %r could not be built", run.task.name, extra={"action": "row_failed"}
+                    )
+                    gone.append(run.run_id)
+                    broken_rows.disable(
+                        session,
+                        run.task,
+                        f"broken: its message could not be built: {type(error).__name__}: {error}",
+                    )
+            self.publisher.publish(messages, now=now)
+            run_ledger.mark_sent(session, sent, now)
+            run_ledger.mark_revoked(session, gone, now)
+        self._heartbeat.count_sent(len(sent))
+        return len(sent), len(due)
 
     def recover_lost(self, now: datetime) -> int:
         """Plan again what the broker lost (see erp.tasks.beat.recovery); returns how many."""

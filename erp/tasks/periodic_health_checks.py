@@ -37,6 +37,7 @@ from erp.core import broker_wire
 from erp.core.bridge import run_service
 from erp.core.celery_app import celery_app
 from erp.core.config import get_settings
+from erp.core.errors import error_text
 from erp.core.task_registry import periodic_job
 from erp.tasks.health_check_models import HealthCheckResultDB
 from erp.tasks.scheduler_models import BeatHeartbeatDB, stale_after_seconds
@@ -59,7 +60,7 @@ async def _timed(check: Callable[[], Awaitable[CheckResult]]) -> CheckResult:
     except TimeoutError:
         result = {"ok": False, "detail": f"no answer within {CHECK_TIMEOUT_SECONDS:g} s"}
     except Exception as error:  # any failure is the check's finding; the message says which
-        result = {"ok": False, "detail": f"{type(error).__name__}: {error}"}
+        result = {"ok": False, "detail": error_text(error)}
     result["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
     result.setdefault("detail", "ok" if result["ok"] else "failed")
     return result
@@ -101,7 +102,7 @@ async def check_redis() -> CheckResult:
         try:
             await client.ping()
         except Exception as error:
-            return {"ok": False, "detail": f"{name}: {type(error).__name__}: {error}"}
+            return {"ok": False, "detail": f"{name}: {error_text(error)}"}
         finally:
             await client.aclose()
     return {"ok": True}

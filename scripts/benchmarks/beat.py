@@ -4,6 +4,11 @@ For each table size: time from beat's start to its first message; a burst of due
 (up to 10,000) next to the raw `send_task` rate of one process measured in the same run;
 edit-to-effect latency; beat's CPU and memory while idle. Own database (erp_bench) and Redis
 databases 14 and 15.
+
+`--herds`: a thundering herd, N schedules of which H share one slot, beat (or two beats)
+already running and idle: the lateness of the messages (when the queue first held the k-th
+message, minus the slot) at the first, p50, p99 and last, against the time one process takes to
+send H messages with plain kombu `send_task` (the target: the last within half of it).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg2
@@ -36,7 +42,7 @@ BURST = 10_000
 
 def recreate_database() -> None:
     url = make_url(get_settings().sync_database_url)
-    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT", hide_parameters=True)
     with server.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
         connection.execute(text(f'CREATE DATABASE "{url.database}"'))
@@ -100,13 +106,14 @@ def fill_table(rows: int) -> None:
             template="(%s, %s, %s, now() + %s * interval '1 second')",
             page_size=5000,
         )
-        # The configured health check would add its own messages to the counts: disabled, which
-        # beat keeps as an admin's choice.
-        cursor.execute(
-            "INSERT INTO periodic_tasks (name, task, interval_id, enabled, from_config)"
-            " VALUES ('erp.health_check', 'erp.health_check', %s, false, true)",
-            (interval_id,),
-        )
+        # The product's own periodic jobs (health check, file retention) would add their messages
+        # to the counts: disabled, which beat keeps as an admin's choice.
+        for name, entry in (celery_app.conf.beat_schedule or {}).items():
+            cursor.execute(
+                "INSERT INTO periodic_tasks (name, task, interval_id, enabled, from_config)"
+                " VALUES (%s, %s, %s, false, true)",
+                (name, entry["task"], interval_id),
+            )
     connection.close()
     execute("ANALYZE periodic_tasks")
 
@@ -214,15 +221,106 @@ def measure(rows: int, idle_seconds: float, edits: int) -> dict:
     }
 
 
+def watch_queue(expected: int, since: float, timeout: float = 300) -> list[tuple[float, int]]:
+    """(seconds since `since`, queue length) each time the length grows, until `expected`."""
+    client = broker()
+    seen: list[tuple[float, int]] = []
+    last = 0
+    while last < expected:
+        length = client.llen(QUEUE)
+        now = time.perf_counter() - since
+        if length > last:
+            seen.append((now, length))
+            last = length
+        if now > timeout:
+            raise SystemExit(f"bench_beat: only {last} of {expected} messages after {timeout} s")
+        time.sleep(0.001)
+    return seen
+
+
+def lateness_at(seen: list[tuple[float, int]], count: int) -> float:
+    """When the queue first held `count` messages."""
+    return next(moment for moment, length in seen if length >= count)
+
+
+def measure_herd(rows: int, herd: int, beats: int) -> dict:
+    fill_table(rows)
+    broker().flushdb()
+    processes = [start_beat() for _ in range(beats)]
+    try:
+        time.sleep(4)  # started, synced, idle: the next run is a minute away
+        connection = connect()
+        with connection, connection.cursor() as cursor:
+            cursor.execute("SELECT now()")
+            slot = cursor.fetchone()[0] + timedelta(seconds=5)
+            cursor.execute("UPDATE periodic_tasks SET next_run_at = %s WHERE id <= %s", (slot, herd))
+        # Asked once the update is committed; PostgreSQL's clock is the machine's, as beat's is.
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT extract(epoch FROM %s - clock_timestamp())", (slot,))
+            until_slot = float(cursor.fetchone()[0])
+            slot_clock = time.perf_counter() + until_slot
+        connection.close()
+        if until_slot < 0.5:
+            raise SystemExit("bench_beat: the herd's update took too long; its slot passed")
+        while time.perf_counter() < slot_clock:
+            time.sleep(0.0005)
+        seen = watch_queue(herd, since=slot_clock)
+        duplicates = broker().llen(QUEUE) - herd
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+    return {
+        "rows": rows,
+        "herd": herd,
+        "beats": beats,
+        "first": lateness_at(seen, 1),
+        "p50": lateness_at(seen, max(1, herd // 2)),
+        "p99": lateness_at(seen, max(1, herd * 99 // 100)),
+        "last": lateness_at(seen, herd),
+        "extra": duplicates,
+    }
+
+
+def herds(spec: str, beats: int) -> None:
+    """The herd scenarios of `spec` ("10000/5000,100000/50000"), each with 1..`beats` beats."""
+    broker().flushdb()
+    raw_rate = raw_send_rate(BURST)
+    print(f"raw send_task rate, one process: {raw_rate:,.0f} messages/s (baseline)")
+    print(
+        f"{'schedules':>10} {'herd':>7} {'beats':>5} {'first':>7} {'p50':>7} {'p99':>7} {'last':>7}"
+        f" {'raw sends all':>13} {'last / raw':>10}"
+    )
+    for pair in spec.split(","):
+        rows, herd = (int(value) for value in pair.split("/"))
+        for count in range(1, beats + 1):
+            result = measure_herd(rows, herd, count)
+            raw_seconds = herd / raw_rate
+            print(
+                f"{rows:>10,} {herd:>7,} {count:>5} {result['first']:>6.2f}s {result['p50']:>6.2f}s"
+                f" {result['p99']:>6.2f}s {result['last']:>6.2f}s {raw_seconds:>12.2f}s"
+                f" {result['last'] / raw_seconds:>10.2f}" + (f"  {result['extra']} extra!" if result["extra"] else ""),
+                flush=True,
+            )
+    print("targets: first within 0.5 s of the slot; last / raw <= 0.5 (the herd twice as fast as plain kombu)")
+
+
 def main() -> None:
     use_benchmark_environment()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1000,10000,100000", help="table sizes, comma-separated")
     parser.add_argument("--idle-seconds", type=float, default=10)
     parser.add_argument("--edits", type=int, default=10)
+    parser.add_argument("--herds", default="", help='herd scenarios "schedules/due,...", e.g. 10000/5000,100000/50000')
+    parser.add_argument("--beats", type=int, default=1, help="herds: run each with 1 up to this many beats")
     args = parser.parse_args()
     recreate_database()
     broker().flushdb()
+    if args.herds:
+        herds(args.herds, args.beats)
+        return
     raw_rate = raw_send_rate(BURST)
     print(f"raw send_task rate, one process: {raw_rate:,.0f} messages/s (baseline)")
     print(

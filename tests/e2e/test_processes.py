@@ -67,11 +67,11 @@ def test_a_schedule_created_over_http_is_fired_by_beat_and_run_by_the_worker(sta
 
 def test_health_endpoints(stack):
     ready = httpx.get(f"{stack['url']}/health/ready", timeout=5)
-    assert ready.status_code == 200 and ready.json()["checks"] == {"postgresql": "ok", "redis": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"postgresql": "up", "redis": "up"}
     beat = wait_for(
         lambda: (r := httpx.get(f"{stack['url']}/health/beat", timeout=5)).status_code == 200 and r, timeout=15
     )
-    assert beat.json()["instances"][0]["seconds_ago"] < 30
+    assert beat.json() == {"status": "ok", "beat": "up"}
 
 
 def test_without_redis_dispatch_is_a_quick_503_and_the_api_keeps_answering(migrated_database, clean_tables, make_user):
@@ -87,7 +87,7 @@ def test_without_redis_dispatch_is_a_quick_503_and_the_api_keeps_answering(migra
             assert "task queue is unavailable" in response.json()["error"]["message"]
             assert elapsed < 5
             ready = client.get("/health/ready")
-            assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("down")
+            assert ready.status_code == 503 and ready.json()["checks"]["redis"] == "down"
             # While a dispatch waits on the missing broker, other requests are served at once.
             with httpx.Client(base_url=url, headers=user.headers, timeout=15) as other:
                 slow = threading.Thread(target=lambda: client.post("/api/v1/tasks/ping"))

@@ -52,7 +52,7 @@ def test_honcho_starts_web_worker_and_beat_from_the_procfile(migrated_database, 
 
         assert wait_for(lambda: from_config() or None, timeout=30) == {"erp.health_check", "erp.prune_expired_files"}
         ready = httpx.get(f"{url}/health/ready", timeout=5)
-        assert ready.status_code == 200 and ready.json()["checks"] == {"postgresql": "ok", "redis": "ok"}
+        assert ready.status_code == 200 and ready.json()["checks"] == {"postgresql": "up", "redis": "up"}
 
         assert httpx.get(f"{url}/metrics", timeout=5).status_code == 401
         # Task figures live in Redis and count every run of the suite: compare with a first scrape.

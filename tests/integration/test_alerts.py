@@ -18,6 +18,8 @@ from erp.core.celery_app import celery_config
 from erp.core.config import get_settings
 from erp.tasks.worker import alert_delivery
 from tests.support.environment import use_test_environment
+from tests.support.processes import start_worker
+from tests.support.scheduling import empty_broker
 
 URL = "/api/v1/admin/alerts"
 
@@ -215,3 +217,31 @@ def test_the_alerts_endpoint_filters_and_paginates(api_client, admin, sync_engin
     page = api_client.get(URL, params={"limit": 2}, headers=admin.headers).json()
     assert (len(page["items"]), page["has_more"]) == (2, True)
     assert api_client.get(URL, params={"kind": "meh"}, headers=admin.headers).status_code == 422
+
+
+def test_a_real_worker_delivering_alerts_at_info_level_logs_no_path_of_a_webhook(admin, sync_engine, redis_clean):
+    """A webhook URL's path is its secret: httpx logs every request's full URL at INFO, and a
+    failing webhook's error is logged too. Neither may show the path."""
+    add_alert(sync_engine)
+    add_alert(sync_engine, kind="auto_pause")
+    with Webhook([200, 500]) as webhook:
+        empty_broker()
+        # A queue of its own: an in-process worker of an earlier test (without webhooks) may
+        # still be consuming the default one.
+        worker = start_worker(
+            "--concurrency",
+            "1",
+            "--queues",
+            "webhook-logs",
+            name="alert-worker",
+            env={"ALERT_WEBHOOK_URLS": webhook.url, "LOG_LEVEL": "INFO"},
+        )
+        try:
+            result = alert_delivery.deliver_alerts.apply_async(queue="webhook-logs").get(timeout=30)
+            assert result == {"delivered": 1, "failed": 1, "given_up": 0}, result
+            worker.wait_for_output("alerts: 1 delivered, 1 failed", timeout=10)
+        finally:
+            worker.stop()
+    output = worker.output()
+    assert " INFO " in output
+    assert "/services/T0/B0/secret-part" not in output and "secret-part" not in output, output

@@ -231,6 +231,39 @@ def test_a_wrong_upload_is_a_clear_4xx_and_leaves_nothing(api_client, users, syn
         assert connection.execute(text("SELECT count(*) FROM data_imports")).scalar_one() == 0
 
 
+@pytest.mark.parametrize("line_end", [b"\r", b"\r\n"])
+def test_a_file_over_64_kib_whose_lines_end_with_cr_or_cr_lf_is_imported_line_by_line(
+    api_client, in_process_worker, users, sync_engine, line_end
+):
+    member, _ = users
+    rows = list(sales_csv.good_rows(3_000, seed=12, prefix="CR"))
+    good = sales_csv.expected(rows)
+    bad_lines = sales_csv.insert_between_orders(rows, [list(BAD_ROWS[1])], [1_500])
+    body = sales_csv.csv_bytes(rows).replace(b"\r\n", b"\n").replace(b"\n", line_end)
+    assert len(body) > 64 * 1024 and b"\n" not in body.replace(b"\r\n", b"")
+    accepted = upload(api_client, member, body)
+    assert accepted.status_code == 202, accepted.text
+    result = finished_import(api_client, member, accepted.json())
+    assert (result["status"], result["rows_read"], result["rows_imported"], result["rows_failed"]) == (
+        "done",
+        3_001,
+        3_000,
+        1,
+    )
+    assert [error["line_number"] for error in result["errors"]] == bad_lines
+    assert database_figures(sync_engine, member.organization_id) == (good.orders, good.lines, good.amount_by_currency)
+
+
+def test_an_overlong_line_is_refused_at_upload_naming_its_line(api_client, users, sync_engine):
+    member, _ = users
+    body = sales_csv.csv_bytes(sales_csv.good_rows(100)) + b'"' + b"x" * 70_000 + b'"\n'
+    response = upload(api_client, member, body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["message"] == "line 102 is longer than 65,536 characters"
+    with sync_engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM files")).scalar_one() == 0
+
+
 def test_bad_encoding_late_in_a_large_upload_is_refused_naming_its_line(api_client, users, sync_engine):
     member, _ = users
     body = sales_csv.csv_bytes(sales_csv.good_rows(20_000)) + "Z-1,2026-01-01,M\u00fcller,EUR,P,1,1.00\n".encode(

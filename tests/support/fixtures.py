@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -95,84 +93,28 @@ def in_process_worker(migrated_database, redis_clean):
     """A real Celery worker in a thread of this process, on the real Redis and PostgreSQL.
 
     Module-scoped: it consumes the default queue, which the scheduler tests read themselves.
+    The kit's (erp.testing.worker), which gives each worker an event loop of its own.
     """
-    from celery.contrib.testing.worker import start_worker
+    from erp.testing.worker import in_process_worker
 
-    from erp.core.celery_app import celery_app
-
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+    with in_process_worker() as worker:
         yield worker
 
 
 @pytest.fixture(scope="session")
-def api_client(migrated_database, redis_clean):
-    """The real app over Starlette's TestClient, one for the whole run.
+def api_client(erp_api):
+    """The real app over Starlette's TestClient, one for the whole run: the kit's (erp.testing).
 
     One client means one event loop, so the app's pooled async engine stays on the loop that
     opened its connections across tests.
     """
-    from fastapi.testclient import TestClient
-
-    from erp.api.app import create_app
-
-    with TestClient(create_app()) as client:
-        yield client
-
-
-@dataclass(frozen=True)
-class AuthUser:
-    user_id: int
-    organization_id: int | None
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+    return erp_api
 
 
 @pytest.fixture
-def make_user(sync_engine):
-    """Create a user with an API token: `make_user(role="admin", organization="Acme")`.
+def make_user(erp_make_user):
+    """Create a user with an API token: `make_user(role="admin", organization="Acme")` (the kit's).
 
     role None makes a user outside any organization; organizations are found or created by name.
     """
-    from sqlalchemy.orm import Session
-
-    from erp.accounts.models import ApiTokenDB, MembershipDB, OrganizationDB, UserDB
-    from erp.core import tokens
-
-    numbers = itertools.count(1)
-
-    def make(role: str | None = "member", superuser: bool = False, organization: str | None = None) -> AuthUser:
-        number = next(numbers)
-        secret = tokens.new_token()
-        with Session(sync_engine) as session, session.begin():
-            user = UserDB(
-                email=f"user{number}-{secret[-6:].lower()}@example.com",
-                full_name=f"User {number}",
-                is_superuser=superuser,
-            )
-            session.add(user)
-            session.flush()
-            organization_id = None
-            if role is not None:
-                name = organization or f"Organization of user {number} {secret[-6:]}"
-                org = session.scalar(select(OrganizationDB).where(OrganizationDB.name == name))
-                if org is None:
-                    org = OrganizationDB(name=name)
-                    session.add(org)
-                    session.flush()
-                session.add(MembershipDB(user_id=user.id, organization_id=org.id, role=role))
-                organization_id = org.id
-            session.add(
-                ApiTokenDB(
-                    user_id=user.id,
-                    name="test",
-                    prefix=tokens.display_prefix(secret),
-                    token_hash=tokens.token_digest(secret),
-                )
-            )
-            user_id = user.id
-        return AuthUser(user_id=user_id, organization_id=organization_id, token=secret)
-
-    return make
+    return erp_make_user

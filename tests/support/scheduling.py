@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import threading
 import time
 from datetime import UTC, datetime
@@ -174,3 +176,29 @@ def ledger_rows(engine, name_prefix: str) -> list:
                 {"prefix": name_prefix.replace("%", r"\%") + "%"},
             )
         )
+
+
+def kill_beat_between_transactions(engine, process, attempts: int = 200) -> None:
+    """SIGKILL a beat while it is outside any transaction, so it cannot die between publishing a
+    batch and committing it (a window that sends the batch twice, which the worker's guard drops,
+    and which tests/integration/test_run_ledger.py's chaos test covers on purpose).
+
+    The beat is stopped first, then asked about: stopped inside a transaction, it is let go on
+    and tried again a moment later."""
+    pid = process.process.pid
+    for _ in range(attempts):
+        os.killpg(pid, signal.SIGSTOP)
+        with engine.connect() as connection:
+            busy = connection.execute(
+                text(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = :name AND datname = current_database()"
+                    " AND (state LIKE 'idle in transaction%' OR state = 'active')"
+                ),
+                {"name": f"erp-beat:{pid}"},
+            ).scalar()
+        if not busy:
+            process.stop(signal.SIGKILL)
+            return
+        os.killpg(pid, signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError(f"beat {pid} was inside a transaction every time it was stopped")

@@ -39,6 +39,10 @@ class Chunk:
 # - `guard` locks the import's row only if its position is the one this run expects: two runs of
 #   one import (a redelivery while the first still runs) take turns on it, and in the one that
 #   finds its position taken every other part does nothing and no counters come back.
+# - `new_orders` inserts in one global order, by order number (bytes): two imports holding the
+#   same order numbers each wait at the first row the other holds and never hold one the other
+#   waits for, where inserting in file order deadlocked them (one import failed whole). A
+#   deadlock or serialization failure that still happens is retried (erp.core.retries).
 # - The lines join the orders just inserted on their number: no ids travel back to Python. The
 #   planner sorts both sides for that join; comparing bytes (COLLATE "C", the same equality)
 #   sorts them several times faster than the database's collation.
@@ -71,6 +75,7 @@ _WRITE_CHUNK = text(
         SELECT :organization_id, order_number, CAST(order_date AS date), customer, currency, CAST(amount AS numeric),
             :import_id
         FROM incoming
+        ORDER BY order_number COLLATE "C"
         ON CONFLICT (organization_id, order_number) DO NOTHING
         RETURNING id, order_number
     ),

@@ -8,9 +8,13 @@ store) and is never whole in memory:
 
 - `Utf8Decoder` decodes chunk by chunk (`codecs.getincrementaldecoder("utf-8-sig")`: UTF-8,
   with or without a byte-order mark) and names the line of the first byte that is not UTF-8.
-- `CsvRecords` turns decoded text into CSV records with the stdlib `csv` module, handing it
-  only complete lines; a record whose quoted field goes on past the text received so far is
-  parsed again when more text has come, so a record may span chunks (and lines).
+- `LineLengths` (the upload check) names the first line longer than MAX_LINE_CHARACTERS.
+- `CsvRecords` turns decoded text into CSV records with one stdlib `csv` reader for the whole
+  file, which keeps its state from piece to piece, so a record may span chunks (and lines)
+  and each piece costs time in proportion to its length; a record is bounded (characters,
+  lines, fields).
+
+Lines end with LF, CR LF or CR alone, for line numbers as for records.
 - `header_columns` checks the header; `parse_row` checks one row.
 - `OrderAssembler` (erp.features.data_processing.orders) groups consecutive rows with the same `order_number` into one order: an
   order is imported whole or not at all, so one bad row rejects the rows of its order.
@@ -23,12 +27,16 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import operator
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+
+import greenlet
 
 COLUMNS = ("order_number", "order_date", "customer", "currency", "product", "quantity", "unit_price")
 EXAMPLE_HEADER = ",".join(COLUMNS)
@@ -54,11 +62,19 @@ class RowProblem(ValueError):
 
 
 class Utf8Decoder:
-    """Incremental UTF-8 (optional BOM) decoding that knows which line a bad byte is on."""
+    """Incremental UTF-8 (optional BOM) decoding that knows which line a bad byte is on.
+
+    Lines end with LF, CR LF or CR alone, as they do for the CSV records (`CsvRecords`).
+    """
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
-        self._newlines_before = 0
+        self._lines_before = 0
+        self._ended_with_cr = False  # a CR LF cut by the chunk boundary is one line end
+
+    def _line_ends(self, data: bytes) -> int:
+        ends = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+        return ends - 1 if self._ended_with_cr and data.startswith(b"\n") else ends
 
     def decode(self, chunk: bytes, final: bool = False) -> str:
         held = len(self._decoder.getstate()[0])  # bytes of a character cut by the last chunk
@@ -66,13 +82,65 @@ class Utf8Decoder:
             text = self._decoder.decode(chunk, final)
         except UnicodeDecodeError as error:
             before = chunk[: max(0, error.start - held)]
-            line = self._newlines_before + before.count(b"\n") + 1
+            line = self._lines_before + self._line_ends(before) + 1
             raise EncodingProblem(
                 f"line {line} is not valid UTF-8 (byte 0x{error.object[error.start]:02x}): "
                 "save the file as UTF-8 (with or without BOM)"
             ) from None
-        self._newlines_before += chunk.count(b"\n")
+        if chunk:
+            self._lines_before += self._line_ends(chunk)
+            self._ended_with_cr = chunk.endswith(b"\r")
         return text
+
+
+def complete_lines(text: str) -> tuple[list[str], str]:
+    """`text` as its complete lines (each with its line end: LF, CR LF or CR alone) and the
+    rest, which may go on in the next piece (a CR at the very end may be the start of CR LF)."""
+    lines = io.StringIO(text, newline="").readlines()
+    rest = lines.pop() if lines and not lines[-1].endswith("\n") else ""
+    return lines, rest
+
+
+# Bounds of one CSV record, far above any valid row (7 fields; its texts at most 464
+# characters, line breaks included): a record past one of them is a row error at once,
+# and reading goes on at the next line, so a record that never ends costs no more than this.
+MAX_RECORD_CHARACTERS = 64 * 1024
+MAX_RECORD_LINES = 1000
+MAX_RECORD_FIELDS = 100
+# The upload check refuses a file with a line longer than this (422 naming the line).
+MAX_LINE_CHARACTERS = MAX_RECORD_CHARACTERS
+
+
+class LineTooLong(ValueError):
+    """A line of the file is longer than MAX_LINE_CHARACTERS; the message names it."""
+
+
+class LineLengths:
+    """Checks, piece by piece, that no line of a text is longer than `limit` characters."""
+
+    def __init__(self, limit: int = MAX_LINE_CHARACTERS) -> None:
+        self._limit = limit
+        self._lines_before = 0  # complete lines before the current one
+        self._current = 0  # characters of the current line so far
+        self._cr = False  # the last piece ended with CR: a LF first in this one ends nothing more
+
+    def feed(self, text: str) -> None:
+        if not text:
+            return
+        if self._cr and text[0] == "\n":
+            text = text[1:]
+        self._cr = text.endswith("\r")
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        if self._current + len(lines[0]) > self._limit or max(map(len, lines)) > self._limit:
+            lengths = [len(line) for line in lines]
+            lengths[0] += self._current
+            index = next(i for i, length in enumerate(lengths) if length > self._limit)
+            raise LineTooLong(f"line {self._lines_before + index + 1} is longer than {self._limit:,} characters")
+        if len(lines) == 1:
+            self._current += len(lines[0])
+        else:
+            self._lines_before += len(lines) - 1
+            self._current = len(lines[-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,60 +151,141 @@ class Record:
     problem: str | None = None
 
 
-class CsvRecords:
-    """CSV records from text fed piece by piece: `feed(text)`, then `finish()` at the end.
+class _RecordTooLarge(Exception):
+    """Raised by `_LineFeed` into the csv reader: the record it reads is past a bound."""
 
-    Both return the records complete so far. A blank line is no record (it is skipped).
 
-    Each piece's complete lines go to one `csv.reader` at once (its C loop reads them from a
-    StringIO; `line_num` says where each record ends). A record whose quoted field goes on
-    past the lines received so far makes the reader fail at the end of its input: its lines
-    are held back and read again, with the next piece, as the start of its text.
+class _LineFeed:
+    """The csv reader's input: the lines received so far, one at a time, counted.
+
+    When none is left before the end of the file, it switches back to the greenlet that fed
+    the last piece, and goes on when the next piece comes: the reader waits inside its
+    record, its state kept, instead of failing at the end of its input and being read again.
     """
 
     def __init__(self) -> None:
-        self._pending = ""  # text not read yet: held-back lines, then the text after the last newline
-        self._lines_done = 0
+        self.lines: deque[str] = deque()
+        self.finished = False
+        self.feeder: greenlet.greenlet | None = None
+        self.lines_read = 0  # lines handed to the reader
+        self.record_start = 1  # the first line of the record being read
+        self.record_characters = 0
+        self.too_large: str | None = None  # why the record being read was cut
+
+    def __iter__(self) -> _LineFeed:
+        return self
+
+    def __next__(self) -> str:
+        while not self.lines:
+            if self.finished or self.feeder is None:
+                raise StopIteration
+            self.feeder.switch()
+        line = self.lines.popleft()
+        self.lines_read += 1
+        self.record_characters += len(line)
+        if self.record_characters > MAX_RECORD_CHARACTERS:
+            self.too_large = f"the record is longer than {MAX_RECORD_CHARACTERS:,} characters"
+        elif self.lines_read - self.record_start >= MAX_RECORD_LINES:
+            self.too_large = f"the record spans more than {MAX_RECORD_LINES:,} lines"
+        if self.too_large is not None:
+            raise _RecordTooLarge
+        return line
+
+
+def _read_records(feed: _LineFeed, out: list[Record]) -> None:
+    """The parser greenlet: one csv reader over the whole file, records appended to `out`."""
+    # strict: a quoted field left open at the end of the file, or text after a closing
+    # quote, is a row error rather than a silently different value.
+    reader = csv.reader(feed, strict=True)
+    while True:
+        fields: list[str] | None
+        try:
+            fields = next(reader)
+            problem = None
+        except StopIteration:
+            return
+        except _RecordTooLarge:
+            fields, problem, feed.too_large = None, feed.too_large, None
+        except csv.Error as error:
+            fields, problem = None, f"not readable as CSV: {error}"
+        if fields is not None and len(fields) > MAX_RECORD_FIELDS:
+            fields, problem = None, f"the record has more than {MAX_RECORD_FIELDS} fields"
+        if fields or problem is not None:  # [] is a blank line
+            out.append(Record(feed.record_start, feed.lines_read, fields, problem))
+        feed.record_start = feed.lines_read + 1
+        feed.record_characters = 0
+
+
+class CsvRecords:
+    """CSV records from text fed piece by piece: `feed(text)`, then `finish()` at the end.
+
+    Both return the records complete so far. A blank line is no record (it is skipped). Lines
+    end with LF, CR LF or CR alone.
+
+    One `csv.reader` reads the whole file, in a greenlet of its own: its input (`_LineFeed`)
+    hands it the lines received so far and, when they run out inside a record, switches back
+    here until the next piece. So a record spanning pieces is read once, and each piece costs
+    time in proportion to its length. Why a greenlet: the reader is C code that pulls its
+    lines, and a pull cannot wait for a piece that has not come; a reader failing at the end
+    of each piece and reading a pending record again from its start made a record that never
+    ends (quoted fields each holding a line break) cost time in the square of its length.
+    A record past MAX_RECORD_CHARACTERS, MAX_RECORD_LINES or MAX_RECORD_FIELDS is a problem
+    record at once; reading goes on at the next line.
+    """
+
+    def __init__(self) -> None:
+        self._feed = _LineFeed()
+        self._found: list[Record] = []
+        self._rest = ""  # text after the last complete line
+        self._skipping = False  # dropping the rest of a line already too long for any record
+        self._lf_may_follow = False
+        self._parser = greenlet.greenlet(functools.partial(_read_records, self._feed, self._found))
 
     def feed(self, text: str) -> list[Record]:
         if not text:
             return []
-        text = self._pending + text
-        end = text.rfind("\n") + 1
-        self._pending = text[end:]
-        return self._read(text[:end], at_end=False)
+        if self._lf_may_follow:
+            self._lf_may_follow = False
+            text = text[1:] if text.startswith("\n") else text
+        if self._skipping:
+            text = self._skip_line(text)
+        lines, self._rest = complete_lines(self._rest + text) if self._rest else complete_lines(text)
+        if len(self._rest) > MAX_RECORD_CHARACTERS:
+            # Its record is too large already (the reader says so, counting it as one line):
+            # the line's rest, still to come, is dropped, not held.
+            lines.append(self._rest)
+            self._rest = ""
+            self._skipping = True
+        if not lines:
+            return []
+        self._feed.lines.extend(lines)
+        return self._run()
+
+    def _skip_line(self, text: str) -> str:
+        """What follows the end of the line being dropped ("" while it goes on)."""
+        end = min((i for i in (text.find("\n"), text.find("\r")) if i >= 0), default=-1)
+        if end < 0:
+            return ""
+        self._skipping = False
+        # A CR last in the piece may be the first half of a CR LF the piece boundary cut.
+        self._lf_may_follow = end == len(text) - 1 and text[end] == "\r"
+        return text[end + 2 :] if text.startswith("\r\n", end) else text[end + 1 :]
 
     def finish(self) -> list[Record]:
-        text, self._pending = self._pending, ""
-        return self._read(text, at_end=True)
+        if self._rest:
+            self._feed.lines.append(self._rest)
+            self._rest = ""
+        self._feed.finished = True
+        return self._run()
 
-    def _read(self, text: str, *, at_end: bool) -> list[Record]:
-        records: list[Record] = []
-        if not text:
-            return records
-        # strict: a quoted field left open at the end of the file, or text after a closing
-        # quote, is a row error rather than a silently different value.
-        reader = csv.reader(io.StringIO(text), strict=True)
-        first = self._lines_done + 1
-        done = 0  # lines of `text` read into records
-        while True:
-            try:
-                fields: list[str] | None = next(reader)
-                problem = None
-            except StopIteration:
-                break
-            except csv.Error as error:
-                if not at_end and reader.line_num >= text.count("\n"):
-                    # It may go on in text not received yet: read its lines again later.
-                    self._pending = "\n".join(text.split("\n")[done:]) + self._pending
-                    break
-                fields, problem = None, f"not readable as CSV: {error}"
-            line_num = reader.line_num
-            if fields or problem is not None:  # [] is a blank line
-                records.append(Record(first + done, first + line_num - 1, fields, problem))
-            done = line_num
-        self._lines_done += done
-        return records
+    def _run(self) -> list[Record]:
+        if not self._parser.dead:
+            self._feed.feeder = greenlet.getcurrent()
+            self._parser.parent = self._feed.feeder
+            self._parser.switch()
+        found = self._found[:]
+        self._found.clear()
+        return found
 
 
 def header_columns(fields: list[str]) -> tuple[int, ...]:

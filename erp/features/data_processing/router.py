@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -16,7 +15,10 @@ from erp.core.db import DbSession, autocommit_engine
 from erp.core.dispatch import dispatch
 from erp.core.http_errors import error_responses
 from erp.core.input_types import DatabaseId, StoredText
+from erp.core.request_bodies import accepts_body_up_to
+from erp.core.spreadsheet_cells import CsvCells
 from erp.features.data_processing import upload
+from erp.features.data_processing.dependencies import UploadSlot
 from erp.features.data_processing.exceptions import UploadTooLarge
 from erp.features.data_processing.parsing import EXAMPLE_HEADER
 from erp.features.data_processing.schemas import DataImport, ImportAccepted, RowError
@@ -44,10 +46,12 @@ def _content_type(request: Request) -> str | None:
         f"UTF-8 with or without BOM, header `{EXAMPLE_HEADER}` (any order), one row per order line; the "
         "rows of an order are next to each other. The upload is checked while it streams in: a wrong "
         "encoding or header is a 422 at once, a file over DATA_IMPORT_MAX_UPLOAD_BYTES a 413; either way "
-        "nothing is kept. Orders already present (same order_number) are skipped: importing a file "
+        "nothing is kept. At most UPLOAD_MAX_CONCURRENT_PER_USER uploads of a user and "
+        "UPLOAD_MAX_CONCURRENT_PER_ORGANIZATION of an organization may be under way at once (429 with "
+        "Retry-After beyond). Orders already present (same order_number) are skipped: importing a file "
         "twice adds nothing."
     ),
-    responses=error_responses(401, 403, 413, 415, 422, 503),
+    responses=error_responses(401, 403, 408, 413, 415, 422, 429, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -55,10 +59,12 @@ def _content_type(request: Request) -> str | None:
         }
     },
 )
+@accepts_body_up_to(lambda: get_settings().DATA_IMPORT_MAX_UPLOAD_BYTES, lambda limit: str(UploadTooLarge(limit)))
 async def upload_sales_orders(
     request: Request,
     caller: OrganizationMember,
     session: DbSession,
+    _slot: UploadSlot,
     filename: Annotated[
         StoredText, Query(max_length=255, description="the file's name, shown with the import")
     ] = "upload.csv",
@@ -133,21 +139,27 @@ async def get_data_import(
 
 
 async def _error_csv(import_id: int) -> AsyncIterator[bytes]:
-    """The failed rows as CSV, read a page at a time on a connection of its own.
+    """The failed rows as CSV, each page read on a connection of its own.
 
-    The request's session is closed before a streamed body is sent, and a slow client must
-    not hold a transaction open, hence the autocommit connection.
+    The request's session is closed before a streamed body is sent, and a client that reads
+    slowly must hold neither a transaction nor a pooled connection: each page's autocommit
+    connection is back in the pool before the page is handed on.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = CsvCells(buffer)  # a reason may quote what the file held: cells, never formulas
     writer.writerow(["line_number", "reason"])
     yield buffer.getvalue().encode()
-    async with autocommit_engine().connect() as connection:
-        async for page in upload.all_errors(import_id, connection=connection):
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerows(page)
-            yield buffer.getvalue().encode()
+    after_line = 0
+    while True:
+        async with autocommit_engine().connect() as connection:
+            page = await upload.error_page(import_id, after_line, connection=connection)
+        if not page:
+            return
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerows(page)
+        yield buffer.getvalue().encode()
+        after_line = page[-1][0]
 
 
 @router.get(

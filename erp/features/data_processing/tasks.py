@@ -13,6 +13,7 @@ from celery import Task
 
 from erp.core.bridge import run_service
 from erp.core.celery_app import celery_app
+from erp.core.errors import error_text
 from erp.core.progress import progress_reporter
 from erp.core.retries import RETRY_ON_TRANSIENT_ERRORS, TransientError, retry_transient_errors
 
@@ -34,5 +35,5 @@ def import_sales_orders(self: Task, import_id: int) -> dict[str, Any]:
         if not retrying:
             # Best effort: with the database away the import stays "running" until run again.
             with contextlib.suppress(Exception):
-                run_service(import_pipeline.record_failure, import_id, f"{type(error).__name__}: {error}")
+                run_service(import_pipeline.record_failure, import_id, error_text(error))
         raise

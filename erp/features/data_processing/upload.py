@@ -23,6 +23,8 @@ from erp.features.data_processing.parsing import (
     CsvRecords,
     EncodingProblem,
     HeaderProblem,
+    LineLengths,
+    LineTooLong,
     Record,
     Utf8Decoder,
     header_columns,
@@ -39,11 +41,14 @@ async def checked_upload(body: AsyncIterable[bytes], limit: int) -> AsyncIterato
     """The upload's bytes, passed on as they arrive, checked on the way.
 
     Raises UploadTooLarge past `limit` bytes, InvalidUpload for an empty file, a header that is
-    not the expected one (as soon as the header line has arrived), or bytes that are not
-    UTF-8. The whole upload is decoded as it streams (decoding costs far less than storing),
-    so a bad byte anywhere in the file is refused at upload time, naming its line.
+    not the expected one (as soon as the header line has arrived), bytes that are not UTF-8,
+    or a line longer than MAX_LINE_CHARACTERS. The whole upload is decoded and its lines
+    measured as it streams (both cost far less than storing), so a bad byte or an overlong
+    line anywhere in the file is refused at upload time, naming its line: no import has to
+    hold such a line.
     """
     decoder = Utf8Decoder()
+    lines = LineLengths()
     records = CsvRecords()
     header_checked = False
     received = 0
@@ -64,15 +69,17 @@ async def checked_upload(body: AsyncIterable[bytes], limit: int) -> AsyncIterato
             if received > limit:
                 raise UploadTooLarge(limit)
             decoded = decoder.decode(chunk)
+            lines.feed(decoded)
             if not header_checked:
                 check_header(records.feed(decoded))
                 if not header_checked and received > MAX_HEADER_BYTES:
                     raise InvalidUpload(f"no header line within the first {MAX_HEADER_BYTES:,} bytes")
             yield chunk
         decoded = decoder.decode(b"", final=True)
+        lines.feed(decoded)
         if not header_checked:
             check_header(records.feed(decoded) + records.finish())
-    except (EncodingProblem, HeaderProblem) as error:
+    except (EncodingProblem, HeaderProblem, LineTooLong) as error:
         raise InvalidUpload(str(error)) from None
     if received == 0 or not header_checked:
         raise InvalidUpload(f"the file is empty: expected a header ({EXAMPLE_HEADER}) and rows")
@@ -156,19 +163,15 @@ async def first_errors(import_id: int, limit: int, *, session: AsyncSession) -> 
 ERROR_PAGE = 5000
 
 
-async def all_errors(import_id: int, *, connection: AsyncConnection) -> AsyncIterator[list[tuple[int, str]]]:
-    """Every error of the import in line order, a page at a time (keyset pagination)."""
-    after = 0
-    while True:
-        rows = (
-            await connection.execute(
-                select(DataImportErrorDB.line_number, DataImportErrorDB.reason)
-                .where(DataImportErrorDB.import_id == import_id, DataImportErrorDB.line_number > after)
-                .order_by(DataImportErrorDB.line_number)
-                .limit(ERROR_PAGE)
-            )
-        ).all()
-        if not rows:
-            return
-        yield [(row.line_number, row.reason) for row in rows]
-        after = rows[-1].line_number
+async def error_page(import_id: int, after_line: int, *, connection: AsyncConnection) -> list[tuple[int, str]]:
+    """Up to ERROR_PAGE errors of the import after line `after_line`, in line order (keyset
+    pagination: a download reads each page on a connection of its own)."""
+    rows = (
+        await connection.execute(
+            select(DataImportErrorDB.line_number, DataImportErrorDB.reason)
+            .where(DataImportErrorDB.import_id == import_id, DataImportErrorDB.line_number > after_line)
+            .order_by(DataImportErrorDB.line_number)
+            .limit(ERROR_PAGE)
+        )
+    ).all()
+    return [(row.line_number, row.reason) for row in rows]

@@ -1,13 +1,13 @@
 """What a report looks like: group labels, amounts, file names, and the CSV and XLSX writers.
 
 Pure logic (no database): the service feeds rows in, the writers give bytes out, a piece at a
-time. Each row is one group in one currency: amounts in different currencies are never added
+time. Both writers turn values into cells through erp.core.spreadsheet_cells, so a customer
+name that looks like a formula stays text in either format. Each row is one group in one currency: amounts in different currencies are never added
 together, not in the rows and not in the totals (one total per currency).
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +16,7 @@ from datetime import date
 from decimal import Decimal
 from typing import IO, Any
 
+from erp.core.spreadsheet_cells import CsvCells, xlsx_cell, xlsx_row
 from erp.features.reports.schemas import Grouping, ReportFormat, SalesReportRequest
 
 CONTENT_TYPES = {
@@ -39,9 +40,9 @@ def group_label(group_by: Grouping, value: date | str) -> str:
     return f"{value.year}-{value.month:02d}"
 
 
-def amount_text(amount: Decimal) -> str:
+def amount_number(amount: Decimal) -> Decimal:
     """An amount as the CSV writes it: plain digits and two decimals, no thousands separator."""
-    return f"{amount.quantize(Decimal('0.01'))}"
+    return amount.quantize(Decimal("0.01"))
 
 
 def report_filename(request: SalesReportRequest) -> str:
@@ -82,11 +83,12 @@ class CsvReport:
 
     def __init__(self, group_by: Grouping) -> None:
         self._buffer = io.StringIO()
-        self._writer = csv.writer(self._buffer, lineterminator="\n")
+        self._writer = CsvCells(self._buffer)
         self._writer.writerow(header(group_by))
 
     def add_rows(self, rows: list[ReportRow]) -> bytes:
-        self._writer.writerows((row.group, row.currency, row.orders, amount_text(row.amount)) for row in rows)
+        # The amount is a number (two places), never escaped as text: a negative amount is data.
+        self._writer.writerows((row.group, row.currency, row.orders, amount_number(row.amount)) for row in rows)
         return self._take()
 
     def finish(self, totals: CurrencyTotals) -> Iterator[bytes]:
@@ -109,25 +111,26 @@ class XlsxReport:
 
         self._workbook = Workbook(write_only=True)
         self._rows = self._workbook.create_sheet("Sales")
-        self._rows.append(header(group_by))
+        self._rows.append(xlsx_row(self._rows, header(group_by)))
 
     def _amount_cell(self, sheet: Any, amount: Decimal) -> Any:
-        from openpyxl.cell import WriteOnlyCell
-
-        cell = WriteOnlyCell(sheet, value=amount)
-        cell.number_format = "#,##0.00"
-        return cell
+        return xlsx_cell(sheet, amount, number_format="#,##0.00")
 
     def add_rows(self, rows: list[ReportRow]) -> bytes:
         for row in rows:
-            self._rows.append([row.group, row.currency, row.orders, self._amount_cell(self._rows, row.amount)])
+            self._rows.append(
+                [
+                    *xlsx_row(self._rows, (row.group, row.currency, row.orders)),
+                    self._amount_cell(self._rows, row.amount),
+                ]
+            )
         return b""
 
     def finish(self, totals: CurrencyTotals) -> Iterator[bytes]:
         sheet = self._workbook.create_sheet("Totals by currency")
-        sheet.append(["currency", "orders", "amount"])
+        sheet.append(xlsx_row(sheet, ["currency", "orders", "amount"]))
         for row in totals.rows():
-            sheet.append([row.currency, row.orders, self._amount_cell(sheet, row.amount)])
+            sheet.append([*xlsx_row(sheet, (row.currency, row.orders)), self._amount_cell(sheet, row.amount)])
         with tempfile.TemporaryFile() as file:
             self._workbook.save(file)
             yield from _pieces(file)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from fastapi import APIRouter, Request, status
 from fastapi.responses import StreamingResponse
 
 from erp.accounts.dependencies import OrganizationMember
 from erp.core.db import autocommit_engine
 from erp.core.dispatch import TaskAccepted, dispatch
-from erp.core.files import file_store
+from erp.core.files import read_detached
 from erp.core.http_errors import error_responses
 from erp.core.input_types import DatabaseId
 from erp.features.reports import service
@@ -36,14 +34,6 @@ async def request_sales_report(request: Request, body: SalesReportRequest, calle
     return await dispatch(request, caller, generate_sales_report, caller.organization_id, body.model_dump(mode="json"))
 
 
-async def _file_bytes(file_id: int) -> AsyncIterator[bytes]:
-    # The request's session is gone once a streamed body is sent; a connection of its own,
-    # outside any transaction, reads one chunk per query.
-    async with autocommit_engine().connect() as connection:
-        async for chunk in file_store(connection).read(file_id):
-            yield chunk
-
-
 @router.get(
     "/files/{file_id}",
     summary="Download a generated report (members of the organization)",
@@ -58,7 +48,7 @@ async def download_report(file_id: DatabaseId, caller: OrganizationMember) -> St
     async with autocommit_engine().connect() as connection:
         stored = await service.get_report_file(caller.organization_id, file_id, connection=connection)
     return StreamingResponse(
-        _file_bytes(file_id),
+        read_detached(file_id, autocommit_engine().connect),  # no connection held while the client reads
         media_type=stored.content_type,
         headers={
             "Content-Disposition": f'attachment; filename="{stored.name}"',

@@ -3,6 +3,7 @@ and, for `/metrics`, the seconds since each beat's last tick."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ from erp.tasks.scheduler_models import BeatHeartbeatDB, stale_after_seconds
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
+logger = logging.getLogger(__name__)
+
 router = APIRouter(tags=["health"])
 
 
@@ -29,6 +32,9 @@ router = APIRouter(tags=["health"])
     responses={503: {"description": "no beat has ticked recently"}},
 )
 async def beat() -> JSONResponse:
+    """`up` when some beat ticked recently, else `down`: anyone may ask (no token), so the
+    answer names no instance (hosts and process ids); a beat that is down is logged with them,
+    and `/metrics` (with its token) has each instance's heartbeat age."""
     stale_after = stale_after_seconds(get_settings().CELERY_BEAT_DB_SCHEDULER_MAX_INTERVAL_SECONDS)
     async with web_engine().connect() as connection:
         rows = await beat_instances(connection)
@@ -42,7 +48,14 @@ async def beat() -> JSONResponse:
         for row in rows
     ]
     alive = [item for item in instances if item["seconds_ago"] <= stale_after]
-    body = {"status": "ok" if alive else "unavailable", "stale_after_seconds": stale_after, "instances": instances}
+    if not alive:
+        logger.warning(
+            "health: no beat ticked within %s s; beats seen: %s",
+            stale_after,
+            ", ".join(f"{item['instance']} ({item['seconds_ago']} s ago)" for item in instances) or "none",
+            extra={"action": "health.beat_down"},
+        )
+    body = {"status": "ok" if alive else "unavailable", "beat": "up" if alive else "down"}
     return JSONResponse(body, status_code=200 if alive else 503)
 
 

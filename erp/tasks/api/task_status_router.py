@@ -23,6 +23,7 @@ from erp.core.caller import Caller
 from erp.core.celery_app import celery_app
 from erp.core.db import web_session_factory
 from erp.core.dispatch import ERRORS, TASK_STATUS_ROUTE, off_the_loop, within_deadline
+from erp.core.errors import error_message
 from erp.tasks.api import runs
 from erp.tasks.scheduler_models import PeriodicTaskRunDB
 
@@ -81,7 +82,7 @@ def _read_status(task_id: str, owner: task_owners.TaskOwner | None, show_traceba
         error = result.result
         status.error = TaskError(
             type=type(error).__name__,
-            message=str(error),
+            message=error_message(error),
             traceback=result.traceback if show_traceback else None,
         )
     return status

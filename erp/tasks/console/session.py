@@ -35,7 +35,7 @@ from starlette.datastructures import ImmutableMultiDict
 from erp.accounts import service as accounts
 from erp.core.caller import Caller
 from erp.core.clock import utcnow
-from erp.core.db import autocommit_engine, web_session_factory
+from erp.core.db import auth_engine, web_session_factory
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +92,13 @@ def is_https(request: Request) -> bool:
 
 
 async def current_user(request: Request) -> ConsoleUser:
-    """The user of the session cookie, authenticated as the API authenticates a bearer token."""
+    """The user of the session cookie, authenticated as the API authenticates a bearer token
+    (on the same pool of its own, erp.core.db.auth_engine: no page can starve sign-in)."""
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:
         raise SignInRequired("sign in to use the console")
     try:
-        async with autocommit_engine().connect() as connection:
+        async with auth_engine().connect() as connection:
             authenticated = await accounts.authenticate(secret, connection=connection)
     except accounts.AuthenticationError as error:
         raise SignInRequired(f"your console session ended ({error}): sign in again") from None
@@ -180,7 +181,7 @@ def check_login_form(request: Request, form: Form) -> None:
 
 async def sign_in(api_token: str) -> tuple[accounts.Authenticated, str]:
     """Check an API token as the API would, and make the browser's session token for its user."""
-    async with autocommit_engine().connect() as connection:
+    async with auth_engine().connect() as connection:
         authenticated = await accounts.authenticate(api_token.strip(), connection=connection)
     async with web_session_factory()() as session:
         _, secret = await accounts.create_token_expiring_at(

@@ -29,6 +29,7 @@ from sqlalchemy import Engine, Row, text
 from erp.core.celery_app import celery_app
 from erp.core.config import Settings, get_settings
 from erp.core.db import worker_sync_engine
+from erp.core.errors import error_text
 from erp.core.task_registry import periodic_job
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def post_everywhere(client: httpx.Client, urls: Sequence[str], payload: dict[str
         try:
             response = client.post(url, json=payload)
         except httpx.HTTPError as error:
-            problems.append(f"{_where(url)}: {type(error).__name__}: {error}")
+            # The error's text may hold the URL (some of httpx's name it): it is masked.
+            problems.append(f"{_where(url)}: {error_text(error).replace(url, _where(url))}")
             continue
         if not response.is_success:
             problems.append(f"{_where(url)}: HTTP {response.status_code}")

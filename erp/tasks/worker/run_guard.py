@@ -47,13 +47,15 @@ from erp.core.broker_wire import PERIODIC_NAME_HEADER
 from erp.core.celery_app import add_commit_hook, add_run_guard
 from erp.core.config import get_settings
 from erp.core.db import SCHEDULE_CHANGES_CHANNEL, worker_sync_engine
+from erp.core.errors import ERROR_TEXT_LIMIT, error_message, error_text
 from erp.core.retries import is_transient
 from erp.tasks.worker_heartbeats import process_is_gone
 
 logger = logging.getLogger(__name__)
 
-# The most error text kept per failed occurrence.
-ERROR_MESSAGE_LIMIT = 2000
+# The most error text kept per failed occurrence (and in an auto-pause note): the shared bound
+# of erp.core.errors, whose `error_text` makes every failure's text.
+ERROR_MESSAGE_LIMIT = ERROR_TEXT_LIMIT
 
 
 def _engine() -> Engine:
@@ -257,7 +259,7 @@ def _finish_params(request: Any, state: str, error: BaseException | None) -> dic
         # A retry neither breaks a run of failures nor adds to it.
         "ends_streak_or_adds": state in ("succeeded", "failed"),
         "error_type": type(error).__name__ if error is not None else None,
-        "error_message": str(error)[:ERROR_MESSAGE_LIMIT] if error is not None else None,
+        "error_message": error_message(error, ERROR_MESSAGE_LIMIT) if error is not None else None,
     }
 
 
@@ -277,12 +279,11 @@ def _write_outcome(request: Any, state: str, error: BaseException | None) -> Non
             return
         if not failed or row.id is None:
             return
-        _add_alert(connection, row.id, row.name, row.run_id, request.id, f"{type(error).__name__}: {error}")
+        described = error_text(error) if error is not None else "an unknown error"
+        _add_alert(connection, row.id, row.name, row.run_id, request.id, described)
         limit = row.auto_pause_after_failures
         if limit is not None and row.paused_at is None and row.consecutive_failures >= limit:
-            note = (
-                f"paused after {row.consecutive_failures} failures in a row (the last: {type(error).__name__}: {error})"
-            )
+            note = f"paused after {row.consecutive_failures} failures in a row (the last: {described})"
             connection.execute(
                 text(
                     "UPDATE periodic_tasks SET paused_at = now(), paused_by = 'auto-pause', pause_note = :note,"

@@ -8,6 +8,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
+from erp.core.celery_app import celery_config
 from erp.core.config import Settings, describe_validation_error
 from tests.support.processes import REPO_ROOT
 
@@ -142,3 +143,26 @@ def test_a_bad_setting_stops_start_up_with_one_line():
         done.stderr.strip()
         == "erp: configuration error: TIME_ZONE: 'Nowhere/Land' is not an IANA time zone (e.g. UTC, Europe/Berlin)"
     )
+
+
+def test_eager_mode_is_off_by_default():
+    settings = make()
+    assert settings.CELERY_TASK_ALWAYS_EAGER is False
+    assert celery_config(settings)["task_always_eager"] is False
+
+
+def test_eager_mode_is_refused_outside_development():
+    """ERP_ENVIRONMENT defaults to production: a deployment that sets nothing refuses it."""
+    for environment in ({}, {"ERP_ENVIRONMENT": "production"}):
+        with pytest.raises(ValidationError) as raised:
+            make(CELERY_TASK_ALWAYS_EAGER=True, **environment)
+        line = describe_validation_error(raised.value)
+        assert line.startswith("CELERY_TASK_ALWAYS_EAGER: ") and "needs ERP_ENVIRONMENT=development" in line
+
+
+def test_eager_mode_in_development_runs_tasks_here_and_stores_their_results():
+    config = celery_config(make(CELERY_TASK_ALWAYS_EAGER=True, ERP_ENVIRONMENT="development"))
+    assert config["task_always_eager"] is True
+    # The status endpoint reads results from the backend; a failure is stored, not raised.
+    assert config["task_store_eager_result"] is True
+    assert config["task_eager_propagates"] is False

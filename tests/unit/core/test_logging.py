@@ -83,3 +83,19 @@ def test_text_lines_carry_the_context_and_stay_on_one_line():
         output = _emit(TextFormatter(), "failed", exc_info=error)
     assert output.count("\n") == 1
     assert "[request_id=req-1 task_id=t-1]" in output and "Traceback" in output
+
+
+def test_a_webhook_urls_path_is_masked_and_the_http_clients_request_log_is_quiet(monkeypatch):
+    from erp.core.config import Settings
+    from erp.core.logging import QUIET_LOGGERS, settings_secrets
+
+    settings = Settings(
+        _env_file=None,
+        DATABASE_URL="postgresql://localhost/erp",
+        ALERT_WEBHOOK_URLS="https://hooks.slack.com/services/T0/B0/xoxsecret,http://127.0.0.1:9/h?key=abcdefgh",
+    )
+    secrets = settings_secrets(settings)
+    line = 'HTTP Request: POST https://hooks.slack.com/services/T0/B0/xoxsecret "HTTP/1.1 200 OK"'
+    assert redact(line, secrets) == 'HTTP Request: POST https://hooks.slack.com[redacted] "HTTP/1.1 200 OK"'
+    assert "abcdefgh" not in redact("posted to http://127.0.0.1:9/h?key=abcdefgh", secrets)
+    assert QUIET_LOGGERS == ("httpx", "httpcore")

@@ -14,7 +14,7 @@ from erp.core.task_registry import task_module_names
 from tests.support.processes import PRODUCT_TASKS, REPO_ROOT
 
 # A module of a layer above core, as an import or a dotted or slashed name in any text.
-ABOVE_CORE = re.compile(r"\berp[./](?:tasks|features|accounts|api)\b")
+ABOVE_CORE = re.compile(r"\berp[./](?:tasks|features|accounts|api|testing)\b")
 # The one name core keeps: Celery's setting pointing at the design's beat scheduler.
 BEAT_SCHEDULER_SETTING = '"beat_scheduler": "erp.tasks.db_scheduler:DatabaseScheduler",'
 

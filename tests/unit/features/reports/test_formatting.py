@@ -11,7 +11,7 @@ from erp.features.reports.formatting import (
     CsvReport,
     CurrencyTotals,
     ReportRow,
-    amount_text,
+    amount_number,
     group_label,
     report_filename,
 )
@@ -33,8 +33,8 @@ def test_group_labels(group_by, value, label):
 
 
 def test_amounts_keep_two_decimals_without_separators():
-    assert amount_text(Decimal("1234567.5")) == "1234567.50"
-    assert amount_text(Decimal("0")) == "0.00"
+    assert str(amount_number(Decimal("1234567.5"))) == "1234567.50"
+    assert str(amount_number(Decimal("0"))) == "0.00"
 
 
 def test_totals_are_per_currency_never_across():
@@ -54,7 +54,7 @@ def test_totals_are_per_currency_never_across():
 def test_csv_writer_gives_the_header_then_each_piece_of_rows():
     report = CsvReport(Grouping.customer)
     piece = report.add_rows([ReportRow('Acme, "Ltd"', "EUR", 2, Decimal("3.5"))])
-    assert piece.decode() == 'customer,currency,orders,amount\n"Acme, ""Ltd""",EUR,2,3.50\n'
+    assert piece.decode() == 'customer,currency,orders,amount\r\n"Acme, ""Ltd""",EUR,2,3.50\r\n'
     assert report.add_rows([]) == b""
 
 
