@@ -185,6 +185,7 @@ Import the sample CSV (it has 4 bad rows on purpose) and read its errors:
     curl -s {auth} {organization}/imports/<import_id>/errors.csv
 
     open {base}/docs
+    open {base}/console       # the operator console: sign in with the token above
 """
     )
 

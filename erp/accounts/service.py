@@ -238,6 +238,7 @@ async def create_token(
     actor: Actor,
     session: AsyncSession,
     parent_token_id: int | None = None,
+    expires_before: datetime | None = None,
 ) -> tuple[ApiTokenDB, str]:
     """A new token for the user: the row, and the secret (returned once, never stored).
 
@@ -247,6 +248,8 @@ async def create_token(
     for the revocation and sees it (AuthenticationError). A token made from a deeper
     descendant while an ancestor is being revoked can miss the revocation's search; it is
     refused all the same, since authentication checks every ancestor.
+
+    `expires_before`: a shorter life than whole days (the console's session token: hours).
     """
     await get_user(user_id, session=session)
     parent_expires_at = None
@@ -266,6 +269,8 @@ async def create_token(
         default_days=settings.API_TOKEN_DEFAULT_LIFETIME_DAYS,
         max_days=settings.API_TOKEN_MAX_LIFETIME_DAYS,
     )
+    if expires_before is not None:
+        expires_at = min(expires_at, expires_before)
     if expires_at <= now:
         raise AuthenticationError("this token has expired")
     secret = tokens.new_token()
@@ -287,6 +292,14 @@ async def create_token(
     _record("token.create", actor, changes, subject_user_id=user_id, token_id=row.id, session=session)
     await session.commit()
     return row, secret
+
+
+async def revoke_token_secret(secret: str, *, actor: Actor, session: AsyncSession) -> None:
+    """Revoke the token with this secret, and its descendants, whoever holds it (signing out of
+    the console); recorded in the account log like any revocation."""
+    row = await session.scalar(select(ApiTokenDB).where(ApiTokenDB.token_hash == tokens.token_digest(secret)))
+    if row is not None and row.revoked_at is None:
+        await revoke_token(row.user_id, row.id, actor=actor, session=session)
 
 
 async def list_tokens(user_id: int, *, session: AsyncSession) -> list[ApiTokenDB]:

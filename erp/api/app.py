@@ -30,6 +30,7 @@ from erp.tasks.api import (
     periodic_tasks_router,
     task_status_router,
 )
+from erp.tasks.console import router as console_router
 
 
 @asynccontextmanager
@@ -73,4 +74,5 @@ def create_app() -> FastAPI:
     app.include_router(data_processing_router.router)
     app.include_router(health_checks_router.router)
     app.include_router(ledger_router.router)
+    app.include_router(console_router.router)
     return app

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,15 +46,19 @@ class BackfillResult:
     already_recorded: int
     first_slot: datetime | None
     last_slot: datetime | None
+    # A dry run's answer: which slots of the range are new, and which the ledger already holds.
+    new_slots: tuple[datetime, ...] = ()
+    recorded_slots: tuple[datetime, ...] = ()
 
 
 async def plan_backfill(
-    periodic_task_id: int, start: datetime, end: datetime, *, session: AsyncSession
+    periodic_task_id: int, start: datetime, end: datetime, *, session: AsyncSession, dry_run: bool = False
 ) -> BackfillResult:
     """Plan the occurrences of a past range, each with its own slot, due now.
 
     A slot the ledger already holds (ran, running, skipped or planned) is left alone. Beat is
-    NOTIFYed, and publishes planned rows that are due on its next tick, at once.
+    NOTIFYed, and publishes planned rows that are due on its next tick, at once. A dry run
+    checks the same and writes nothing: it says which slots would be planned and which are held.
     """
     now = utcnow()
     if end > now:
@@ -82,6 +86,18 @@ async def plan_backfill(
             f"the range holds {count} occurrences of {task.name!r}; a backfill runs at most {MAX_BACKFILL}:"
             " split it into smaller ranges"
         )
+    if dry_run:
+        held = set(
+            await session.scalars(
+                select(PeriodicTaskRunDB.scheduled_at).where(
+                    PeriodicTaskRunDB.periodic_task_id == task.id, PeriodicTaskRunDB.scheduled_at.in_(slots)
+                )
+            )
+        )
+        fresh = tuple(slot for slot in slots if slot not in held)
+        recorded = tuple(slot for slot in slots if slot in held)
+        first, last = (slots[0], slots[-1]) if slots else (None, None)
+        return BackfillResult(len(fresh), len(recorded), first, last, new_slots=fresh, recorded_slots=recorded)
     planned = 0
     for index in range(0, len(slots), BACKFILL_CHUNK):
         chunk = slots[index : index + BACKFILL_CHUNK]

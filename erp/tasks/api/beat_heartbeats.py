@@ -4,11 +4,14 @@ and, for `/metrics`, the seconds since each beat's last tick."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from erp.core import metrics
 from erp.core.config import get_settings
@@ -34,19 +37,12 @@ async def beat() -> JSONResponse:
     and `/metrics` (with its token) has each instance's heartbeat age."""
     stale_after = stale_after_seconds(get_settings().CELERY_BEAT_DB_SCHEDULER_MAX_INTERVAL_SECONDS)
     async with web_engine().connect() as connection:
-        rows = (
-            await connection.execute(
-                select(BeatHeartbeatDB.instance, BeatHeartbeatDB.last_tick_at, BeatHeartbeatDB.runs_sent).order_by(
-                    BeatHeartbeatDB.last_tick_at.desc()
-                )
-            )
-        ).all()
-        now = (await connection.execute(select(func.now()))).scalar_one()
-    instances = [
+        rows = await beat_instances(connection)
+    instances: list[dict[str, Any]] = [
         {
             "instance": row.instance,
             "last_tick_at": row.last_tick_at.isoformat(),
-            "seconds_ago": round((now - row.last_tick_at).total_seconds(), 1),
+            "seconds_ago": row.seconds_ago,
             "runs_sent": row.runs_sent,
         }
         for row in rows
@@ -61,6 +57,30 @@ async def beat() -> JSONResponse:
         )
     body = {"status": "ok" if alive else "unavailable", "beat": "up" if alive else "down"}
     return JSONResponse(body, status_code=200 if alive else 503)
+
+
+@dataclass(frozen=True)
+class BeatInstance:
+    instance: str
+    last_tick_at: datetime
+    seconds_ago: float  # by the database's clock, the one beat's ticks are written with
+    runs_sent: int
+
+
+async def beat_instances(connection: AsyncConnection) -> list[BeatInstance]:
+    """Every beat that wrote a heartbeat, the latest tick first (`/health/beat`, the console)."""
+    now = (await connection.execute(select(func.now()))).scalar_one()
+    rows = (
+        await connection.execute(
+            select(BeatHeartbeatDB.instance, BeatHeartbeatDB.last_tick_at, BeatHeartbeatDB.runs_sent).order_by(
+                BeatHeartbeatDB.last_tick_at.desc()
+            )
+        )
+    ).all()
+    return [
+        BeatInstance(row.instance, row.last_tick_at, round((now - row.last_tick_at).total_seconds(), 1), row.runs_sent)
+        for row in rows
+    ]
 
 
 async def heartbeat_age_families() -> list[Metric]:

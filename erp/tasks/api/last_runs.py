@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,3 +35,42 @@ async def last_runs(periodic_task_ids: Sequence[int], *, session: AsyncSession) 
         {"ids": list(periodic_task_ids)},
     )
     return {row.periodic_task_id: row for row in rows}
+
+
+@dataclass(frozen=True)
+class RecentRun:
+    """What a schedule's recent history shows of one occurrence (a sparkline's bar)."""
+
+    scheduled_at: datetime
+    state: str
+    skip_reason: str | None
+
+
+async def recent_runs(
+    periodic_task_ids: Sequence[int], count: int, *, session: AsyncSession
+) -> dict[int, list[RecentRun]]:
+    """The latest `count` occurrences of each task of a page, newest first, in one query.
+
+    The same LATERAL walk as `last_runs`, `count` rows deep, reading only the three columns a
+    history shows: 50 schedules x 60 occurrences stay a few kilobytes.
+    """
+    if not periodic_task_ids:
+        return {}
+    rows = await session.execute(
+        text(
+            """
+            SELECT page.id, latest.scheduled_at, latest.state, latest.skip_reason
+            FROM unnest(CAST(:ids AS bigint[])) AS page(id)
+            CROSS JOIN LATERAL (
+                SELECT run.scheduled_at, run.state, run.skip_reason FROM periodic_task_runs AS run
+                WHERE run.periodic_task_id = page.id
+                ORDER BY run.scheduled_at DESC LIMIT :count
+            ) AS latest
+            """
+        ),
+        {"ids": list(periodic_task_ids), "count": count},
+    )
+    history: dict[int, list[RecentRun]] = {task_id: [] for task_id in periodic_task_ids}
+    for task_id, scheduled_at, state, skip_reason in rows:
+        history[task_id].append(RecentRun(scheduled_at, state, skip_reason))
+    return history

@@ -177,8 +177,20 @@ async def get_periodic_task(periodic_task_id: int, *, session: AsyncSession, loc
 
 
 async def list_periodic_tasks(
-    *, session: AsyncSession, enabled: bool | None, task: str | None, name: str | None, limit: int, offset: int
+    *,
+    session: AsyncSession,
+    enabled: bool | None,
+    task: str | None,
+    name: str | None,
+    limit: int,
+    offset: int,
+    paused: bool | None = None,
+    failing: bool = False,
+    after_id: int | None = None,
 ) -> tuple[list[PeriodicTaskDB], int]:
+    """A page of tasks by id, and how many match. `after_id` pages by key (the console's pages
+    at 100,000 schedules: an OFFSET would read every row before the page); `total` counts the
+    filter, not the page."""
     query = select(PeriodicTaskDB)
     if enabled is not None:
         query = query.where(PeriodicTaskDB.enabled.is_(enabled))
@@ -186,7 +198,13 @@ async def list_periodic_tasks(
         query = query.where(PeriodicTaskDB.task == task)
     if name is not None:
         query = query.where(PeriodicTaskDB.name.icontains(name, autoescape=True))
+    if paused is not None:
+        query = query.where(PeriodicTaskDB.paused_at.is_not(None) if paused else PeriodicTaskDB.paused_at.is_(None))
+    if failing:
+        query = query.where(PeriodicTaskDB.consecutive_failures > 0)
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    if after_id is not None:
+        query = query.where(PeriodicTaskDB.id > after_id)
     rows = await session.scalars(query.order_by(PeriodicTaskDB.id).limit(limit).offset(offset))
     return list(rows), total or 0
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.tasks.ledger_kinds import RunState, SkipReason
@@ -63,16 +63,29 @@ class RunFilter:
 
 
 async def list_runs(
-    run_filter: RunFilter, *, session: AsyncSession, limit: int, offset: int
+    run_filter: RunFilter,
+    *,
+    session: AsyncSession,
+    limit: int,
+    offset: int,
+    before: tuple[datetime, int] | None = None,
 ) -> tuple[list[PeriodicTaskRunDB], bool]:
     """Occurrences matching the filter, newest slot first; and whether there are more.
 
     No total count: on a ledger of millions of rows it would cost more than the page.
+    `before` (the slot and id of the last row of the previous page) pages by key, as the
+    console does: the next page starts down the index where the last one ended.
     """
+    keyset: list[ColumnElement[bool]] = []
+    if before is not None:
+        keyset.append(
+            tuple_(PeriodicTaskRunDB.scheduled_at, PeriodicTaskRunDB.id)
+            < tuple_(literal(before[0]), literal(before[1]))
+        )
     rows = list(
         await session.scalars(
             select(PeriodicTaskRunDB)
-            .where(*run_filter.conditions())
+            .where(*run_filter.conditions(), *keyset)
             .order_by(PeriodicTaskRunDB.scheduled_at.desc(), PeriodicTaskRunDB.id.desc())
             .limit(limit + 1)
             .offset(offset)
