@@ -16,6 +16,7 @@ from erp.core.celery_app import celery_app
 from erp.core.errors import error_text
 from erp.core.progress import progress_reporter
 from erp.core.retries import RETRY_ON_TRANSIENT_ERRORS, TransientError, retry_transient_errors
+from erp.core.running_limits import limit_running
 
 
 @celery_app.task(bind=True, name="erp.data_processing.import_sales_orders", **RETRY_ON_TRANSIENT_ERRORS)
@@ -37,3 +38,6 @@ def import_sales_orders(self: Task, import_id: int) -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 run_service(import_pipeline.record_failure, import_id, error_text(error))
         raise
+
+
+limit_running(import_sales_orders.name, kind="import", setting="DATA_IMPORT_MAX_RUNNING_PER_ORGANIZATION")
