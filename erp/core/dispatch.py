@@ -33,7 +33,7 @@ from erp.core.http_errors import error_responses
 # name): status_url points there.
 TASK_STATUS_ROUTE = "get_task_status"
 
-ERRORS = error_responses(401, 403, 404, 429, 503)
+ERRORS = error_responses(401, 403, 404, 503)
 T = TypeVar("T")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,7 @@ class _Renewals:
 
         while True:
             lease = get_settings().TASK_SLOT_LEASE_SECONDS
-            threading.Event().wait(lease / 3)
+            time.sleep(lease / 3)
             with self._lock:
                 held = list(self._held.items())
             for slot_id, (client, keys) in held:

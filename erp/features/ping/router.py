@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request, status
 
 from erp.accounts.dependencies import CurrentCaller
 from erp.core.dispatch import ERRORS, TaskAccepted, dispatch
+from erp.core.http_errors import error_responses
 from erp.features.ping.tasks import ping
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskAccepted,
     summary="Queue a round trip through worker and database",
-    responses=ERRORS,
+    responses={**ERRORS, **error_responses(429)},  # 429: the task rate limits (erp.core.quotas)
 )
 async def dispatch_ping(request: Request, caller: CurrentCaller) -> TaskAccepted:
     return await dispatch(request, caller, ping)
