@@ -190,7 +190,8 @@ def test_a_worker_killed_mid_report_gives_its_slot_back_within_the_lease(
         killed = time.monotonic()
         # The running report's slot lapses; the queued one's stays (it will run when a worker comes).
         while live_slots("report", member.organization_id) > 1:
-            assert time.monotonic() - killed < LEASE_SECONDS + 2, "the dead worker's slot did not lapse"
+            # The lease after its last renewal, and slack for a loaded machine.
+            assert time.monotonic() - killed < LEASE_SECONDS + 5, "the dead worker's slot did not lapse"
             time.sleep(0.1)
         print(f"the dead worker's slot lapsed {time.monotonic() - killed:.1f} s after the kill")
         again = client.post(report_url(member), json=LIGHT_REPORT, headers=member.headers)
