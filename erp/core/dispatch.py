@@ -1,6 +1,7 @@
 """Dispatching Celery tasks from async endpoints: `dispatch(request, caller, task, *args)`.
 
-It records who started the task (erp.core.task_owners) and queues it on the event loop
+It counts the task against the caller's quotas (erp.core.quotas: 429 beyond them), records who
+started the task (erp.core.task_owners) and queues it on the event loop
 (erp.core.broker), within a deadline, so a missing Redis is a 503 in seconds, not a hung request.
 The status, listing and revoking endpoints live with the task subsystem, in the web's part of it.
 """
