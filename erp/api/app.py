@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from erp.accounts import router as accounts_router
-from erp.core import broker, concurrency_slots, idempotency, metrics, metrics_router, probes, task_owners
+from erp.core import broker, concurrency_slots, idempotency, metrics, metrics_router, probes, quotas, task_owners
 from erp.core.bridge import shutdown_bridge
 from erp.core.db import dispose_web_engine
 from erp.core.http_errors import install_error_handlers
@@ -40,6 +40,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await task_owners.close()
     await concurrency_slots.close()
     await idempotency.close()
+    await quotas.close()
     await broker.close()
     # Eager mode ran tasks in this process, on the bridge's loop: its connections go too.
     await asyncio.to_thread(shutdown_bridge)

@@ -25,6 +25,7 @@ from celery.signals import (
     task_prerun,
     task_received,
     task_retry,
+    task_revoked,
     worker_before_create_process,
     worker_init,
     worker_process_init,
@@ -34,7 +35,7 @@ from celery.signals import (
 )
 from celery.utils import uuid
 
-from erp.core import redis_transport, task_registry, worker_hooks
+from erp.core import redis_transport, running_limits, task_registry, worker_hooks
 from erp.core.broker_wire import REQUEST_ID_HEADER
 from erp.core.config import Settings, get_settings
 from erp.core.logging import configure_logging, log_context
@@ -322,3 +323,7 @@ task_prerun.connect(worker_hooks.task_started, weak=False)
 task_failure.connect(worker_hooks.task_failed, weak=False)
 task_retry.connect(worker_hooks.task_retried, weak=False)
 task_postrun.connect(worker_hooks.task_finished, weak=False)
+# Reports and imports under way per organization: the slot is the worker's once the task starts.
+task_prerun.connect(running_limits.task_started, weak=False)
+task_postrun.connect(running_limits.task_finished, weak=False)
+task_revoked.connect(running_limits.task_revoked, weak=False)

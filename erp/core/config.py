@@ -120,6 +120,23 @@ class Settings(BaseSettings):
     UPLOAD_MAX_CONCURRENT_PER_USER: int = Field(2, ge=1, le=1000)
     UPLOAD_MAX_CONCURRENT_PER_ORGANIZATION: int = Field(4, ge=1, le=10000)
 
+    # --- quotas: what one user or organization may queue and store (erp.core.quotas) ---------
+    # Tasks one user, and one organization, may queue per minute (a burst of that many at once,
+    # then one every 60/N s); one more is a 429 with Retry-After. Counted in Redis.
+    TASKS_PER_MINUTE_PER_USER: int = Field(60, ge=1, le=1_000_000)
+    TASKS_PER_MINUTE_PER_ORGANIZATION: int = Field(300, ge=1, le=1_000_000)
+    # Reports and imports one organization may have queued or running at once (429 beyond).
+    REPORT_MAX_RUNNING_PER_ORGANIZATION: int = Field(2, ge=1, le=10000)
+    DATA_IMPORT_MAX_RUNNING_PER_ORGANIZATION: int = Field(2, ge=1, le=10000)
+    # A running report's or import's slot lapses this long after its worker last renewed it
+    # (every third of it): a worker that dies gives its slots back within this long.
+    TASK_SLOT_LEASE_SECONDS: float = Field(60.0, ge=3, le=3600)
+    # The bytes one organization's stored files (uploads and reports) may add up to; an upload
+    # that would go beyond is a 413 naming the quota.
+    STORAGE_QUOTA_BYTES_PER_ORGANIZATION: int = Field(1024 * 1024 * 1024, ge=1024)
+    # The longest date range of one sales report, in days (both dates included): 422 beyond.
+    REPORT_MAX_RANGE_DAYS: int = Field(366, ge=1, le=3660)
+
     # --- files, imports and health checks --------------------------------------------------
     # Uploaded and generated files (in PostgreSQL, see erp.core.files) are deleted this long
     # after they were stored; an hourly task prunes them.

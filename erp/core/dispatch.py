@@ -1,6 +1,7 @@
 """Dispatching Celery tasks from async endpoints: `dispatch(request, caller, task, *args)`.
 
-It records who started the task (erp.core.task_owners) and queues it on the event loop
+It counts the task against the caller's quotas (erp.core.quotas: 429 beyond them), records who
+started the task (erp.core.task_owners) and queues it on the event loop
 (erp.core.broker), within a deadline, so a missing Redis is a 503 in seconds, not a hung request.
 The status, listing and revoking endpoints live with the task subsystem, in the web's part of it.
 """
@@ -11,27 +12,28 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery import Task
-from fastapi import HTTPException, Request
+from fastapi import Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from erp.core import broker, eager, metrics, request_ids, task_owners
+from erp.core import broker, eager, metrics, quotas, request_ids, task_owners
 from erp.core.broker_wire import BROKER_ERRORS
 from erp.core.caller import Caller
+
+# Re-exported: they were defined here, and routes import them from here.
+from erp.core.deadlines import BROKER_TIMEOUT_SECONDS as BROKER_TIMEOUT_SECONDS
+from erp.core.deadlines import broker_unavailable as broker_unavailable
+from erp.core.deadlines import within_deadline as within_deadline
 from erp.core.http_errors import error_responses
 
 # The name of the route that reads a task's status (the task subsystem declares it with this
 # name): status_url points there.
 TASK_STATUS_ROUTE = "get_task_status"
 
-# Longer than kombu's publish retries (about two seconds, task_publish_retry_policy) and the
-# async clients' connect timeout (erp.core.broker.connect); past this the caller gets a 503
-# instead of a request that hangs while Redis is away.
-BROKER_TIMEOUT_SECONDS = 3.0
 ERRORS = error_responses(401, 403, 404, 503)
 T = TypeVar("T")
 
@@ -45,18 +47,6 @@ class TaskAccepted(BaseModel):
         return cls(task_id=task_id, status_url=str(request.url_for(TASK_STATUS_ROUTE, task_id=task_id).path))
 
 
-def broker_unavailable(error: BaseException) -> HTTPException:
-    return HTTPException(503, f"the task queue is unavailable, try again shortly ({type(error).__name__})")
-
-
-async def within_deadline(awaitable: Awaitable[T]) -> T:
-    """Await a Redis call; 503 when Redis fails or does not answer in time."""
-    try:
-        return await asyncio.wait_for(awaitable, BROKER_TIMEOUT_SECONDS)
-    except BROKER_ERRORS as error:
-        raise broker_unavailable(error) from error
-
-
 async def off_the_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a blocking Celery call (results, control, kombu) in the thread pool, with the deadline."""
     return await within_deadline(run_in_threadpool(fn, *args, **kwargs))
@@ -64,8 +54,10 @@ async def off_the_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 async def dispatch(request: Request, caller: Caller, task: Task, *args: Any, **kwargs: Any) -> TaskAccepted:
     """Send `task` for `caller`, recording who started it; answer with its id and status URL."""
+    # The caller's rate and running limits (429 beyond them): counted before anything is written.
+    admission = await quotas.admit(caller, task.name, str(uuid.uuid4()))
     owner = task_owners.TaskOwner(
-        task_id=str(uuid.uuid4()),
+        task_id=admission.task_id,
         task_name=task.name,
         user_id=caller.user_id,
         organization_id=caller.organization_id,
@@ -87,5 +79,6 @@ async def dispatch(request: Request, caller: Caller, task: Task, *args: Any, **k
         # Not queued: drop the owner record (if Redis is gone, it expires with the results).
         with contextlib.suppress(*BROKER_ERRORS):
             await asyncio.wait_for(task_owners.forget_owner(owner), 1)
+        await admission.undo()
         raise broker_unavailable(error) from error
     return TaskAccepted.for_task(request, owner.task_id)

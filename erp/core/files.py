@@ -137,6 +137,10 @@ class FileStore(Protocol):
 
     async def delete(self, file_id: int) -> None: ...
 
+    async def stored_bytes(self, organization_id: int) -> int:
+        """The size of the organization's files not yet expired, added up (its storage quota)."""
+        ...
+
     async def prune_expired(self) -> int:
         """Delete the files past their retention; how many were deleted."""
         ...
@@ -218,6 +222,16 @@ class PostgresFileStore:
 
     async def delete(self, file_id: int) -> None:
         await self._db.execute(delete(FileDB).where(FileDB.id == file_id))
+
+    async def stored_bytes(self, organization_id: int) -> int:
+        total = (
+            await self._db.execute(
+                select(func.coalesce(func.sum(FileDB.size_bytes), 0)).where(
+                    FileDB.organization_id == organization_id, FileDB.expires_at > func.now()
+                )
+            )
+        ).scalar_one()
+        return int(total)
 
     async def prune_expired(self) -> int:
         deleted = 0

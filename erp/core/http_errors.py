@@ -54,6 +54,7 @@ _DESCRIPTIONS = {
     400: "bad request: a body that is not UTF-8 or not JSON, a malformed header, or an organization to choose",
     408: "the request body stalled (HTTP_BODY_READ_TIMEOUT_SECONDS, HTTP_BODY_MIN_BYTES_PER_SECOND)",
     413: "the request body is larger than the endpoint accepts (HTTP_MAX_BODY_BYTES unless documented)",
+    429: "too many: a rate or a limit on work under way (the message names its setting); Retry-After says when to try again",
     500: "unexpected error (logged with its traceback)",
 }
 UNEXPECTED_ERROR_MESSAGE = "an unexpected error occurred; it has been logged"

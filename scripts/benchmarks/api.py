@@ -125,7 +125,14 @@ def main() -> None:
             "--no-access-log",
         ],
         cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        # One token sends thousands of pings a second: the rate limits (erp.core.quotas) are
+        # raised out of the way, so what is measured is a dispatch, its limit check included.
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "TASKS_PER_MINUTE_PER_USER": "1000000",
+            "TASKS_PER_MINUTE_PER_ORGANIZATION": "1000000",
+        },
     )
     try:
         deadline = time.monotonic() + 30

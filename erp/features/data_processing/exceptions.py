@@ -14,6 +14,17 @@ class UploadTooLarge(Exception):
         )
 
 
+class StorageQuotaExceeded(Exception):
+    """The upload would take the organization's stored files past its quota (413)."""
+
+    def __init__(self, organization_id: int, quota: int, stored: int) -> None:
+        super().__init__(
+            f"organization {organization_id} stores {stored:,} bytes of its quota of {quota:,}"
+            " (STORAGE_QUOTA_BYTES_PER_ORGANIZATION), and this upload would go beyond it: wait for running"
+            " imports to finish (an imported upload is deleted) or for reports to expire (FILE_RETENTION_HOURS)"
+        )
+
+
 class InvalidUpload(InvalidInputError):
     """The upload is not a sales-order CSV: wrong encoding, header or empty (422)."""
 

@@ -23,7 +23,7 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.core.bridge import side_connection
@@ -59,21 +59,39 @@ def summary(data_import: DataImportDB) -> dict[str, Any]:
     }
 
 
+async def _discard_upload(data_import: DataImportDB, *, session: AsyncSession) -> None:
+    """Delete the uploaded file of an import that is over, in the transaction that says so.
+
+    Nothing reads it afterwards: a redelivery of a finished import returns at once, and its
+    failed rows (errors.csv) are rows of data_import_errors, not the file. Kept, it would count
+    against the organization's storage quota until FILE_RETENTION_HOURS.
+    """
+    if data_import.file_id is not None:
+        await file_store(session).delete(data_import.file_id)
+        data_import.file_id = None
+
+
 async def _fail(data_import: DataImportDB, message: str, *, session: AsyncSession) -> ImportFailed:
     data_import.status = "failed"
     data_import.error = message
     data_import.finished_at = datetime.now(UTC)
+    await _discard_upload(data_import, session=session)
     await session.commit()
     return ImportFailed(f"data import {data_import.id}: {message}")
 
 
 async def record_failure(import_id: int, message: str, *, session: AsyncSession) -> None:
-    """Mark an import failed after its task gave up (an error it does not retry, or retries spent)."""
+    """Mark an import failed after its task gave up (an error it does not retry, or retries
+    spent), and delete its upload (see _discard_upload)."""
+    unfinished = DataImportDB.id == import_id, DataImportDB.status.in_(("queued", "running"))
+    found = (await session.execute(select(DataImportDB.file_id).where(*unfinished).with_for_update())).one_or_none()
+    if found is None:
+        return  # finished already
     await session.execute(
-        update(DataImportDB)
-        .where(DataImportDB.id == import_id, DataImportDB.status.in_(("queued", "running")))
-        .values(status="failed", error=message, finished_at=func.now())
+        update(DataImportDB).where(*unfinished).values(status="failed", error=message, finished_at=func.now())
     )
+    if found.file_id is not None:
+        await file_store(session).delete(found.file_id)
 
 
 async def import_sales_orders(
@@ -198,6 +216,7 @@ async def import_sales_orders(
         await writes.abandon()  # only an error or a cancellation leaves one in flight
     data_import.status = "done"
     data_import.finished_at = datetime.now(UTC)
+    await _discard_upload(data_import, session=session)
     await session.commit()
     await session.refresh(data_import)  # the counters the chunks wrote
     logger.info(

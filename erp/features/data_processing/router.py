@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from erp.accounts.dependencies import OrganizationMember
+from erp.core import quotas
 from erp.core.config import get_settings
 from erp.core.db import DbSession, autocommit_engine
 from erp.core.dispatch import dispatch
@@ -20,7 +21,7 @@ from erp.core.request_bodies import accepts_body_up_to
 from erp.core.spreadsheet_cells import CsvCells
 from erp.features.data_processing import upload
 from erp.features.data_processing.dependencies import UploadSlot
-from erp.features.data_processing.exceptions import UploadTooLarge
+from erp.features.data_processing.exceptions import StorageQuotaExceeded, UploadTooLarge
 from erp.features.data_processing.parsing import EXAMPLE_HEADER
 from erp.features.data_processing.schemas import DataImport, ImportAccepted, RowError
 from erp.features.data_processing.tasks import import_sales_orders
@@ -48,9 +49,12 @@ def _content_type(request: Request) -> str | None:
         "rows of an order are next to each other. The upload is checked while it streams in: a wrong "
         "encoding or header is a 422 at once, a file over DATA_IMPORT_MAX_UPLOAD_BYTES a 413; either way "
         "nothing is kept. At most UPLOAD_MAX_CONCURRENT_PER_USER uploads of a user and "
-        "UPLOAD_MAX_CONCURRENT_PER_ORGANIZATION of an organization may be under way at once (429 with "
-        "Retry-After beyond). Orders already present (same order_number) are skipped: importing a file "
-        "twice adds nothing."
+        "UPLOAD_MAX_CONCURRENT_PER_ORGANIZATION of an organization may be under way at once, and at most "
+        "DATA_IMPORT_MAX_RUNNING_PER_ORGANIZATION imports queued or running (429 with Retry-After beyond, "
+        "as for the task rate limits). An upload that would take the organization's stored files past "
+        "STORAGE_QUOTA_BYTES_PER_ORGANIZATION is a 413 naming the quota. The uploaded file is deleted once "
+        "its import is done or has failed (its failed rows stay readable). Orders already present (same "
+        "order_number) are skipped: importing a file twice adds nothing."
     ),
     responses={**error_responses(401, 403, 408, 413, 415, 422, 429, 503), **REPLAYED_RESPONSE},
     openapi_extra={
@@ -82,15 +86,19 @@ async def upload_sales_orders(
     organization_id = caller.organization_id
     limit = get_settings().DATA_IMPORT_MAX_UPLOAD_BYTES
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared_bytes = int(declared) if declared is not None and declared.isdigit() else None
+    if declared_bytes is not None and declared_bytes > limit:
         raise HTTPException(413, str(UploadTooLarge(limit)))
 
     async def store_and_queue(body: AsyncIterator[bytes]) -> ImportAccepted:
+        # Refused for the caller's limits before the body is read, not after (dispatch decides);
+        # a replayed retry never gets here, so it is never refused for limits its first try met.
+        await quotas.room_for(caller, import_sales_orders.name)
         try:
             data_import = await upload.create_sales_order_import(
-                organization_id, caller.user_id, filename, body, session=session
+                organization_id, caller.user_id, filename, body, session=session, declared_bytes=declared_bytes
             )
-        except UploadTooLarge as error:
+        except (UploadTooLarge, StorageQuotaExceeded) as error:
             raise HTTPException(413, str(error)) from None
         try:
             accepted = await dispatch(request, caller, import_sales_orders, data_import.id)

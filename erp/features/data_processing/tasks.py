@@ -20,6 +20,7 @@ from erp.core.db import worker_sync_engine
 from erp.core.errors import error_text
 from erp.core.progress import progress_reporter
 from erp.core.retries import RETRY_ON_TRANSIENT_ERRORS, TransientError, retry_transient_errors
+from erp.core.running_limits import limit_running
 from erp.features.data_processing.models import DataImportDB
 
 logger = logging.getLogger(__name__)
@@ -80,3 +81,6 @@ def _import_revoked(
         reason,
         extra={"action": "data_import.revoked", "import_id": import_id, "task_id": request.id},
     )
+
+
+limit_running(import_sales_orders.name, kind="import", setting="DATA_IMPORT_MAX_RUNNING_PER_ORGANIZATION")

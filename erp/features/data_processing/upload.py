@@ -11,12 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from erp.core.config import get_settings
 from erp.core.files import file_store
-from erp.features.data_processing.exceptions import ImportNotFound, InvalidUpload, UploadTooLarge
+from erp.features.data_processing.exceptions import (
+    ImportNotFound,
+    InvalidUpload,
+    StorageQuotaExceeded,
+    UploadTooLarge,
+)
 from erp.features.data_processing.models import DataImportDB, DataImportErrorDB
 from erp.features.data_processing.parsing import (
     EXAMPLE_HEADER,
@@ -85,6 +90,28 @@ async def checked_upload(body: AsyncIterable[bytes], limit: int) -> AsyncIterato
         raise InvalidUpload(f"the file is empty: expected a header ({EXAMPLE_HEADER}) and rows")
 
 
+async def within_quota(
+    body: AsyncIterable[bytes], organization_id: int, quota: int, stored: int
+) -> AsyncIterator[bytes]:
+    """The upload's bytes, cut with StorageQuotaExceeded once they would take the organization
+    past its storage quota (`stored` bytes stored before the upload began)."""
+    received = 0
+    async for chunk in body:
+        received += len(chunk)
+        if stored + received > quota:
+            raise StorageQuotaExceeded(organization_id, quota, stored)
+        yield chunk
+
+
+async def _lock_organization_storage(organization_id: int, *, session: AsyncSession) -> None:
+    """Two uploads of one organization that end at once add their sizes one after the other
+    (held until the upload's commit, a moment): the quota is exact, not off by one upload."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('erp:storage-quota'), :organization_id)"),
+        {"organization_id": organization_id},
+    )
+
+
 async def create_sales_order_import(
     organization_id: int,
     created_by: int,
@@ -92,17 +119,33 @@ async def create_sales_order_import(
     body: AsyncIterable[bytes],
     *,
     session: AsyncSession,
+    declared_bytes: int | None = None,
 ) -> DataImportDB:
-    """Store the uploaded CSV (checked while it streams) and a queued import of it; committed."""
-    limit = get_settings().DATA_IMPORT_MAX_UPLOAD_BYTES
+    """Store the uploaded CSV (checked while it streams) and a queued import of it; committed.
+
+    The organization's storage quota (STORAGE_QUOTA_BYTES_PER_ORGANIZATION) is checked three
+    times: against the declared Content-Length before the body is read, while it streams, and
+    exactly, under a lock, just before the commit.
+    """
+    settings = get_settings()
+    limit = settings.DATA_IMPORT_MAX_UPLOAD_BYTES
+    quota = settings.STORAGE_QUOTA_BYTES_PER_ORGANIZATION
+    stored_before = await file_store(session).stored_bytes(organization_id)
+    await session.rollback()  # no connection held while the body streams in
+    if declared_bytes is not None and stored_before + declared_bytes > quota:
+        raise StorageQuotaExceeded(organization_id, quota, stored_before)
     # A problem raised by checked_upload ends the request before the commit: nothing is kept.
     stored = await file_store(session).save(
-        checked_upload(body, limit),
+        within_quota(checked_upload(body, limit), organization_id, quota, stored_before),
         name=filename,
         content_type="text/csv",
         purpose="upload",
         organization_id=organization_id,
     )
+    await _lock_organization_storage(organization_id, session=session)
+    stored_now = await file_store(session).stored_bytes(organization_id)  # this upload included
+    if stored_now > quota:
+        raise StorageQuotaExceeded(organization_id, quota, stored_now - stored.size_bytes)
     data_import = DataImportDB(
         organization_id=organization_id,
         created_by=created_by,

@@ -27,9 +27,12 @@ router = APIRouter(prefix="/api/v1/organizations/{organization_id}/reports", tag
     description=(
         "Orders and amount per day, ISO week, month or customer, one row per group and currency "
         "(currencies are never added together). Follow the task at `status_url` (PROGRESS shows the "
-        "stage and rows written); its result has `download_url`."
+        "stage and rows written); its result has `download_url`. The range covers at most "
+        "REPORT_MAX_RANGE_DAYS days (422 naming date_to beyond). At most REPORT_MAX_RUNNING_PER_ORGANIZATION "
+        "reports of an organization may be queued or running at once, and TASKS_PER_MINUTE_PER_USER and "
+        "TASKS_PER_MINUTE_PER_ORGANIZATION tasks queued per minute (429 with Retry-After beyond)."
     ),
-    responses={**error_responses(401, 403, 422, 503), **REPLAYED_RESPONSE},
+    responses={**error_responses(401, 403, 422, 429, 503), **REPLAYED_RESPONSE},
 )
 async def request_sales_report(
     request: Request, body: SalesReportRequest, caller: OrganizationMember, idempotency: IdempotencyKey

@@ -3,10 +3,9 @@ from __future__ import annotations
 from datetime import date
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-# Longer ranges are refused: a report is for reading, not a data export.
-MAX_REPORT_DAYS = 3 * 366 + 1
+from erp.core.config import get_settings
 
 
 class Grouping(StrEnum):
@@ -36,10 +35,20 @@ class SalesReportRequest(BaseModel):
     group_by: Grouping = Field(Grouping.month, description="day, week (ISO), month or customer")
     format: ReportFormat = Field(ReportFormat.csv, description="csv or xlsx")
 
-    @model_validator(mode="after")
-    def _check_range(self) -> SalesReportRequest:
-        if self.date_from > self.date_to:
-            raise ValueError(f"date_from {self.date_from} is after date_to {self.date_to}")
-        if (self.date_to - self.date_from).days + 1 > MAX_REPORT_DAYS:
-            raise ValueError(f"the range covers more than {MAX_REPORT_DAYS} days: ask for several reports")
-        return self
+    @field_validator("date_to")
+    @classmethod
+    def _check_range(cls, date_to: date, info: ValidationInfo) -> date:
+        # A longer range is refused (REPORT_MAX_RANGE_DAYS): a report is for reading, not a data
+        # export, and its query and file grow with the range.
+        date_from = info.data.get("date_from")
+        if date_from is None:
+            return date_to  # date_from itself was wrong: its own error says so
+        if date_from > date_to:
+            raise ValueError(f"date_from {date_from} is after date_to {date_to}")
+        days = (date_to - date_from).days + 1
+        limit = get_settings().REPORT_MAX_RANGE_DAYS
+        if days > limit:
+            raise ValueError(
+                f"the range covers {days} days, more than {limit} (REPORT_MAX_RANGE_DAYS): ask for several reports"
+            )
+        return date_to

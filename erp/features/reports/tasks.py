@@ -8,6 +8,7 @@ from erp.core.bridge import run_service
 from erp.core.celery_app import celery_app
 from erp.core.progress import progress_reporter
 from erp.core.retries import RETRY_ON_TRANSIENT_ERRORS, retry_transient_errors
+from erp.core.running_limits import limit_running
 from erp.features.reports import service
 
 
@@ -21,3 +22,6 @@ def generate_sales_report(self: Task, organization_id: int, parameters: dict[str
     """
     with retry_transient_errors():
         return run_service(service.generate_sales_report, organization_id, parameters, progress=progress_reporter(self))
+
+
+limit_running(generate_sales_report.name, kind="report", setting="REPORT_MAX_RUNNING_PER_ORGANIZATION")
