@@ -4,14 +4,14 @@
 
 How a tick works (all in `tick`):
 1. Rows whose `next_run_at` is NULL (new, or changed through plain SQL) get it computed.
-2. Plan: due rows are claimed with `SELECT ... FOR UPDATE SKIP LOCKED` in batches; for each,
-   its occurrences go into the run ledger (periodic_task_runs: planned, held or skipped with a
-   reason) and the row is advanced (`next_run_at`, `last_run_at`, `total_run_count`), in one
-   short transaction per batch with no Redis in it. A second beat skips the locked rows and,
-   once they are committed, no longer sees them as due.
-3. What the broker lost is planned again (erp.tasks.beat.recovery): everything sent before
-   Redis lost its data, sent occurrences that are no longer in their queue, and occurrences
-   started by a worker that is gone. After planning (which needs no Redis), before publishing.
+2. What the broker lost is planned again (erp.tasks.beat.recovery): all sent before Redis lost
+   its data, sent occurrences no longer in their queue, runs started by a worker that is gone.
+   First, so that the marker telling Redis lost its data is there before the first message.
+3. Plan: due rows are claimed with `SELECT ... FOR UPDATE SKIP LOCKED` in batches; for each, its
+   occurrences go into the run ledger (planned, held or skipped with a reason) and the row is
+   advanced, in one short transaction per batch with no Redis in it; each batch's due
+   occurrences are published before the next batch is planned (a herd's first message leaves
+   at once). A second beat skips the locked rows. Redis away stops publishing, not planning.
 4. Publish: planned occurrences whose time has come are locked, published in one Redis round
    trip per batch (erp.core.batch_publisher) and marked sent, in one transaction per batch. A
    beat that dies at any point leaves planned occurrences that the next tick of any beat
@@ -184,11 +184,17 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 sync_config_entries(self.engine, self.app.conf.beat_schedule or {}, str(self.app.conf.timezone))
                 self._config_synced = True
             self.schedule_unscheduled(now)
-            self.plan_due(now, publish=True)
+            # First: Redis must hold the marker of its data before this beat's first message (see
+            # erp.tasks.beat.recovery). Redis away stops the publishing, not the planning.
+            redis_away: Exception | None = None
+            try:
+                self.recover_lost(now)
+            except BROKER_ERRORS as error:
+                redis_away = error
+            self.plan_due(now, publish=redis_away is None)
             self.release_held(now)
-            # After planning, which needs no Redis: while Redis is away occurrences still go
-            # into the ledger as planned; before publishing, so what was lost goes out now.
-            self.recover_lost(now)
+            if redis_away is not None:
+                raise redis_away
             self.publish_due(now)
             self._takeovers.note_held(self.engine, now)
             self._look_after_ledger(now)
@@ -243,12 +249,8 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     def plan_due(self, now: datetime, *, publish: bool = False) -> int:
         """Record the occurrences of every due row and advance the rows; returns runs planned.
-
-        With `publish`, each planned batch's due occurrences are published before the next
-        batch is planned: the first message of a herd leaves after one batch, not after the
-        whole herd is planned. Redis failing stops the publishing, not the planning (which
-        needs no Redis), so every row is still planned on time; the error is raised at the end.
-        """
+        With `publish`, each batch's due occurrences are published before the next is planned;
+        Redis failing stops that, not the planning, and its error is raised at the end."""
         planned_total = 0
         broker_error: Exception | None = None
         while True:

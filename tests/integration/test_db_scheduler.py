@@ -138,7 +138,7 @@ def test_beat_killed_and_restarted_follows_the_misfire_policy_without_duplicates
     for policy in ("run_once", "skip", "run_all"):
         add_interval_task(sync_engine, f"misfire-{policy}", every=1, misfire_policy=policy)
     with QueueWatcher("misfire-") as watcher:
-        process = start_beat(env=env)
+        process = first = start_beat(env=env)
         wait_for(lambda: all(queued_runs(f"misfire-{p}") for p in ("run_once", "skip", "run_all")), timeout=6)
         # Killed between transactions: a kill between publishing and committing sends a batch
         # twice (dropped by the worker's guard), which is not what this test is about.
@@ -152,7 +152,11 @@ def test_beat_killed_and_restarted_follows_the_misfire_policy_without_duplicates
         finally:
             assert process.stop() == 0
     runs = queued_runs("misfire-")
-    assert_no_duplicates(runs)
+    try:
+        assert_no_duplicates(runs)
+    except AssertionError as error:
+        logs = f"first beat:\n{first.output()[-6000:]}\nrestarted beat:\n{process.output()[-6000:]}"
+        raise AssertionError(f"{error}\n{logs}") from None
     # When the restarted beat sent its first message: catch-up runs were scheduled before it.
     resumed_at = min(seen for seen in watcher.first_seen.values() if seen > restarted_at)
 

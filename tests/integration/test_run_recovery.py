@@ -151,3 +151,22 @@ def test_the_marker_tells_a_loss_from_a_first_start(recovering):
     assert epoch.loss_noticed_at(now) == now.replace(tzinfo=now.tzinfo), "no marker: whatever was sent is lost"
     assert epoch.loss_noticed_at(now) is None
     assert run_recovery.BrokerEpoch(scheduler._redis).loss_noticed_at(now) is None, "a beat starting anew"
+
+
+def test_redis_holds_the_marker_of_its_data_before_the_first_message_of_a_beat(scheduler, sync_engine):
+    """A beat killed after its first messages and before writing the marker would leave Redis
+    looking as if it had lost its data: the next beat would send all of those again."""
+    add_interval_task(sync_engine, "first-message", every=1, period="hours", next_run_at=utcnow())
+    marker_at_each_publish: list[bool] = []
+    publish = scheduler.publisher.publish
+
+    def publish_and_look(messages, **kwargs):
+        if messages:
+            marker_at_each_publish.append(bool(broker().exists(EPOCH_KEY)))
+        return publish(messages, **kwargs)
+
+    scheduler.publisher.publish = publish_and_look
+    scheduler.sync_every_seconds = 0  # the tick's wait: none
+    scheduler.tick()
+    assert len(queued_runs("first-message")) == 1
+    assert marker_at_each_publish == [True]
