@@ -53,6 +53,18 @@ def processes(migrated_database, redis_clean):
     empty_broker()
 
 
+@pytest.fixture(autouse=True)
+def fresh_limits():
+    """Each test's users start with no count: ids start again at 1 after every TRUNCATE, while
+    the limits' state lives in Redis, so a user of an earlier test would be counted here."""
+    client = redis.Redis.from_url(get_settings().result_backend_url)
+    for pattern in ("erp:rate:*", "erp:slots:*"):
+        keys = list(client.scan_iter(match=pattern))
+        if keys:
+            client.delete(*keys)
+    client.close()
+
+
 def report_url(user) -> str:
     return f"/api/v1/organizations/{user.organization_id}/reports/sales"
 
