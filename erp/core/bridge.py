@@ -56,6 +56,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 
 from erp.core.config import get_settings
 from erp.core.db import create_async_db_engine, ping_idle_connections
+from erp.core.errors import error_text
 from erp.core.retries import is_transient
 
 logger = logging.getLogger(__name__)
@@ -277,12 +278,10 @@ def _may_run_again(running: _RunningCall, error: BaseException) -> bool:
 
 
 def _log_reconnect(fn: Callable[..., Any], error: BaseException | None, *, attempt: int) -> None:
-    first_line = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
     logger.warning(
-        "worker: %s lost its PostgreSQL connection before committing (%s: %s); running it again in a new session",
+        "worker: %s lost its PostgreSQL connection before committing (%s); running it again in a new session",
         _name(fn),
-        type(error).__name__,
-        first_line[:200],
+        error_text(error) if error is not None else "no error",
         extra={"action": "service_reconnect", "attempt": attempt},
     )
 

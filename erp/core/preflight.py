@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, make_url
 
 from erp.core.config import get_settings
 from erp.core.db import HIDE_PARAMETERS
+from erp.core.errors import error_text
 
 CONNECT_TIMEOUT_SECONDS = 3
 
@@ -65,9 +66,8 @@ def ensure_database(create: bool) -> None:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SystemExit(
-            f"erp: cannot reach PostgreSQL at {url.render_as_string(hide_password=True)}: {message}"
+            f"erp: cannot reach PostgreSQL at {url.render_as_string(hide_password=True)}: {error_text(error)}"
         ) from None
     finally:
         engine.dispose()

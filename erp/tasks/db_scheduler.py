@@ -61,6 +61,7 @@ from erp.core.batch_publisher import BatchPublisher, OutgoingTask
 from erp.core.broker_wire import BROKER_ERRORS
 from erp.core.config import get_settings
 from erp.core.db import create_sync_engine, stall_limits
+from erp.core.errors import error_text
 from erp.tasks.beat import broken_rows, recovery, run_ledger
 from erp.tasks.beat.change_listener import ChangeListener
 from erp.tasks.beat.config_entries import sync_config_entries
@@ -391,8 +392,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def _back_off(self, what: str, error: Exception) -> float:
         self._consecutive_failures += 1
         delay = float(min(MAX_BACKOFF_SECONDS, 2 ** (self._consecutive_failures - 1)))
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        logger.error("beat: %s (%s); retrying in %.0f s", what, first_line, delay, extra={"action": "back_off"})
+        logger.error("beat: %s (%s); retrying in %.0f s", what, error_text(error), delay, extra={"action": "back_off"})
         self._takeovers.forget()
         self._healthy_since = None
         if self._listener is not None:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 
 from erp.core import worker_hooks
 from erp.core.db import worker_sync_engine
+from erp.core.errors import error_text
 from erp.tasks.worker_heartbeats import HEARTBEAT_EVERY_SECONDS, WRITE_HEARTBEAT
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class HeartbeatWriter:
             if not self._failing:
                 logger.warning(
                     "worker: heartbeat not written (%s); retrying every %.0f s",
-                    str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+                    error_text(error),
                     HEARTBEAT_EVERY_SECONDS,
                     extra={"action": "heartbeat_failed"},
                 )

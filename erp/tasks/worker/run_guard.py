@@ -92,7 +92,7 @@ def _with_database(action: Callable[[], T], what: str) -> T:
             logger.warning(
                 "worker: %s waits for PostgreSQL (%s)",
                 what,
-                _first_line(error),
+                error_text(error) if error is not None else "no error",
                 extra={"action": "waiting_for_database"},
             )
 
@@ -104,11 +104,6 @@ def _with_database(action: Callable[[], T], what: str) -> T:
         reraise=True,
     )
     return retrying(action)
-
-
-def _first_line(error: BaseException | None) -> str:
-    text_ = str(error).strip() if error is not None else ""
-    return f"{type(error).__name__}: {text_.splitlines()[0][:200]}" if text_ else type(error).__name__
 
 
 CLAIM = text(
@@ -136,11 +131,11 @@ def may_run(task: Task) -> bool:
             raise
         logger.error(
             "worker: the run ledger cannot be reached (%s); periodic run %s goes back to the queue",
-            _first_line(error),
+            error_text(error),
             request.id,
             extra={"action": "guard_requeued", "task_id": request.id},
         )
-        raise Reject(f"run ledger unreachable: {_first_line(error)}", requeue=True) from error
+        raise Reject(f"run ledger unreachable: {error_text(error)}", requeue=True) from error
 
 
 def _claim(task: Task, request: Any) -> bool:
