@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from erp.core import broker_wire
 from erp.core.batch_publisher import routed_queue
 from erp.core.config import Settings
+from erp.tasks.beat import run_ledger
 from erp.tasks.worker_heartbeats import WORKER_GONE_SQL
 
 logger = logging.getLogger(__name__)
@@ -234,17 +235,13 @@ def _replan(
     ).all()
     failed = [row for row in rows if row.state == "failed"]
     for row in failed:
-        session.execute(
-            text(
-                "INSERT INTO periodic_task_alerts (kind, periodic_task_id, periodic_task_name, run_id, message)"
-                " VALUES ('failure', :task_id, :name, :run_id, :message)"
-            ),
-            {
-                "task_id": row.periodic_task_id,
-                "name": row.periodic_task_name,
-                "run_id": row.id,
-                "message": f"{row.periodic_task_name}: the run {row.message_id} failed: {row.error_message}",
-            },
+        run_ledger.add_alert(
+            session,
+            "failure",
+            f"{row.periodic_task_name}: the run {row.message_id} failed: {row.error_message}",
+            periodic_task_id=row.periodic_task_id,
+            periodic_task_name=row.periodic_task_name,
+            run_id=row.id,
         )
     again = len(rows) - len(failed)
     if again:
