@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from erp.accounts import router as accounts_router
+from erp.console import router as console_router
 from erp.core import broker, concurrency_slots, idempotency, metrics, metrics_router, probes, quotas, task_owners
 from erp.core.bridge import shutdown_bridge
 from erp.core.db import dispose_web_engine
@@ -30,7 +31,6 @@ from erp.tasks.api import (
     periodic_tasks_router,
     task_status_router,
 )
-from erp.tasks.console import router as console_router
 
 
 @asynccontextmanager

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import pytest
 from markupsafe import escape
 
-from erp.tasks.console import views
+from erp.console import views
 
 API = "/api/v1/admin/periodic-tasks"
 
@@ -202,7 +202,7 @@ def test_schedules_are_paged_by_key(client, admin, monkeypatch):
 
 
 def test_static_files_have_versioned_urls_and_long_caching(client):
-    from erp.tasks.console.router import static_url
+    from erp.console.router import static_url
 
     response = client.get(static_url("console.js"))
     assert response.status_code == 200 and "max-age=31536000" in response.headers["cache-control"]

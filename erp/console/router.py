@@ -35,6 +35,9 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.accounts.service import AuthenticationError
+from erp.console import editing, views
+from erp.console import session as sessions
+from erp.console.session import BadForm, ConsoleUser, Form, Refused, SignInRequired
 from erp.core.celery_app import celery_app
 from erp.core.db import web_session_factory
 from erp.core.dispatch import off_the_loop
@@ -43,9 +46,6 @@ from erp.tasks.api import periodic_tasks
 from erp.tasks.api.backfill import plan_backfill
 from erp.tasks.api.periodic_tasks_schemas import PauseIn
 from erp.tasks.calendar.kinds import INTERVAL_PERIODS
-from erp.tasks.console import editing, views
-from erp.tasks.console import session as sessions
-from erp.tasks.console.session import BadForm, ConsoleUser, Form, Refused, SignInRequired
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS
 from erp.tasks.periodic_messages import send_periodic_run
 from erp.tasks.scheduler_models import PeriodicTaskDB

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from erp.tasks.console.charts import HEIGHT, activity_chart, outcome_of
+from erp.console.charts import HEIGHT, activity_chart, outcome_of
 
 START = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 
@@ -38,7 +38,7 @@ def test_states_that_have_not_finished_are_in_flight():
 
 
 def test_the_heatmap_has_a_cell_per_minute_shaded_against_the_busiest():
-    from erp.tasks.console.charts import heat_level, load_heatmap
+    from erp.console.charts import heat_level, load_heatmap
 
     per_minute = [0] * 120
     per_minute[0], per_minute[61], per_minute[119] = 10, 1, 5
@@ -52,7 +52,7 @@ def test_the_heatmap_has_a_cell_per_minute_shaded_against_the_busiest():
 
 
 def test_the_timeline_draws_slots_runs_skips_and_changes():
-    from erp.tasks.console.charts import TimelineMark, TimelineRun, timeline
+    from erp.console.charts import TimelineMark, TimelineRun, timeline
 
     runs = [
         TimelineRun(START, "succeeded", None, START + timedelta(seconds=30), START + timedelta(minutes=2)),

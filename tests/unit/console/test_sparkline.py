@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from erp.tasks.console.sparkline import HEIGHT, SHORT_BAR, RunMark, sparkline
+from erp.console.sparkline import HEIGHT, SHORT_BAR, RunMark, sparkline
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from erp.console.charts import TimelineMark, TimelineRun, activity_chart, load_heatmap, outcome_of, timeline
+from erp.console.sparkline import SPARKLINE_RUNS, sparkline
 from erp.core import broker
 from erp.core.config import get_settings
 from erp.core.errors import InvalidInputError
@@ -31,8 +33,6 @@ from erp.tasks.api.runs import RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.calendar.specs import CrontabSpec
 from erp.tasks.calendar.words import describe
-from erp.tasks.console.charts import TimelineMark, TimelineRun, activity_chart, load_heatmap, outcome_of, timeline
-from erp.tasks.console.sparkline import SPARKLINE_RUNS, sparkline
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS, AlertKind, RunState, SkipReason
 from erp.tasks.scheduler_models import (
     BrokenScheduleError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from erp.tasks.console.session import csrf_token_for, safe_next
+from erp.console.session import csrf_token_for, safe_next
 
 
 def test_the_forms_token_belongs_to_its_session_and_reveals_nothing_of_it():

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from erp.console.views import PreviewSlot, preview_slots
 from erp.tasks.api.periodic_tasks_schemas import (
     CrontabIn,
     IntervalIn,
@@ -27,7 +28,6 @@ from erp.tasks.api.periodic_tasks_schemas import (
 )
 from erp.tasks.calendar import schedules
 from erp.tasks.calendar.words import describe
-from erp.tasks.console.views import PreviewSlot, preview_slots
 from erp.tasks.scheduler_models import BrokenScheduleError, PeriodicTaskDB
 
 PREVIEW_COUNT = 10
