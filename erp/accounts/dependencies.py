@@ -16,7 +16,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path
 
-from erp.accounts import service
+from erp.accounts import membership, service
 from erp.accounts.models import UserDB
 from erp.core import tokens
 from erp.core.caller import Caller
@@ -124,21 +124,13 @@ async def get_organization_member(
 ) -> Caller:
     """The caller, acting in the organization named by the path: its members and superusers.
 
-    Anyone else gets 403 before the endpoint runs: nothing is read, stored or queued for them.
+    Anyone else gets 403 before the endpoint runs: nothing is read, stored or queued for them
+    (the rule is erp.accounts.membership's, which the console's members' pages apply too).
     """
-    role = authenticated.roles.get(organization_id)
-    if role is None:
-        if not authenticated.is_superuser:
-            raise HTTPException(403, f"you are not a member of organization {organization_id}")
-        async with web_session_factory()() as session:
-            await service.get_organization(organization_id, session=session)  # 404 if missing
-    return Caller(
-        user_id=authenticated.user_id,
-        email=authenticated.email,
-        is_superuser=authenticated.is_superuser,
-        organization_id=organization_id,
-        role=role,
-    )
+    try:
+        return await membership.organization_caller(authenticated, organization_id)
+    except membership.NotAMember as error:
+        raise HTTPException(403, str(error)) from None
 
 
 OrganizationMember = Annotated[Caller, Depends(get_organization_member)]

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from erp.accounts import router as accounts_router
 from erp.console import router as console_router
+from erp.console import work as console_work
 from erp.core import broker, concurrency_slots, idempotency, metrics, metrics_router, probes, quotas, task_owners
 from erp.core.bridge import shutdown_bridge
 from erp.core.db import dispose_web_engine
@@ -76,4 +77,5 @@ def create_app() -> FastAPI:
     app.include_router(health_checks_router.router)
     app.include_router(ledger_router.router)
     app.include_router(console_router.router)
+    app.include_router(console_work.router)
     return app

@@ -33,6 +33,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.exceptions import HTTPException
 
 from erp.accounts.service import AuthenticationError
 from erp.console import editing, views
@@ -189,17 +190,14 @@ def _error_page(request: Request, status_code: int, message: str, user: ConsoleU
     return _page(request, "error.html", context, status_code)
 
 
-async def _superuser(request: Request, build: Build, form: Form | None = None) -> Response:
-    """Authenticate the session, apply the API's superuser rule, check a form's token, then
-    build the response with one session that is closed before the response is returned."""
+async def signed_in(request: Request, respond: Callable[[ConsoleUser], Awaitable[Response]]) -> Response:
+    """Authenticate the session, then respond; a missing session is sent to sign in (a live
+    region gets 401), and a refusal, a missing thing or the API's 429/503 become the console's
+    error page."""
     user: ConsoleUser | None = None
     try:
         user = await sessions.current_user(request)
-        sessions.require_superuser(user)
-        if form is not None:
-            sessions.check_form(request, form, user)
-        async with web_session_factory()() as session:
-            return await build(user, session)
+        return await respond(user)
     except SignInRequired as error:
         if request.headers.get(LIVE_HEADER):
             return _secure(Response(str(error), status_code=401, media_type="text/plain"))
@@ -212,6 +210,29 @@ async def _superuser(request: Request, build: Build, form: Form | None = None) -
         return _error_page(request, error.status_code, str(error), user)
     except NotFoundError as error:
         return _error_page(request, 404, str(error), user)
+    except InvalidInputError as error:  # e.g. a page's cursor that no page made
+        return _error_page(request, 422, str(error), user)
+    except HTTPException as error:  # the API's limits (429) and a broker or Redis away (503)
+        response = _error_page(request, error.status_code, str(error.detail), user)
+        response.headers.update(error.headers or {})
+        return response
+
+
+async def _superuser(request: Request, build: Build, form: Form | None = None, members: str | None = None) -> Response:
+    """Apply the API's superuser rule to the signed-in user (`members`: where anyone else is
+    sent instead of being refused), check a form's token, then build the response with one
+    session that is closed before the response is returned."""
+
+    async def respond(user: ConsoleUser) -> Response:
+        if members is not None and not user.caller.is_superuser:
+            return _secure(RedirectResponse(members, status_code=303))
+        sessions.require_superuser(user)
+        if form is not None:
+            sessions.check_form(request, form, user)
+        async with web_session_factory()() as session:
+            return await build(user, session)
+
+    return await signed_in(request, respond)
 
 
 async def _frame(user: ConsoleUser, session: AsyncSession, **context: Any) -> dict[str, Any]:
@@ -249,7 +270,8 @@ async def overview(request: Request) -> Response:
         )
         return _page(request, "overview.html", frame)
 
-    return await _superuser(request, build)
+    # The landing page: members land on their organization's work instead.
+    return await _superuser(request, build, members="/console/work")
 
 
 def _schedule_filter(request: Request) -> views.ScheduleFilter:

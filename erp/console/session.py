@@ -74,10 +74,14 @@ class BadForm(Exception):
 
 @dataclass(frozen=True)
 class ConsoleUser:
-    """The signed-in user: who they are, as the API's services take it, and their forms' token."""
+    """The signed-in user: who they are, as the API's services take it, and their forms' token.
+
+    `authenticated` keeps their memberships, from which the members' pages make the caller
+    acting in an organization (erp.accounts.membership), as the API's organization routes do."""
 
     caller: Caller
     csrf_token: str
+    authenticated: accounts.Authenticated
 
 
 def csrf_token_for(session_secret: str) -> str:
@@ -109,7 +113,7 @@ async def current_user(request: Request) -> ConsoleUser:
         organization_id=None,
         role=None,
     )
-    return ConsoleUser(caller=caller, csrf_token=csrf_token_for(secret))
+    return ConsoleUser(caller=caller, csrf_token=csrf_token_for(secret), authenticated=authenticated)
 
 
 def require_superuser(user: ConsoleUser) -> None:

@@ -14,6 +14,7 @@ import redis.asyncio as redis
 
 from erp.core import broker
 from erp.core.config import get_settings
+from erp.core.errors import InvalidInputError
 
 OWNER_KEY = "erp:task-owner:{task_id}"
 USER_TASKS_KEY = "erp:user-tasks:{user_id}"
@@ -71,13 +72,58 @@ async def get_owner(task_id: str) -> TaskOwner | None:
     )
 
 
+class InvalidCursor(InvalidInputError):
+    """A `before` that is not a page's `next_before` (422)."""
+
+
+@dataclass(frozen=True)
+class RecentCursor:
+    """Where a page of a user's tasks ended: the last task's dispatch time and id. Ids are the
+    tie-break, in Redis' own order for equal scores, so no task is skipped or shown twice."""
+
+    created_at: float
+    task_id: str
+
+    def text(self) -> str:
+        return f"{self.created_at!r}:{self.task_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> RecentCursor:
+        moment, _, task_id = text.partition(":")
+        try:
+            created_at = float(moment)
+        except ValueError:
+            created_at = float("nan")
+        if not task_id or len(task_id) > 64 or created_at != created_at or created_at in (float("inf"), float("-inf")):
+            raise InvalidCursor(f"before {text[:80]!r} is not a page's next_before")
+        return cls(created_at, task_id)
+
+
+async def recent_tasks(user_id: int, limit: int, before: RecentCursor | None = None) -> list[RecentCursor]:
+    """The user's tasks, newest first, still within the result expiry, after `before` (keyset:
+    a page is one range query however deep it is)."""
+    oldest = time.time() - get_settings().CELERY_RESULT_EXPIRES_SECONDS
+    key = USER_TASKS_KEY.format(user_id=user_id)
+    if before is None:
+        newest: float | str = "+inf"
+        tied = 0
+    else:
+        # Tasks dispatched at the very same moment as the page's last are read again and skipped
+        # up to it (a tie is rare: the score is the dispatch time to the microsecond).
+        newest = before.created_at
+        tied = await _client().zcount(key, before.created_at, before.created_at)
+    entries: list[tuple[str, float]] = await _client().zrevrangebyscore(
+        key, newest, oldest, start=0, num=limit + tied, withscores=True
+    )
+    found = [RecentCursor(score, task_id) for task_id, score in entries]
+    if before is not None:
+        found = [e for e in found if e.created_at < before.created_at or e.task_id < before.task_id]
+    return found[:limit]
+
+
 async def recent_task_ids(user_id: int, limit: int) -> list[str]:
     """The user's task ids, newest first, still within the result expiry."""
-    oldest = time.time() - get_settings().CELERY_RESULT_EXPIRES_SECONDS
-    task_ids: list[str] = await _client().zrevrangebyscore(
-        USER_TASKS_KEY.format(user_id=user_id), "+inf", oldest, start=0, num=limit
-    )
-    return task_ids
+    return [entry.task_id for entry in await recent_tasks(user_id, limit)]
 
 
 async def close() -> None:

@@ -86,10 +86,13 @@ def test_the_login_form_needs_its_own_token(client, admin):
 def test_members_are_refused_as_the_api_refuses_them(client, admin, make_user):
     member = make_user(role="admin")
     sign_in(client, member)
-    for path in ("/console", "/console/schedules", "/console/runs", "/console/live/health"):
+    for path in ("/console/schedules", "/console/runs", "/console/live/health"):
         response = client.get(path)
         assert response.status_code == 403, path
         assert "only superusers may do this" in response.text
+    # The landing page of a member is their organization's work (tests/integration/test_console_members.py).
+    landing = client.get("/console", follow_redirects=False)
+    assert landing.status_code == 303 and landing.headers["location"] == "/console/work"
 
 
 def test_a_superuser_sees_every_page(client, admin):

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
 from fastapi import Depends
 
 from erp.accounts.dependencies import OrganizationMember
+from erp.core.caller import Caller
 from erp.core.concurrency_slots import Holder, concurrency_slot
 from erp.core.config import get_settings
 from erp.core.http_errors import raises
 
 
-async def upload_slot(caller: OrganizationMember) -> AsyncIterator[None]:
-    """One of the caller's and one of the organization's concurrent-upload slots, held until the
-    upload has been answered (429 when either is full; see erp.core.concurrency_slots).
+def upload_slot_for(caller: Caller) -> AbstractAsyncContextManager[None]:
+    """One of the caller's and one of the organization's concurrent-upload slots, held for the
+    block (429 when either is full; see erp.core.concurrency_slots): the API's upload route and
+    the console's upload form hold it while the upload is read and stored.
 
     Retry-After is the body read timeout: the soonest a stalled upload is cut.
     """
@@ -29,7 +32,12 @@ async def upload_slot(caller: OrganizationMember) -> AsyncIterator[None]:
             f"organization {caller.organization_id}",
         ),
     ]
-    async with concurrency_slot("upload", holders, retry_after=math.ceil(settings.HTTP_BODY_READ_TIMEOUT_SECONDS)):
+    return concurrency_slot("upload", holders, retry_after=math.ceil(settings.HTTP_BODY_READ_TIMEOUT_SECONDS))
+
+
+async def upload_slot(caller: OrganizationMember) -> AsyncIterator[None]:
+    """The upload slot (`upload_slot_for`), held until the upload has been answered."""
+    async with upload_slot_for(caller):
         yield
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -10,21 +9,18 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from erp.accounts.dependencies import OrganizationMember
-from erp.core import quotas
 from erp.core.config import get_settings
-from erp.core.db import DbSession, autocommit_engine
-from erp.core.dispatch import dispatch
+from erp.core.db import DbSession
 from erp.core.http_errors import error_responses
 from erp.core.idempotency import REPLAYED_RESPONSE, IdempotencyKey
 from erp.core.input_types import DatabaseId, StoredText
 from erp.core.request_bodies import accepts_body_up_to
-from erp.core.spreadsheet_cells import CsvCells
-from erp.features.data_processing import upload
+from erp.features.data_processing import downloads, submission, upload
 from erp.features.data_processing.dependencies import UploadSlot
-from erp.features.data_processing.exceptions import StorageQuotaExceeded, UploadTooLarge
+from erp.features.data_processing.exceptions import UploadTooLarge
+from erp.features.data_processing.models import DataImportDB, DataImportErrorDB
 from erp.features.data_processing.parsing import EXAMPLE_HEADER
-from erp.features.data_processing.schemas import DataImport, ImportAccepted, RowError
-from erp.features.data_processing.tasks import import_sales_orders
+from erp.features.data_processing.schemas import DataImport, DataImportList, ImportAccepted, RowError
 
 router = APIRouter(prefix="/api/v1/organizations/{organization_id}/imports", tags=["data imports"])
 
@@ -91,21 +87,10 @@ async def upload_sales_orders(
         raise HTTPException(413, str(UploadTooLarge(limit)))
 
     async def store_and_queue(body: AsyncIterator[bytes]) -> ImportAccepted:
-        # Refused for the caller's limits before the body is read, not after (dispatch decides);
-        # a replayed retry never gets here, so it is never refused for limits its first try met.
-        await quotas.room_for(caller, import_sales_orders.name)
-        try:
-            data_import = await upload.create_sales_order_import(
-                organization_id, caller.user_id, filename, body, session=session, declared_bytes=declared_bytes
-            )
-        except (UploadTooLarge, StorageQuotaExceeded) as error:
-            raise HTTPException(413, str(error)) from None
-        try:
-            accepted = await dispatch(request, caller, import_sales_orders, data_import.id)
-        except HTTPException:
-            await upload.discard_import(data_import.id, session=session)  # not queued: keep nothing
-            raise
-        await upload.set_task_id(data_import.id, accepted.task_id, session=session)
+        # A replayed retry never gets here, so it is never refused for limits its first try met.
+        data_import, accepted = await submission.upload_and_queue(
+            request, caller, filename, body, session=session, declared_bytes=declared_bytes
+        )
         import_url = request.url_for(IMPORT_ROUTE, organization_id=organization_id, import_id=data_import.id)
         return ImportAccepted(**accepted.model_dump(), import_id=data_import.id, import_url=import_url.path)
 
@@ -131,7 +116,36 @@ async def get_data_import(
     assert caller.organization_id is not None
     data_import = await upload.get_import(caller.organization_id, import_id, session=session)
     first = await upload.first_errors(import_id, errors, session=session)
-    errors_url = request.url_for(ERRORS_ROUTE, organization_id=caller.organization_id, import_id=import_id).path
+    return _data_import_out(request, data_import, first)
+
+
+@router.get(
+    "",
+    response_model=DataImportList,
+    summary="The organization's imports, newest first (their failed rows at each import's own URL)",
+    responses=error_responses(401, 403, 404),
+)
+async def list_data_imports(
+    request: Request,
+    caller: OrganizationMember,
+    session: DbSession,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: Annotated[
+        DatabaseId | None, Query(description="the `next_before` of the page before (keyset paging)")
+    ] = None,
+) -> DataImportList:
+    assert caller.organization_id is not None
+    found = await upload.list_imports(caller.organization_id, limit + 1, session=session, before_id=before)
+    return DataImportList(
+        items=[_data_import_out(request, data_import, []) for data_import in found[:limit]],
+        next_before=found[limit - 1].id if len(found) > limit else None,
+    )
+
+
+def _data_import_out(request: Request, data_import: DataImportDB, first: list[DataImportErrorDB]) -> DataImport:
+    errors_url = request.url_for(
+        ERRORS_ROUTE, organization_id=data_import.organization_id, import_id=data_import.id
+    ).path
     return DataImport(
         id=data_import.id,
         organization_id=data_import.organization_id,
@@ -155,30 +169,6 @@ async def get_data_import(
     )
 
 
-async def _error_csv(import_id: int) -> AsyncIterator[bytes]:
-    """The failed rows as CSV, each page read on a connection of its own.
-
-    The request's session is closed before a streamed body is sent, and a client that reads
-    slowly must hold neither a transaction nor a pooled connection: each page's autocommit
-    connection is back in the pool before the page is handed on.
-    """
-    buffer = io.StringIO()
-    writer = CsvCells(buffer)  # a reason may quote what the file held: cells, never formulas
-    writer.writerow(["line_number", "reason"])
-    yield buffer.getvalue().encode()
-    after_line = 0
-    while True:
-        async with autocommit_engine().connect() as connection:
-            page = await upload.error_page(import_id, after_line, connection=connection)
-        if not page:
-            return
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerows(page)
-        yield buffer.getvalue().encode()
-        after_line = page[-1][0]
-
-
 @router.get(
     "/{import_id}/errors.csv",
     name=ERRORS_ROUTE,
@@ -190,9 +180,4 @@ async def download_data_import_errors(
     import_id: DatabaseId, caller: OrganizationMember, session: DbSession
 ) -> StreamingResponse:
     assert caller.organization_id is not None
-    await upload.get_import(caller.organization_id, import_id, session=session)  # 404 if not theirs
-    return StreamingResponse(
-        _error_csv(import_id),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="import-{import_id}-errors.csv"'},
-    )
+    return await downloads.errors_csv(caller.organization_id, import_id, session=session)

@@ -32,8 +32,17 @@ class DataImport(BaseModel):
     rows_failed: int
     orders_imported: int
     error: str | None = Field(None, description="why the import as a whole failed")
-    errors: list[RowError] = Field(description="the first failed rows, in line order (see `errors_url` for all)")
+    errors: list[RowError] = Field(
+        description="the first failed rows, in line order (see `errors_url` for all; none in a listing)"
+    )
     errors_url: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class DataImportList(BaseModel):
+    items: list[DataImport]
+    next_before: int | None = Field(
+        None, description="pass as `before` for the next (older) page; null on the last page"
+    )

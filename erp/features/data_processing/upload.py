@@ -191,6 +191,17 @@ async def get_import(organization_id: int, import_id: int, *, session: AsyncSess
     return data_import
 
 
+async def list_imports(
+    organization_id: int, limit: int, *, session: AsyncSession, before_id: int | None = None
+) -> list[DataImportDB]:
+    """The organization's imports, newest first, `limit` of them with ids below `before_id`
+    (keyset pagination: a page is one index range however deep it is)."""
+    query = select(DataImportDB).where(DataImportDB.organization_id == organization_id)
+    if before_id is not None:
+        query = query.where(DataImportDB.id < before_id)
+    return list(await session.scalars(query.order_by(DataImportDB.id.desc()).limit(limit)))
+
+
 async def first_errors(import_id: int, limit: int, *, session: AsyncSession) -> list[DataImportErrorDB]:
     return list(
         await session.scalars(

@@ -6,15 +6,12 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import StreamingResponse
 
 from erp.accounts.dependencies import OrganizationMember
-from erp.core.db import autocommit_engine
-from erp.core.dispatch import TaskAccepted, dispatch
-from erp.core.files import read_detached
+from erp.core.dispatch import TaskAccepted
 from erp.core.http_errors import error_responses
 from erp.core.idempotency import REPLAYED_RESPONSE, IdempotencyKey
 from erp.core.input_types import DatabaseId
-from erp.features.reports import service
+from erp.features.reports import delivery
 from erp.features.reports.schemas import SalesReportRequest
-from erp.features.reports.tasks import generate_sales_report
 
 router = APIRouter(prefix="/api/v1/organizations/{organization_id}/reports", tags=["reports"])
 
@@ -37,12 +34,7 @@ router = APIRouter(prefix="/api/v1/organizations/{organization_id}/reports", tag
 async def request_sales_report(
     request: Request, body: SalesReportRequest, caller: OrganizationMember, idempotency: IdempotencyKey
 ) -> TaskAccepted:
-    parameters = body.model_dump(mode="json")
-    return await idempotency.once(
-        caller,
-        TaskAccepted,
-        lambda: dispatch(request, caller, generate_sales_report, caller.organization_id, parameters),
-    )
+    return await idempotency.once(caller, TaskAccepted, lambda: delivery.queue_sales_report(request, caller, body))
 
 
 @router.get(
@@ -56,13 +48,4 @@ async def request_sales_report(
 )
 async def download_report(file_id: DatabaseId, caller: OrganizationMember) -> StreamingResponse:
     assert caller.organization_id is not None
-    async with autocommit_engine().connect() as connection:
-        stored = await service.get_report_file(caller.organization_id, file_id, connection=connection)
-    return StreamingResponse(
-        read_detached(file_id, autocommit_engine().connect),  # no connection held while the client reads
-        media_type=stored.content_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{stored.name}"',
-            "Content-Length": str(stored.size_bytes),
-        },
-    )
+    return await delivery.report_download(caller.organization_id, file_id)

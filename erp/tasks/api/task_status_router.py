@@ -1,139 +1,59 @@
 """`/api/v1/tasks/{task_id}`: the state of a task, and listing and revoking them.
 
-Who may see a task comes from its owner record (erp.core.task_owners), written when it was
-dispatched; its state comes from Celery's result backend. A task with an owner record is
-answered from Redis alone. Periodic runs (sent by beat, "run now" or a backfill) have no owner
-record: their id is looked up in the run ledger, and superusers may read them, with a link to
-their schedule. An id in neither is 404 for everyone.
+The rules of who may see what are erp.tasks.api.task_status's (the console's members' pages
+apply the same): a task's starter, members of the organization it was started in, and
+superusers; periodic runs for superusers only. An id in neither is 404 for everyone.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from celery.result import AsyncResult
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from erp.accounts.dependencies import CurrentCaller
-from erp.core import task_owners
 from erp.core.caller import Caller
 from erp.core.celery_app import celery_app
-from erp.core.db import web_session_factory
-from erp.core.dispatch import ERRORS, TASK_STATUS_ROUTE, off_the_loop, within_deadline
-from erp.core.errors import error_message
-from erp.tasks.api import runs
-from erp.tasks.scheduler_models import PeriodicTaskRunDB
+from erp.core.dispatch import ERRORS, TASK_STATUS_ROUTE, off_the_loop
+from erp.core.http_errors import error_responses
+from erp.core.input_types import StoredText
+from erp.tasks.api import task_status
+from erp.tasks.api.task_status import TaskStatus
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
 
-class TaskError(BaseModel):
-    type: str = Field(examples=["ValueError"])
-    message: str
-    traceback: str | None = Field(None, description="superusers only")
-
-
-class TaskStatus(BaseModel):
-    task_id: str
-    state: str = Field(
-        examples=["SUCCESS"], description="PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, RETRY or REVOKED"
-    )
-    task_name: str | None = Field(None, examples=["erp.ping"])
-    progress: dict[str, Any] | None = Field(None, description="the meta of the latest PROGRESS update")
-    result: Any = None
-    error: TaskError | None = None
-    created_at: datetime | None = Field(None, description="when it was dispatched through the API")
-    finished_at: datetime | None = None
-    periodic_task_id: int | None = Field(None, description="a periodic run: the schedule it belongs to")
-    periodic_task_name: str | None = None
-    scheduled_at: datetime | None = Field(None, description="a periodic run: its slot")
-    run_state: str | None = Field(None, description="a periodic run: its state in the run ledger")
-
-
 class TaskList(BaseModel):
     items: list[TaskStatus]
-
-
-def _may_see(caller: Caller, owner: task_owners.TaskOwner) -> bool:
-    if caller.is_superuser or owner.user_id == caller.user_id:
-        return True
-    return owner.organization_id is not None and owner.organization_id == caller.organization_id
-
-
-def _read_status(task_id: str, owner: task_owners.TaskOwner | None, show_traceback: bool) -> TaskStatus:
-    result = AsyncResult(task_id, app=celery_app)
-    state = result.state
-    status = TaskStatus(
-        task_id=task_id,
-        state=state,
-        task_name=result.name or (owner.task_name if owner else None),
-        created_at=datetime.fromtimestamp(owner.created_at, UTC) if owner else None,
-        # Celery stores date_done as naive UTC.
-        finished_at=result.date_done.replace(tzinfo=UTC) if result.date_done else None,
+    next_before: str | None = Field(
+        None, description="pass as `before` for the next (older) page; null on the last page"
     )
-    if state == "PROGRESS":
-        status.progress = result.info if isinstance(result.info, dict) else None
-    elif state == "SUCCESS":
-        status.result = result.result
-    elif isinstance(result.result, BaseException):
-        error = result.result
-        status.error = TaskError(
-            type=type(error).__name__,
-            message=error_message(error),
-            traceback=result.traceback if show_traceback else None,
-        )
-    return status
-
-
-class _Visible:
-    """What a caller may see of a task id: its owner record, or (superusers) its ledger row."""
-
-    def __init__(self, owner: task_owners.TaskOwner | None, run: PeriodicTaskRunDB | None) -> None:
-        self.owner = owner
-        self.run = run
-
-
-def _not_found(task_id: str) -> HTTPException:
-    return HTTPException(404, f"no task {task_id} was started through this API, or its result has expired")
-
-
-async def _visible_to(caller: Caller, task_id: str) -> _Visible:
-    """The task's owner record or ledger row, or 404/403 when `caller` may not see the task."""
-    owner = await within_deadline(task_owners.get_owner(task_id))
-    if owner is not None:
-        if not _may_see(caller, owner):
-            raise HTTPException(403, "this task was started by another user and organization")
-        return _Visible(owner, None)  # Redis alone: no database query for a dispatched task
-    if not caller.is_superuser:
-        raise _not_found(task_id)
-    # Periodic runs have no owner record; an id the ledger does not know is nobody's task.
-    async with web_session_factory()() as session:
-        run = await runs.run_by_message_id(task_id, session=session)
-    if run is None:
-        raise _not_found(task_id)
-    return _Visible(None, run)
 
 
 async def _status_for(caller: Caller, task_id: str) -> TaskStatus:
-    visible = await _visible_to(caller, task_id)
-    status = await off_the_loop(_read_status, task_id, visible.owner, caller.is_superuser)
-    if visible.run is not None:
-        run = visible.run
-        status.task_name = status.task_name or run.task_name
-        status.periodic_task_id = run.periodic_task_id
-        status.periodic_task_name = run.periodic_task_name
-        status.scheduled_at = run.scheduled_at
-        status.run_state = run.state
-    return status
+    try:
+        return await task_status.task_status(caller, task_id)
+    except task_status.TaskHidden as error:
+        raise HTTPException(403, str(error)) from None
 
 
-@router.get("", response_model=TaskList, summary="Your recent tasks, newest first", responses=ERRORS)
-async def list_my_tasks(caller: CurrentCaller, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> TaskList:
-    ids = await within_deadline(task_owners.recent_task_ids(caller.user_id, limit))
-    return TaskList(items=[await _status_for(caller, task_id) for task_id in ids])
+@router.get(
+    "",
+    response_model=TaskList,
+    summary="Your recent tasks, newest first",
+    responses={**ERRORS, **error_responses(422)},
+)
+async def list_my_tasks(
+    caller: CurrentCaller,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: Annotated[
+        StoredText | None, Query(max_length=100, description="the `next_before` of the page before (keyset paging)")
+    ] = None,
+) -> TaskList:
+    page = await task_status.my_tasks(caller, limit, before)  # a wrong `before` is a 422
+    return TaskList(items=page.items, next_before=page.next_before)
 
 
 @router.get(
