@@ -9,20 +9,18 @@ installs Debian's package when it is missing), whose major version matches the p
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from tests.support.processes import start_web, start_worker
+from tests.support.processes import start_worker
 from tests.support.scheduling import empty_broker
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 API = "/api/v1/admin/periodic-tasks"
 AXE = Axe()
 
@@ -42,37 +40,6 @@ def assert_accessible(page: Page) -> None:
         if violation["impact"] in ("serious", "critical")
     ]
     assert violations == [], f"{page.url}: {violations}"
-
-
-@pytest.fixture(scope="module")
-def web(migrated_database, redis_clean):
-    """One uvicorn for the module (each test empties the tables it uses)."""
-    process, base_url = start_web()
-    yield base_url
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def browser_page(browser, clean_tables, tmp_path):
-    """A page of its own browser context (no cookie from another test), watched for errors."""
-    errors: list[str] = []
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    # A script or style the Content-Security-Policy blocks shows up here: none may.
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
-    context.close()
-    assert errors == [], errors
 
 
 def test_sign_in_pause_with_a_note_and_watch_the_status_change(web, browser_page: Page, make_user, tmp_path: Path):

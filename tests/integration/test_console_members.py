@@ -10,8 +10,7 @@ import io
 import re
 import time
 from dataclasses import dataclass
-from datetime import date, timedelta
-from decimal import Decimal
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from sqlalchemy import text
 from erp.console import work
 from erp.core import task_owners
 from erp.core.celery_app import celery_app
+from tests.support.orders import insert_orders
 from tests.support.scheduling import wait_for
 
 SAMPLE = Path(__file__).parents[2] / "samples" / "sales_orders.csv"
@@ -74,24 +74,8 @@ def orgs(clean_tables, make_user, sync_engine):
     acme = make_user(role="member", organization="Acme")
     colleague = make_user(role="admin", organization="Acme")
     globex = make_user(role="member", organization="Globex")
-    with sync_engine.begin() as connection:
-        for organization_id, count in ((acme.organization_id, 40), (globex.organization_id, 7)):
-            connection.execute(
-                text(
-                    "INSERT INTO sales_orders (organization_id, order_number, order_date, customer, currency, amount)"
-                    " VALUES (:o, :n, :d, :c, 'EUR', :a)"
-                ),
-                [
-                    {
-                        "o": organization_id,
-                        "n": f"R-{organization_id}-{i}",
-                        "d": date(2026, 11, 1) + timedelta(days=i % 30),
-                        "c": f"Customer {i % 3}",
-                        "a": Decimal(i) + Decimal("0.50"),
-                    }
-                    for i in range(count)
-                ],
-            )
+    insert_orders(sync_engine, acme.organization_id, 40, first_day=date(2026, 11, 1), days=30, customers=3)
+    insert_orders(sync_engine, globex.organization_id, 7, first_day=date(2026, 11, 1), days=30, customers=3)
     return acme, colleague, globex
 
 

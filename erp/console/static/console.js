@@ -5,8 +5,8 @@
  * when nothing changed, else the region's new HTML (rendered and escaped by the server).
  * <time class="viewer" datetime="..."> shows the moment in the viewer's own time zone.
  * A form with data-confirm asks before it is sent.
- * Keys (outside form fields): "/" finds the search field; "g" then o, s, r, l or a goes to the
- * overview, schedules, runs, load or alerts.
+ * Keys (outside form fields): "/" finds the search field; "g" then o, s, r, l, a or w goes to the
+ * overview, schedules, runs, load, alerts or work.
  */
 (function () {
   "use strict";
@@ -102,7 +102,7 @@
     show();
   }
 
-  var PAGES = { o: "/console", s: "/console/schedules", r: "/console/runs", l: "/console/load", a: "/console/alerts" };
+  var PAGES = { o: "/console", s: "/console/schedules", r: "/console/runs", l: "/console/load", a: "/console/alerts", w: "/console/work" };
   var leader = false;
 
   function shortcut(event) {
