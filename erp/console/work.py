@@ -115,11 +115,12 @@ def _frame(user: ConsoleUser, **context: Any) -> dict[str, Any]:
 
 @router.get("")
 async def choose(request: Request) -> Response:
-    """A member's organization (the only one goes straight to its page), or the list to choose."""
+    """A member's organization (the only one goes straight to its page), or the list to choose
+    (a superuser's always: they may open any organization by its id)."""
 
     async def respond(user: ConsoleUser) -> Response:
         roles = user.authenticated.roles
-        if len(roles) == 1 and not request.query_params.get("organization"):
+        if len(roles) == 1 and not user.caller.is_superuser:
             return pages._secure(RedirectResponse(f"/console/work/{next(iter(roles))}", status_code=303))
         chosen = request.query_params.get("organization", "").strip()
         if _ID.match(chosen):
@@ -294,6 +295,12 @@ async def work(request: Request, organization_id: str) -> Response:
     return await _member(request, organization_id, respond)
 
 
+def _with_headers_of(error: HTTPException, response: Response) -> Response:
+    """The refusal's own headers (a 429's Retry-After) on the page that tells it."""
+    response.headers.update(error.headers or {})
+    return response
+
+
 # --- a sales report --------------------------------------------------------------------------------
 
 
@@ -326,7 +333,7 @@ async def request_report(request: Request, organization_id: str) -> Response:
         try:
             accepted = await delivery.queue_sales_report(request, caller, body)
         except HTTPException as error:  # the API's limits (429), no broker (503): said at the form
-            return await _work_page(
+            refused = await _work_page(
                 request,
                 user,
                 caller,
@@ -334,6 +341,7 @@ async def request_report(request: Request, organization_id: str) -> Response:
                 report_errors={"form": f"Not requested: {error.detail}"},
                 status_code=error.status_code,
             )
+            return _with_headers_of(error, refused)
         logger.info(
             "console: %s requested a sales report",
             caller.email,
@@ -351,8 +359,7 @@ async def download_report(request: Request, organization_id: str, file_id: str) 
         assert caller.organization_id is not None
         number = _url_id(file_id, f"organization {caller.organization_id} has no report file {file_id[:20]!r}")
         response = await delivery.report_download(caller.organization_id, number)
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return pages._secure(response)  # not cached, not sniffed as anything but its type
 
     return await _member(request, organization_id, respond)
 
@@ -409,7 +416,8 @@ async def upload_import(request: Request, organization_id: str) -> Response:
                 return await _work_page(request, user, caller, upload_error=f"Not uploaded: {error}", status_code=422)
             except HTTPException as error:  # 413 (size, storage quota), 429 (limits), 503 (no broker)
                 message = f"Not uploaded: {error.detail}"
-                return await _work_page(request, user, caller, upload_error=message, status_code=error.status_code)
+                refused = await _work_page(request, user, caller, upload_error=message, status_code=error.status_code)
+                return _with_headers_of(error, refused)
             finally:
                 await request.close()  # the temporary file goes now, not when the response is sent
         logger.info(
@@ -455,7 +463,6 @@ async def import_errors(request: Request, organization_id: str, import_id: str) 
         number = _url_id(import_id, _no_import(caller, import_id))
         async with web_session_factory()() as session:
             response = await downloads.errors_csv(caller.organization_id, number, session=session)
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return pages._secure(response)  # not cached, not sniffed as anything but its type
 
     return await _member(request, organization_id, respond)

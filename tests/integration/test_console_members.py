@@ -203,6 +203,7 @@ def test_a_report_is_requested_followed_and_downloaded(client, in_process_worker
     file = client.get(download)
     assert file.status_code == 200 and file.headers["content-type"].startswith("text/csv")
     assert file.headers["content-disposition"].startswith("attachment; filename=")
+    assert file.headers["cache-control"] == "no-store" and file.headers["x-content-type-options"] == "nosniff"
     rows = list(csv.reader(io.StringIO(file.content.decode("utf-8-sig"))))
     api_path = download.replace("/console/work", "/api/v1/organizations", 1)
     assert file.content == client.get(api_path, headers=acme.headers).content

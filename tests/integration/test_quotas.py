@@ -8,23 +8,8 @@ import pytest
 from sqlalchemy import text
 
 from erp.core.celery_app import celery_app
-from erp.core.config import get_settings
 from tests.support import sales_csv
 from tests.support.scheduling import empty_broker
-
-
-@pytest.fixture
-def limits(monkeypatch):
-    """Set limits for one test: `limits(TASKS_PER_MINUTE_PER_USER=5)`."""
-
-    def set_limits(**values: object) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(name, str(value))
-        get_settings.cache_clear()
-
-    yield set_limits
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 @pytest.fixture

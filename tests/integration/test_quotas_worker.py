@@ -11,24 +11,11 @@ from sqlalchemy import text
 
 from erp.core import concurrency_slots
 from erp.core.celery_app import celery_app
-from erp.core.config import get_settings
 from erp.core.files import file_store
 from erp.features.data_processing import import_pipeline
 from erp.features.data_processing.models import DataImportDB
 from tests.support import sales_csv
 from tests.support.task_status import finished_task
-
-
-@pytest.fixture
-def limits(monkeypatch):
-    def set_limits(**values: object) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(name, str(value))
-        get_settings.cache_clear()
-
-    yield set_limits
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -118,3 +118,18 @@ def make_user(erp_make_user):
     role None makes a user outside any organization; organizations are found or created by name.
     """
     return erp_make_user
+
+
+@pytest.fixture
+def limits(monkeypatch):
+    """Set limits for one test: `limits(TASKS_PER_MINUTE_PER_USER=5)` (settings read again)."""
+    from erp.core.config import get_settings
+
+    def set_limits(**values: object) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, str(value))
+        get_settings.cache_clear()
+
+    yield set_limits
+    monkeypatch.undo()
+    get_settings.cache_clear()
