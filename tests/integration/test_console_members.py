@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 from sqlalchemy import text
 
 from erp.console import work
@@ -349,3 +350,32 @@ def test_tasks_and_imports_are_paged_by_key_as_the_api_pages_them(client, orgs, 
     assert [item["id"] for item in page["items"]] == console_imports[:2] and page["next_before"] == console_imports[1]
     assert client.get("/api/v1/tasks", headers=acme.headers, params={"before": "yesterday"}).status_code == 422
     assert client.get(f"{url}?tasks_before=yesterday").status_code == 422
+
+
+def test_a_member_of_two_organizations_chooses_and_the_regions_answer_304_unchanged(client, orgs, sync_engine):
+    acme, _, globex = orgs
+    with sync_engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO memberships (user_id, organization_id, role) VALUES (:u, :o, 'member')"),
+            {"u": acme.user_id, "o": globex.organization_id},
+        )
+    sign_in(client, acme)
+    chooser = client.get("/console/work", follow_redirects=False)
+    assert chooser.status_code == 200  # two organizations: no guess
+    assert f'href="/console/work/{acme.organization_id}">Acme<' in chooser.text
+    assert f'href="/console/work/{globex.organization_id}">Globex<' in chooser.text
+    assert "Work of Globex" in client.get(f"/console/work/{globex.organization_id}").text
+
+    for region in ("tasks", "imports"):
+        url = f"/console/work/{acme.organization_id}?region={region}"
+        first = client.get(url, headers={"X-Console-Live": "1"})
+        assert first.status_code == 200 and "<html" not in first.text
+        page = client.get(f"/console/work/{acme.organization_id}").text
+        assert f'data-etag="{escape(first.headers["etag"])}"' in page  # the page's copy has the same tag
+        unchanged = client.get(url, headers={"X-Console-Live": "1", "If-None-Match": first.headers["etag"]})
+        assert unchanged.status_code == 304 and unchanged.content == b""
+    client.cookies.clear()
+    assert (
+        client.get(f"/console/work/{acme.organization_id}?region=tasks", headers={"X-Console-Live": "1"}).status_code
+        == 401
+    )
