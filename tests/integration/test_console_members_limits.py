@@ -40,3 +40,14 @@ def test_the_apis_limits_refuse_a_form_with_the_apis_429_and_store_nothing(clien
         assert connection.execute(text("SELECT count(*) FROM data_imports")).scalar_one() == 1
     assert api_task_count(client, acme) == 2
     empty_broker()
+
+
+def test_an_upload_over_the_size_limit_is_the_apis_413_and_stores_nothing(client, make_user, limits, sync_engine):
+    member = make_user(role="member", organization="Acme")
+    limits(DATA_IMPORT_MAX_UPLOAD_BYTES=2048)
+    refused = upload(client, sign_in(client, member), SAMPLE.read_bytes())  # 3,362 bytes
+    assert refused.status_code == 413
+    assert "Not uploaded: the upload is larger than 2,048 bytes (DATA_IMPORT_MAX_UPLOAD_BYTES)" in refused.text
+    with sync_engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM data_imports")).scalar_one() == 0
+        assert connection.execute(text("SELECT count(*) FROM files")).scalar_one() == 0
