@@ -806,6 +806,40 @@ async def login(request: Request) -> Response:
     return _secure(response)
 
 
+@router.get("/login/link")
+async def login_link_form(request: Request) -> Response:
+    """The page a login link opens: a button that signs in (a POST), so fetching the link,
+    as mail and chat previews do, does not spend it."""
+    code = request.query_params.get("code", "")
+    try:
+        owner = await sessions.login_link_owner(code)
+    except AuthenticationError as error:
+        return _login_response(request, sessions.COOKIE_PATH, error=f"Not signed in: {error}.", status_code=401)
+    token = sessions.new_login_token()
+    context = {"user": None, "health_html": None, "csrf": token, "code": code, "email": owner.email}
+    page = templates().get_template("login_link.html").render(context)
+    response = Response(page, media_type="text/html; charset=utf-8")
+    sessions.set_login_cookie(response, request, token)
+    return _secure(response)
+
+
+@router.post("/login/link")
+async def login_with_link(request: Request) -> Response:
+    try:
+        form = await sessions.read_form(request)
+        sessions.check_login_form(request, form)
+    except (BadForm, Refused) as error:
+        return _error_page(request, error.status_code, str(error))
+    try:
+        _, secret = await sessions.sign_in_with_link(form.get("code", ""))
+    except AuthenticationError as error:
+        logger.info("console: login link refused: %s", error, extra={"action": "console.sign_in_refused"})
+        return _login_response(request, sessions.COOKIE_PATH, error=f"Not signed in: {error}.", status_code=401)
+    response = RedirectResponse(sessions.COOKIE_PATH, status_code=303)
+    sessions.set_session_cookie(response, request, secret)
+    return _secure(response)
+
+
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     try:

@@ -42,7 +42,7 @@ from erp.tasks.scheduler_models import (
     PeriodicTaskRunDB,
     stale_after_seconds,
 )
-from erp.tasks.worker_heartbeats import WorkerHeartbeatDB
+from erp.tasks.worker_heartbeats import fresh_worker_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -117,14 +117,7 @@ async def _ledger_health(session: AsyncSession) -> tuple[list[BeatInstance], tup
             ).where(run.scheduled_at >= hour_ago, run.scheduled_at < func.now())
         )
     ).one()
-    lost_after = timedelta(seconds=get_settings().WORKER_LOST_AFTER_SECONDS)
-    workers = list(
-        await session.scalars(
-            select(WorkerHeartbeatDB.node)
-            .where(WorkerHeartbeatDB.seen_at > func.now() - lost_after)
-            .order_by(WorkerHeartbeatDB.node)
-        )
-    )
+    workers = await fresh_worker_nodes(get_settings().WORKER_LOST_AFTER_SECONDS, session=session)
     return beats, (counts[0], counts[1], counts[2]), workers
 
 

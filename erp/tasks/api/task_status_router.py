@@ -10,12 +10,15 @@ their schedule. An id in neither is 404 for everyone.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import redis.asyncio as redis
 from celery.result import AsyncResult
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.accounts.dependencies import CurrentCaller
 from erp.core import task_owners
@@ -100,9 +103,9 @@ def _not_found(task_id: str) -> HTTPException:
     return HTTPException(404, f"no task {task_id} was started through this API, or its result has expired")
 
 
-async def _visible_to(caller: Caller, task_id: str) -> _Visible:
+async def _visible_to(caller: Caller, task_id: str, tools: StatusTools | None) -> _Visible:
     """The task's owner record or ledger row, or 404/403 when `caller` may not see the task."""
-    owner = await within_deadline(task_owners.get_owner(task_id))
+    owner = await within_deadline(task_owners.get_owner(task_id, tools.redis if tools else None))
     if owner is not None:
         if not _may_see(caller, owner):
             raise HTTPException(403, "this task was started by another user and organization")
@@ -110,15 +113,28 @@ async def _visible_to(caller: Caller, task_id: str) -> _Visible:
     if not caller.is_superuser:
         raise _not_found(task_id)
     # Periodic runs have no owner record; an id the ledger does not know is nobody's task.
-    async with web_session_factory()() as session:
-        run = await runs.run_by_message_id(task_id, session=session)
+    if tools is not None:
+        run = await runs.run_by_message_id(task_id, session=tools.session)
+    else:
+        async with web_session_factory()() as session:
+            run = await runs.run_by_message_id(task_id, session=session)
     if run is None:
         raise _not_found(task_id)
     return _Visible(None, run)
 
 
-async def _status_for(caller: Caller, task_id: str) -> TaskStatus:
-    visible = await _visible_to(caller, task_id)
+@dataclass(frozen=True)
+class StatusTools:
+    """A session and a Redis client of the caller's own, for a reader outside the web process
+    (the command line): the web's pool and client belong to the web's event loop."""
+
+    session: AsyncSession
+    redis: redis.Redis
+
+
+async def task_status(caller: Caller, task_id: str, tools: StatusTools | None = None) -> TaskStatus:
+    """What `GET /api/v1/tasks/{task_id}` answers `caller` (HTTPException 404/403 otherwise)."""
+    visible = await _visible_to(caller, task_id, tools)
     status = await off_the_loop(_read_status, task_id, visible.owner, caller.is_superuser)
     if visible.run is not None:
         run = visible.run
@@ -133,7 +149,7 @@ async def _status_for(caller: Caller, task_id: str) -> TaskStatus:
 @router.get("", response_model=TaskList, summary="Your recent tasks, newest first", responses=ERRORS)
 async def list_my_tasks(caller: CurrentCaller, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> TaskList:
     ids = await within_deadline(task_owners.recent_task_ids(caller.user_id, limit))
-    return TaskList(items=[await _status_for(caller, task_id) for task_id in ids])
+    return TaskList(items=[await task_status(caller, task_id) for task_id in ids])
 
 
 @router.get(
@@ -144,7 +160,7 @@ async def list_my_tasks(caller: CurrentCaller, limit: Annotated[int, Query(ge=1,
     responses=ERRORS,
 )
 async def get_task_status(task_id: uuid.UUID, caller: CurrentCaller) -> TaskStatus:
-    return await _status_for(caller, str(task_id))
+    return await task_status(caller, str(task_id))
 
 
 @router.post(
@@ -155,6 +171,6 @@ async def get_task_status(task_id: uuid.UUID, caller: CurrentCaller) -> TaskStat
     responses=ERRORS,
 )
 async def revoke_task(task_id: uuid.UUID, caller: CurrentCaller) -> TaskStatus:
-    status = await _status_for(caller, str(task_id))
+    status = await task_status(caller, str(task_id))
     await off_the_loop(celery_app.control.revoke, str(task_id))
     return status
