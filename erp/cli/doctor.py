@@ -213,8 +213,7 @@ def doctor(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check settings, PostgreSQL, migrations, Redis, beat, workers and queues: one line each;
-    exit 1 if any fails (a release-phase or deploy check)."""
+    """Check settings, PostgreSQL, migrations, Redis, beat, workers and queues, one line each; exit 1 if one fails."""
     results = asyncio.run(run_checks(set(skip or ())))
     failed = any(result.status == "fail" for result in results)
     if as_json:

@@ -143,8 +143,7 @@ def watch(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Follow the ledger: the latest occurrences, then each one new or changed, as it happens
-    (--json: one RunOut object per line)."""
+    """Follow the ledger: the latest occurrences, then each new or changed one (--json: one run per line)."""
 
     async def action(session: AsyncSession) -> None:
         schedule_id = await _schedule_id(schedule, session=session)
@@ -234,8 +233,7 @@ def forecast(
     top: Annotated[int, typer.Option(min=1, max=100, help="how many of the busiest minutes to list")] = 10,
     as_json: JsonOption = False,
 ) -> None:
-    """Occurrences per minute the enabled schedules will make: a heatmap (hours down, minutes
-    across) and the busiest minutes (--json: the API's /api/v1/admin/schedule-load)."""
+    """The schedules' load per minute as a heatmap, hours by minutes, and the busiest minutes (--json: /schedule-load's)."""
     first = (
         datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         if start is None

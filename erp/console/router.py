@@ -38,16 +38,14 @@ from erp.accounts.service import AuthenticationError
 from erp.console import editing, views
 from erp.console import session as sessions
 from erp.console.session import BadForm, ConsoleUser, Form, Refused, SignInRequired
-from erp.core.celery_app import celery_app
 from erp.core.db import web_session_factory
-from erp.core.dispatch import off_the_loop
 from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
 from erp.tasks.api import periodic_tasks
 from erp.tasks.api.backfill import plan_backfill
+from erp.tasks.api.periodic_tasks_router import send_run
 from erp.tasks.api.periodic_tasks_schemas import PauseIn
 from erp.tasks.calendar.kinds import INTERVAL_PERIODS
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS
-from erp.tasks.periodic_messages import send_periodic_run
 from erp.tasks.scheduler_models import PeriodicTaskDB
 
 logger = logging.getLogger(__name__)
@@ -544,11 +542,6 @@ class NotSent(Exception):
     """Run now: the broker did not take the message (the ledger row says revoked)."""
 
 
-async def _send(task: PeriodicTaskDB, run_id: str, scheduled_at: datetime) -> None:
-    """How "run now" sends its message: as the API's route does."""
-    await off_the_loop(send_periodic_run, celery_app, task, run_id=run_id, scheduled_at=scheduled_at)
-
-
 async def _apply(action: str, periodic_task_id: int, form: Form, user: ConsoleUser, session: AsyncSession) -> str:
     caller = user.caller
     if action == "pause":
@@ -567,7 +560,7 @@ async def _apply(action: str, periodic_task_id: int, form: Form, user: ConsoleUs
         await periodic_tasks.delete_periodic_task(periodic_task_id, expected, caller, session=session)
         return "deleted"
     try:
-        await periodic_tasks.run_periodic_task_now(periodic_task_id, caller, _send, session=session)
+        await periodic_tasks.run_periodic_task_now(periodic_task_id, caller, send_run, session=session)
     except (NotFoundError, ConflictError, InvalidInputError):
         raise
     except Exception as error:  # the broker's error, whatever its kind: reported as not sent
