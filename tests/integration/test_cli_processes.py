@@ -5,27 +5,12 @@ service it needs is not there."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from erp.core import tokens
-from tests.support.environment import TEST_ENV
-from tests.support.processes import REPO_ROOT
-
-
-def erp(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "erp", *args],
-        env={**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO_ROOT), **environment},
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.support.cli import erp
 
 
 def unused_port() -> int:
