@@ -166,11 +166,16 @@ def reader(actor: accounts.CommandLine) -> Caller:
     )
 
 
+def interactive() -> bool:
+    """Whether a person can be asked: stdin is a terminal."""
+    return sys.stdin.isatty()
+
+
 def confirm(question: str, yes: bool) -> None:
     """A destructive command goes ahead with `--yes`, or when a person at a terminal says so."""
     if yes:
         return
-    if not sys.stdin.isatty():
+    if not interactive():
         fail(EXIT_USAGE, f"{question.rstrip('?')}: add --yes to confirm (no terminal to ask at)")
     if not typer.confirm(question, default=False):
         fail(EXIT_USAGE, "not confirmed: nothing changed")

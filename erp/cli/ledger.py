@@ -158,6 +158,8 @@ def watch(
             changed = [run for run in latest if seen.get(run.id) != (run.state, run.started_at, run.finished_at)]
             for run in latest:
                 seen[run.id] = (run.state, run.started_at, run.finished_at)
+            if first and not as_json:
+                typer.echo("  ".join(RUN_COLUMNS))
             _print_runs(changed[-FIRST_ROWS_SHOWN:] if first else changed, as_json)
             first = False
             if stop_at is not None and time.monotonic() >= stop_at:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from erp.cli import app
+from erp.cli import app, common
 from erp.cli.common import EXIT_CONFLICT, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_USAGE
 from erp.core import tokens
 from tests.support.scheduling import empty_broker
@@ -174,6 +174,19 @@ def test_disable_and_delete_need_yes_without_a_terminal(cli, admin, api_client):
     assert api_client.get(f"{API}/{task['id']}", headers=admin.headers).status_code == 404
 
 
+def test_at_a_terminal_a_destructive_command_asks_first(cli, admin, api_client, monkeypatch):
+    task = created(cli, "report")
+    monkeypatch.setattr(common, "interactive", lambda: True)
+    runner = CliRunner()
+    declined = runner.invoke(app, ["schedules", "disable", "report"], input="n\n")
+    assert declined.exit_code == EXIT_USAGE and "not confirmed: nothing changed" in declined.stderr
+    assert "disable periodic task 'report'?" in declined.stdout
+    assert api_client.get(f"{API}/{task['id']}", headers=admin.headers).json()["enabled"] is True
+    accepted = runner.invoke(app, ["schedules", "delete", "report"], input="y\n")
+    assert accepted.exit_code == 0, accepted.stderr
+    assert api_client.get(f"{API}/{task['id']}", headers=admin.headers).status_code == 404
+
+
 def test_backfill_dry_run_writes_nothing_and_the_backfill_plans_the_new_slots(cli, admin, sync_engine):
     task = created(cli, "report", "--crontab", "*/10 * * * *")
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
@@ -253,6 +266,9 @@ def test_watch_prints_the_latest_runs_as_json_lines(cli, admin):
     runs = [json.loads(line) for line in lines]
     assert len(runs) == planned and {run["state"] for run in runs} == {"planned"}
     assert [run["scheduled_at"] for run in runs] == sorted(run["scheduled_at"] for run in runs)  # oldest first
+    table = cli("runs", "watch", "--for", "0.3", "--interval", "0.2").stdout.splitlines()
+    assert table[0].startswith("run  schedule  slot (UTC)") and len(table) == 1 + planned
+    assert all("report" in line and "planned" in line for line in table[1:])
 
 
 def test_waiting_for_a_task_that_never_runs_times_out_with_5(cli, admin, redis_clean):
