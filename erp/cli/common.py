@@ -19,18 +19,20 @@ from fastapi import HTTPException
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.accounts import service as accounts
+from erp.core.broker_wire import BROKER_ERRORS
 from erp.core.caller import Caller
 from erp.core.db import run_with_session
-from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
+from erp.core.errors import ConflictError, InvalidInputError, NotFoundError, error_text
 from erp.tasks.api import periodic_tasks
 from erp.tasks.scheduler_models import PeriodicTaskDB
 
 # The exit codes, stable for scripts (documented in the README's "Command line").
 EXIT_OK = 0
-EXIT_FAILED = 1  # a check failed, a task failed
+EXIT_FAILED = 1  # a check failed, a task failed, PostgreSQL or Redis did not answer
 EXIT_USAGE = 2  # bad input or usage (click uses 2 for usage errors too)
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4  # a stale version, a name in use, pausing a paused task
@@ -88,6 +90,8 @@ def validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# PostgreSQL's, and Redis's and the broker's (OSError among them: a refused connection).
+SERVICE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, *BROKER_ERRORS)
 _HTTP_EXIT = {404: EXIT_NOT_FOUND, 403: EXIT_USAGE, 409: EXIT_CONFLICT, 422: EXIT_USAGE, 400: EXIT_USAGE}
 
 
@@ -105,6 +109,9 @@ def run(action: Callable[[AsyncSession], Awaitable[T]]) -> T:
         fail(EXIT_USAGE, validation_message(error))
     except HTTPException as error:  # a function shared with a route (task status) says it as HTTP does
         fail(_HTTP_EXIT.get(error.status_code, EXIT_FAILED), str(error.detail))
+    except SERVICE_ERRORS as error:
+        # PostgreSQL or Redis away: one line saying which and why (sanitized), not a traceback.
+        fail(EXIT_FAILED, f"{error_text(error)} (python -m erp doctor checks each service)")
 
 
 def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:

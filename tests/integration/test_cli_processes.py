@@ -83,3 +83,11 @@ def test_doctor_prints_no_password(clean_tables):
     done = erp("doctor", REDIS_URL=f"redis://:hunter2-secret@127.0.0.1:{port}")
     assert done.returncode == 1
     assert "hunter2-secret" not in done.stdout + done.stderr
+
+
+def test_a_database_that_does_not_answer_is_one_line_and_exit_1(clean_tables):
+    port = unused_port()
+    done = erp("schedules", "list", DATABASE_URL=f"postgresql://erp:s3cret-pw@127.0.0.1:{port}/erp")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("erp: ") and done.stderr.count("\n") == 1, done.stderr  # no traceback
+    assert "s3cret-pw" not in done.stderr and "doctor" in done.stderr
