@@ -5,8 +5,7 @@ Every command calls the service function its API route calls, with a session of 
 the command line accepts, refuses and records exactly what the API does; `--json` prints the
 JSON the route answers. Changes are in the change log as the command line's, or as the
 superuser `--as EMAIL` names. Exit codes (erp.cli.common): 0 done, 1 a check or task failed
-(or a service did not answer),
-2 bad input or usage, 3 not found, 4 conflict, 5 timed out.
+or a service did not answer, 2 bad input or usage, 3 not found, 4 conflict, 5 timed out.
 """
 
 from __future__ import annotations
