@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from fastapi import HTTPException
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
@@ -121,13 +121,13 @@ def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
     elif isinstance(value, dict):
         data = value
     else:
-        data = TypeAdapter(list[Any]).dump_python([item.model_dump(mode="json") for item in value], mode="json")
+        data = [item.model_dump(mode="json") for item in value]
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def table(*columns: str, title: str | None = None) -> Table:
-    grid = Table(*columns, title=title, title_justify="left", header_style="bold", show_edge=False, pad_edge=False)
-    return grid
+    """A table of the command line's one look: a bold header, no outer frame."""
+    return Table(*columns, title=title, title_justify="left", header_style="bold", show_edge=False, pad_edge=False)
 
 
 def moment(value: datetime | None) -> str:

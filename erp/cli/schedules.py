@@ -19,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from erp.cli import common
 from erp.cli.common import AsOption, JsonOption, ScheduleArgument, YesOption, moment
 from erp.cli.tasks import wait_for_task
-from erp.console.views import schedule_words, status_of
+from erp.console.views import status_of
 from erp.core.dispatch import TaskAccepted
 from erp.tasks.api import periodic_tasks
 from erp.tasks.api.backfill import plan_backfill
-from erp.tasks.api.periodic_tasks import Actor
+from erp.tasks.api.periodic_tasks import Actor, schedule_words
 from erp.tasks.api.periodic_tasks_router import (
     backfill_out,
     periodic_task_out,
@@ -274,6 +274,7 @@ def _print_dry_run(preview: periodic_tasks.UpdatePreview, as_json: bool) -> None
                 "dry_run": True,
                 "changes": preview.changes,
                 "version": preview.version,
+                "schedule": preview.schedule,
                 "next_run_at": None if preview.next_run_at is None else preview.next_run_at.isoformat(),
                 "next_runs": TypeAdapter(list[PreviewRun]).dump_python(runs, mode="json"),
             }
@@ -287,6 +288,7 @@ def _print_dry_run(preview: periodic_tasks.UpdatePreview, as_json: bool) -> None
     for field, (old, new) in preview.changes.items():
         grid.add_row(field, json.dumps(old, default=str), json.dumps(new, default=str))
     out.print(grid)
+    out.print(f"schedule: {preview.schedule}")
     upcoming = common.table("next slots (UTC)", "due (jitter added)")
     for run in runs:
         upcoming.add_row(moment(run.scheduled_at), moment(run.due_at))

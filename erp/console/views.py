@@ -29,10 +29,10 @@ from erp.tasks.api import alerts, forecast, periodic_tasks
 from erp.tasks.api.backfill import BackfillResult, plan_backfill
 from erp.tasks.api.beat_heartbeats import BeatInstance, beat_instances
 from erp.tasks.api.last_runs import last_runs, recent_runs
+from erp.tasks.api.periodic_tasks import schedule_words
 from erp.tasks.api.runs import RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.calendar.specs import CrontabSpec
-from erp.tasks.calendar.words import describe
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS, AlertKind, RunState, SkipReason
 from erp.tasks.scheduler_models import (
     BrokenScheduleError,
@@ -136,13 +136,6 @@ def zone_of(task: PeriodicTaskDB) -> tzinfo:
         except (ValueError, KeyError):
             return UTC
     return UTC
-
-
-def schedule_words(task: PeriodicTaskDB) -> str:
-    try:
-        return describe(task.get_schedule())
-    except (BrokenScheduleError, ValueError, TypeError) as error:
-        return f"cannot be read: {error}"
 
 
 @dataclass(frozen=True)

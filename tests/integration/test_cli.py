@@ -122,6 +122,9 @@ def test_edit_dry_run_checks_and_saves_nothing_then_the_edit_is_logged_as_the_na
     task = created(cli, "report")
     dry = json.loads(cli("schedules", "edit", "report", "--set", "jitter_seconds=30", "--dry-run", "--json").stdout)
     assert dry["dry_run"] and dry["changes"] == {"jitter_seconds": [0, 30]} and dry["version"] == 2
+    assert dry["schedule"] == "every 10 seconds"
+    hourly = cli("schedules", "edit", "report", "--crontab", "0 * * * *", "--dry-run").stdout
+    assert "schedule: every hour, on the hour" in hourly and "interval_id" in hourly and "crontab_id" in hourly
     assert len(dry["next_runs"]) == 5
     assert all(run["due_at"] >= run["scheduled_at"] for run in dry["next_runs"])
     refused = cli("schedules", "edit", "report", "--every", "0", "--dry-run", expect=EXIT_USAGE)

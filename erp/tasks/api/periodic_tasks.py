@@ -25,9 +25,11 @@ from erp.tasks.api.periodic_tasks_schemas import PeriodicTaskCreate, PeriodicTas
 from erp.tasks.calendar import schedules
 from erp.tasks.calendar.kinds import SCHEDULE_COLUMNS, SCHEDULE_KINDS, schedule_column
 from erp.tasks.calendar.schedules import jitter_offset
+from erp.tasks.calendar.words import describe
 from erp.tasks.periodic_messages import routing_problem
 from erp.tasks.scheduler_models import (
     SCHEDULE_MODELS,
+    BrokenScheduleError,
     PeriodicTaskChangeDB,
     PeriodicTaskDB,
     PeriodicTaskRunDB,
@@ -71,6 +73,14 @@ class InvalidPeriodicTask(InvalidInputError):
 
 class PauseConflict(ConflictError):
     """Pausing a paused task, or resuming one that is not paused."""
+
+
+def schedule_words(task: PeriodicTaskDB) -> str:
+    """The task's schedule in one English phrase ("every day at 02:30 Europe/Berlin")."""
+    try:
+        return describe(task.get_schedule())
+    except (BrokenScheduleError, ValueError, TypeError) as error:
+        return f"cannot be read: {error}"
 
 
 def registered_task_names() -> list[str]:
@@ -284,6 +294,7 @@ class UpdatePreview:
 
     changes: dict[str, list[Any]]
     version: int
+    schedule: str  # in words
     next_run_at: datetime | None
     next_runs: list[tuple[datetime, datetime]]
 
@@ -302,7 +313,7 @@ async def preview_update(
                 raise PeriodicTaskConflict(f"a periodic task named {data.name!r} already exists") from None
             raise
         next_runs = await preview_runs(periodic_task_id, count, session=session)
-        return UpdatePreview(changes, task.version, task.next_run_at, next_runs)
+        return UpdatePreview(changes, task.version, schedule_words(task), task.next_run_at, next_runs)
     finally:
         await session.rollback()
 
