@@ -152,6 +152,10 @@ def list_schedules(
     name: Annotated[str | None, typer.Option(help="part of the name, any case")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     offset: Annotated[int, typer.Option(min=0)] = 0,
+    after_id: Annotated[
+        int | None,
+        typer.Option(min=0, help="the page after this id (quicker than --offset deep into many)", show_default=False),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Periodic tasks by id (--json: the API's page)."""
@@ -166,6 +170,7 @@ def list_schedules(
             offset=offset,
             paused=paused,
             failing=failing,
+            after_id=after_id,
         )
         return await periodic_task_page(rows, total, limit, offset, session=session), [
             (schedule_words(row), status_of(row)) for row in rows
@@ -181,7 +186,10 @@ def list_schedules(
         grid.add_row(str(item.id), item.name, item.task, words, status, moment(item.next_run_at), last)
     out = common.console()
     out.print(grid)
-    out.print(f"{len(page.items)} of {page.total} (offset {offset})", style="dim")
+    more = (
+        f"; next page: --after-id {page.items[-1].id}" if page.items and offset + len(page.items) < page.total else ""
+    )
+    out.print(f"{len(page.items)} of {page.total}{more}", style="dim")
 
 
 @app.command()

@@ -79,6 +79,10 @@ def test_create_answers_the_apis_json_and_the_change_log_names_the_command_line(
     table = cli("schedules", "list").stdout
     assert "nightly export" in table and "Europe/Berlin" in table
     assert "nightly export" in cli("schedules", "show", "nightly export").stdout  # by its name
+    second = created(cli, "second")
+    after = json.loads(cli("schedules", "list", "--after-id", str(task["id"]), "--json").stdout)
+    assert [item["id"] for item in after["items"]] == [second["id"]] and after["total"] == 2
+    assert f"next page: --after-id {task['id']}" in cli("schedules", "list", "--limit", "1").stdout
     assert json.loads(cli("schedules", "show", str(task["id"]), "--json").stdout) == from_api
 
 
