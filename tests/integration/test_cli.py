@@ -302,6 +302,11 @@ def test_run_now_waits_for_the_result_and_tasks_show_answers_as_the_api(
     assert changes_of(sync_engine, task["id"])[-1] == ("run", None, None)
     sent = json.loads(cli("schedules", "run", "ping now", "--json").stdout)
     assert sent["status_url"] == f"/api/v1/tasks/{sent['task_id']}"
+    # A task dispatched through the API (its owner record in Redis, no ledger row) reads the same.
+    accepted = api_client.post("/api/v1/tasks/ping", headers=admin.headers).json()
+    waited = json.loads(cli("tasks", "wait", accepted["task_id"], "--timeout", "60", "--json").stdout)
+    assert waited["state"] == "SUCCESS" and waited["created_at"] is not None and waited["periodic_task_id"] is None
+    assert waited == api_client.get(accepted["status_url"], headers=admin.headers).json()
     cli("tasks", "show", "not-a-uuid", expect=EXIT_USAGE)
     cli("tasks", "show", "0b6f8a3e-2c1e-4a8e-9d0c-3f0f6f6a8b11", expect=EXIT_NOT_FOUND)
 
