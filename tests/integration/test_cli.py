@@ -156,7 +156,7 @@ def test_as_must_name_an_active_superuser(cli, admin, make_user, sync_engine):
     cli("schedules", "pause", "report", "--note", "x", "--as", "nobody@example.com", expect=EXIT_NOT_FOUND)
 
 
-def test_pause_and_resume_record_who_and_why(cli, admin, api_client, sync_engine):
+def test_pause_and_resume_record_who_and_why(cli, admin, api_client, sync_engine, monkeypatch):
     task = created(cli, "report")
     paused = json.loads(cli("schedules", "pause", "report", "--note", "supplier API down", "--json").stdout)
     assert paused["paused_by"] == "command line" and paused["pause_note"] == "supplier API down"
@@ -166,6 +166,11 @@ def test_pause_and_resume_record_who_and_why(cli, admin, api_client, sync_engine
     assert changes_of(sync_engine, task["id"])[1:] == [("pause", None, None), ("resume", admin.user_id, admin.email)]
     table = cli("schedules", "changes", "report").stdout
     assert "pause" in table and "command line" in table and admin.email in table
+    monkeypatch.setenv("ERP_CLI_AS", admin.email)  # --as for a whole shell session
+    assert (
+        json.loads(cli("schedules", "pause", "report", "--note", "again", "--json").stdout)["paused_by"] == admin.email
+    )
+    assert changes_of(sync_engine, task["id"])[-1] == ("pause", admin.user_id, admin.email)
 
 
 def test_disable_and_delete_need_yes_without_a_terminal(cli, admin, api_client):
