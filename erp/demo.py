@@ -5,7 +5,8 @@ token (older demo tokens are revoked: a token's secret cannot be shown twice), a
 example schedule that pings every 30 seconds, and gives the organization a year of sales
 (the 365 days up to today, made from a fixed random seed, so every run makes the same shape of
 data; added once). It prints curl lines to try a report and the import of
-samples/sales_orders.csv (which has a few bad rows on purpose).
+samples/sales_orders.csv (which has a few bad rows on purpose), the console's URL with a
+one-time login link, and the command line to try.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from erp.accounts import service as accounts
 from erp.accounts.models import OrganizationDB
 from erp.core.caller import Caller
+from erp.core.config import get_settings
 from erp.core.db import run_with_session
 from erp.sales.models import SalesOrderDB, SalesOrderLineDB
 from erp.tasks.api import periodic_tasks
@@ -152,9 +154,17 @@ async def create_demo_with_sales(session: AsyncSession) -> tuple[str, int, int, 
     return secret, organization_id, added, first_day, last_day
 
 
+async def demo_login_link(base: str, session: AsyncSession) -> str:
+    """A one-time link that signs the demo user in to the console (valid for minutes)."""
+    user = await accounts.get_user_by_email(DEMO_EMAIL, session=session)
+    return accounts.login_link_url(await accounts.create_login_link(user.id, session=session), base)
+
+
 def main() -> None:
     secret, organization_id, added, first_day, last_day = run_with_session(create_demo_with_sales)
     base = f"http://localhost:{os.environ.get('PORT', '5000')}"
+    login_link = run_with_session(lambda session: demo_login_link(base, session))
+    minutes = get_settings().LOGIN_LINK_LIFETIME_MINUTES
     auth = '-H "Authorization: Bearer $ERP_TOKEN"'
     organization = f"{base}/api/v1/organizations/{organization_id}"
     sales = f"added {added:,} demo orders" if added else "its demo orders were added before"
@@ -185,7 +195,14 @@ Import the sample CSV (it has 4 bad rows on purpose) and read its errors:
     curl -s {auth} {organization}/imports/<import_id>/errors.csv
 
     open {base}/docs
-    open {base}/console       # the operator console: sign in with the token above
+
+The operator console, {base}/console (sign in with the token above), or at once, within
+{minutes} minutes, with this one-time link:
+    {login_link}
+
+The command line over the same services: .venv/bin/python -m erp --help, e.g.
+    .venv/bin/python -m erp schedules list
+    .venv/bin/python -m erp doctor
 """
     )
 

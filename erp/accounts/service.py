@@ -8,17 +8,19 @@ is tied to it (see ApiTokenDB): revoked with it, refused once it is revoked or e
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 from sqlalchemy import BigInteger, DateTime, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from erp.accounts.models import AccountChangeDB, ApiTokenDB, MembershipDB, OrganizationDB, UserDB
+from erp.accounts.models import AccountChangeDB, ApiTokenDB, LoginLinkDB, MembershipDB, OrganizationDB, UserDB
 from erp.core import tokens
 from erp.core.clock import utcnow
 from erp.core.config import get_settings
@@ -538,3 +540,66 @@ async def ensure_superuser(
             )
     await session.commit()
     return user
+
+
+# --- one-time login links to the console ------------------------------------------------------
+
+# Where a login link points (the console's route), and its base when PUBLIC_BASE_URL is unset.
+LOGIN_LINK_PATH = "/console/login/link"
+DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+# A code is 43 characters (32 random bytes); anything much longer is not one of ours.
+LOGIN_CODE_MAX_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class LinkedUser:
+    """The user a login link is for, as the account log records an actor."""
+
+    user_id: int
+    email: str
+
+
+async def create_login_link(user_id: int, *, session: AsyncSession) -> str:
+    """A new one-time login code for the user (stored as its digest): the code, shown once."""
+    await get_user(user_id, session=session)
+    code = secrets.token_urlsafe(32)
+    lifetime = timedelta(minutes=get_settings().LOGIN_LINK_LIFETIME_MINUTES)
+    session.add(LoginLinkDB(user_id=user_id, code_hash=tokens.token_digest(code), expires_at=utcnow() + lifetime))
+    await session.commit()
+    logger.info(
+        "login link made for user %s",
+        user_id,
+        extra={"action": "accounts.login_link.create", "subject_user_id": user_id},
+    )
+    return code
+
+
+def login_link_url(code: str, base_url: str | None = None) -> str:
+    """The link to print: `<base>/console/login/link?code=...`."""
+    base = (base_url or get_settings().PUBLIC_BASE_URL or DEFAULT_PUBLIC_BASE_URL).rstrip("/")
+    return f"{base}{LOGIN_LINK_PATH}?{urlencode({'code': code})}"
+
+
+async def login_link_user(code: str, *, use: bool, session: AsyncSession) -> LinkedUser:
+    """The user of a live login code, or AuthenticationError saying why not (unknown, used,
+    expired, user deactivated). With `use`, the link is marked used in the session's
+    transaction (its row locked first: of two uses at once, the second finds it used), so the
+    caller commits it together with what it signs in."""
+    if not code or len(code) > LOGIN_CODE_MAX_LENGTH:
+        raise AuthenticationError("this login link is not valid")
+    query = select(LoginLinkDB).where(LoginLinkDB.code_hash == tokens.token_digest(code))
+    link = await session.scalar(query.with_for_update() if use else query)
+    if link is None:
+        raise AuthenticationError("this login link is not valid")
+    if link.used_at is not None:
+        raise AuthenticationError("this login link has already been used: make a new one")
+    now = utcnow()
+    if now >= link.expires_at:
+        raise AuthenticationError("this login link has expired: make a new one")
+    user = await get_user(link.user_id, session=session)
+    if not user.is_active:
+        raise AuthenticationError("this user is deactivated")
+    if use:
+        link.used_at = now
+        await session.flush()
+    return LinkedUser(user.id, user.email)

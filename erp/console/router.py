@@ -39,16 +39,14 @@ from erp.accounts.service import AuthenticationError
 from erp.console import editing, views
 from erp.console import session as sessions
 from erp.console.session import BadForm, ConsoleUser, Form, Refused, SignInRequired
-from erp.core.celery_app import celery_app
 from erp.core.db import web_session_factory
-from erp.core.dispatch import off_the_loop
 from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
 from erp.tasks.api import periodic_tasks
 from erp.tasks.api.backfill import plan_backfill
+from erp.tasks.api.periodic_tasks_router import send_run
 from erp.tasks.api.periodic_tasks_schemas import PauseIn
 from erp.tasks.calendar.kinds import INTERVAL_PERIODS
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS
-from erp.tasks.periodic_messages import send_periodic_run
 from erp.tasks.scheduler_models import PeriodicTaskDB
 
 logger = logging.getLogger(__name__)
@@ -566,11 +564,6 @@ class NotSent(Exception):
     """Run now: the broker did not take the message (the ledger row says revoked)."""
 
 
-async def _send(task: PeriodicTaskDB, run_id: str, scheduled_at: datetime) -> None:
-    """How "run now" sends its message: as the API's route does."""
-    await off_the_loop(send_periodic_run, celery_app, task, run_id=run_id, scheduled_at=scheduled_at)
-
-
 async def _apply(action: str, periodic_task_id: int, form: Form, user: ConsoleUser, session: AsyncSession) -> str:
     caller = user.caller
     if action == "pause":
@@ -589,7 +582,7 @@ async def _apply(action: str, periodic_task_id: int, form: Form, user: ConsoleUs
         await periodic_tasks.delete_periodic_task(periodic_task_id, expected, caller, session=session)
         return "deleted"
     try:
-        await periodic_tasks.run_periodic_task_now(periodic_task_id, caller, _send, session=session)
+        await periodic_tasks.run_periodic_task_now(periodic_task_id, caller, send_run, session=session)
     except (NotFoundError, ConflictError, InvalidInputError):
         raise
     except Exception as error:  # the broker's error, whatever its kind: reported as not sent
@@ -824,6 +817,40 @@ async def login(request: Request) -> Response:
         logger.info("console: sign-in refused: %s", error, extra={"action": "console.sign_in_refused"})
         return _login_response(request, target, error=f"Not signed in: {error}.", status_code=401)
     response = RedirectResponse(target, status_code=303)
+    sessions.set_session_cookie(response, request, secret)
+    return _secure(response)
+
+
+@router.get("/login/link")
+async def login_link_form(request: Request) -> Response:
+    """The page a login link opens: a button that signs in (a POST), so fetching the link,
+    as mail and chat previews do, does not spend it."""
+    code = request.query_params.get("code", "")
+    try:
+        owner = await sessions.login_link_owner(code)
+    except AuthenticationError as error:
+        return _login_response(request, sessions.COOKIE_PATH, error=f"Not signed in: {error}.", status_code=401)
+    token = sessions.new_login_token()
+    context = {"user": None, "health_html": None, "csrf": token, "code": code, "email": owner.email}
+    page = templates().get_template("login_link.html").render(context)
+    response = Response(page, media_type="text/html; charset=utf-8")
+    sessions.set_login_cookie(response, request, token)
+    return _secure(response)
+
+
+@router.post("/login/link")
+async def login_with_link(request: Request) -> Response:
+    try:
+        form = await sessions.read_form(request)
+        sessions.check_login_form(request, form)
+    except (BadForm, Refused) as error:
+        return _error_page(request, error.status_code, str(error))
+    try:
+        _, secret = await sessions.sign_in_with_link(form.get("code", ""))
+    except AuthenticationError as error:
+        logger.info("console: login link refused: %s", error, extra={"action": "console.sign_in_refused"})
+        return _login_response(request, sessions.COOKIE_PATH, error=f"Not signed in: {error}.", status_code=401)
+    response = RedirectResponse(sessions.COOKIE_PATH, status_code=303)
     sessions.set_session_cookie(response, request, secret)
     return _secure(response)
 

@@ -202,6 +202,31 @@ async def sign_in(api_token: str) -> tuple[accounts.Authenticated, str]:
     return authenticated, secret
 
 
+async def login_link_owner(code: str) -> accounts.LinkedUser:
+    """Whom a login link would sign in (AuthenticationError if it would not): the page asking
+    to confirm, which uses nothing, so a link previewer that fetches it does not spend it."""
+    async with web_session_factory()() as session:
+        return await accounts.login_link_user(code, use=False, session=session)
+
+
+async def sign_in_with_link(code: str) -> tuple[accounts.LinkedUser, str]:
+    """Spend a one-time login link and make the browser's session token for its user, in one
+    transaction: the link is used if and only if the session exists."""
+    async with web_session_factory()() as session:
+        user = await accounts.login_link_user(code, use=True, session=session)
+        # No parent: the link was made at the deployment's command line, as a CLI token is.
+        _, secret = await accounts.create_token(
+            user.user_id,
+            SESSION_TOKEN_NAME,
+            None,
+            actor=user,
+            session=session,
+            expires_before=utcnow() + SESSION_LIFETIME,
+        )
+    logger.info("console: %s signed in with a login link", user.email, extra={"action": "console.signed_in"})
+    return user, secret
+
+
 def set_session_cookie(response: Response, request: Request, secret: str) -> None:
     response.set_cookie(
         SESSION_COOKIE,

@@ -29,10 +29,10 @@ from erp.tasks.api import alerts, forecast, periodic_tasks
 from erp.tasks.api.backfill import BackfillResult, plan_backfill
 from erp.tasks.api.beat_heartbeats import BeatInstance, beat_instances
 from erp.tasks.api.last_runs import last_runs, recent_runs
+from erp.tasks.api.periodic_tasks import schedule_words
 from erp.tasks.api.runs import RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.calendar.specs import CrontabSpec
-from erp.tasks.calendar.words import describe
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS, AlertKind, RunState, SkipReason
 from erp.tasks.scheduler_models import (
     BrokenScheduleError,
@@ -42,7 +42,7 @@ from erp.tasks.scheduler_models import (
     PeriodicTaskRunDB,
     stale_after_seconds,
 )
-from erp.tasks.worker_heartbeats import WorkerHeartbeatDB
+from erp.tasks.worker_heartbeats import fresh_worker_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -117,14 +117,7 @@ async def _ledger_health(session: AsyncSession) -> tuple[list[BeatInstance], tup
             ).where(run.scheduled_at >= hour_ago, run.scheduled_at < func.now())
         )
     ).one()
-    lost_after = timedelta(seconds=get_settings().WORKER_LOST_AFTER_SECONDS)
-    workers = list(
-        await session.scalars(
-            select(WorkerHeartbeatDB.node)
-            .where(WorkerHeartbeatDB.seen_at > func.now() - lost_after)
-            .order_by(WorkerHeartbeatDB.node)
-        )
-    )
+    workers = await fresh_worker_nodes(get_settings().WORKER_LOST_AFTER_SECONDS, session=session)
     return beats, (counts[0], counts[1], counts[2]), workers
 
 
@@ -143,13 +136,6 @@ def zone_of(task: PeriodicTaskDB) -> tzinfo:
         except (ValueError, KeyError):
             return UTC
     return UTC
-
-
-def schedule_words(task: PeriodicTaskDB) -> str:
-    try:
-        return describe(task.get_schedule())
-    except (BrokenScheduleError, ValueError, TypeError) as error:
-        return f"cannot be read: {error}"
 
 
 @dataclass(frozen=True)

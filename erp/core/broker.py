@@ -175,10 +175,11 @@ async def send_task(
         )
 
 
-async def queue_lengths(queues: Iterable[str]) -> dict[str, int]:
-    """Messages waiting in each queue: the lengths of all its lists (one per priority step), one round trip."""
+async def queue_lengths(queues: Iterable[str], client: redis.Redis | None = None) -> dict[str, int]:
+    """Messages waiting in each queue: the lengths of all its lists (one per priority step), one
+    round trip; on `client` if given (a client of the command line's own event loop)."""
     names = list(queues)
-    pipeline = _broker().pipeline(transaction=False)
+    pipeline = (client or _broker()).pipeline(transaction=False)
     for queue in names:
         for key in broker_wire.queue_keys(queue):
             pipeline.llen(key)

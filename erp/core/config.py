@@ -164,6 +164,13 @@ class Settings(BaseSettings):
     API_TOKEN_DEFAULT_LIFETIME_DAYS: int = Field(90, ge=1, le=3650)
     API_TOKEN_MAX_LIFETIME_DAYS: int = Field(365, ge=1, le=3650)
 
+    # --- the operator console: one-time login links (python -m erp create-token) --------------
+    # Where people reach this deployment (`https://erp.example.com`): the base of the login links
+    # the command line prints. Unset: http://127.0.0.1:8000, the web of scripts/dev.
+    PUBLIC_BASE_URL: str | None = Field(None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    # A login link signs in once, within this many minutes of being made.
+    LOGIN_LINK_LIFETIME_MINUTES: int = Field(15, ge=1, le=1440)
+
     # --- alerts from the run ledger, posted to webhooks by a worker task -------------------------
     # Comma-separated http(s) URLs each alert is posted to as JSON (Slack-compatible `text`);
     # empty: alerts are only listed at /api/v1/admin/alerts.

@@ -59,8 +59,10 @@ async def forget_owner(owner: TaskOwner) -> None:
     await pipeline.execute()
 
 
-async def get_owner(task_id: str) -> TaskOwner | None:
-    fields: dict[str, str] = await _client().hgetall(OWNER_KEY.format(task_id=task_id))  # type: ignore[misc]
+async def get_owner(task_id: str, client: redis.Redis | None = None) -> TaskOwner | None:
+    """The task's owner record; `client` is a Redis client of the caller's own (the command
+    line's: the process-wide one belongs to the web's event loop)."""
+    fields: dict[str, str] = await (client or _client()).hgetall(OWNER_KEY.format(task_id=task_id))  # type: ignore[misc]
     if not fields:
         return None
     return TaskOwner(

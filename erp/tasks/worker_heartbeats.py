@@ -18,11 +18,12 @@ restart, which is exactly when runs are lost.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, DateTime, String, func, text
+from sqlalchemy import BigInteger, DateTime, String, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from erp.core.db import Base
@@ -40,6 +41,16 @@ class WorkerHeartbeatDB(Base):
     pids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+async def fresh_worker_nodes(lost_after_seconds: float, *, session: AsyncSession) -> list[str]:
+    """The workers whose heartbeat is younger than `lost_after_seconds` (by the database's clock)."""
+    rows = await session.scalars(
+        select(WorkerHeartbeatDB.node)
+        .where(WorkerHeartbeatDB.seen_at > func.now() - timedelta(seconds=lost_after_seconds))
+        .order_by(WorkerHeartbeatDB.node)
+    )
+    return list(rows)
 
 
 WRITE_HEARTBEAT = text(

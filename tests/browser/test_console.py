@@ -15,7 +15,9 @@ import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
+from sqlalchemy import text
 
+from tests.support.cli import erp
 from tests.support.processes import start_worker
 from tests.support.scheduling import empty_broker
 
@@ -160,3 +162,19 @@ def test_run_now_and_watch_the_result_arrive(web, browser_page: Page, make_user,
         page.screenshot(path=str(tmp_path / "run-now.png"), full_page=True)
     finally:
         worker.stop()
+
+
+def test_sign_in_with_the_one_time_link_the_command_line_prints(web, browser_page: Page, make_user, sync_engine):
+    user = make_user(superuser=True)
+    with sync_engine.connect() as connection:
+        email = connection.execute(text("SELECT email FROM users WHERE id = :id"), {"id": user.user_id}).scalar()
+    printed = erp("login-link", "--email", email, "--base-url", web)
+    assert printed.returncode == 0, printed.stderr
+    link = printed.stdout.strip()
+    browser_page.goto(link)
+    assert_accessible(browser_page)
+    browser_page.get_by_role("button", name=f"Sign in as {email}").click()
+    expect(browser_page.get_by_role("heading", name="Overview")).to_be_visible()
+    # Spent: opened again, it signs no one in (a 401, which the page fixture would count as an error).
+    again = httpx.get(link, timeout=10)
+    assert again.status_code == 401 and "already been used" in again.text

@@ -12,6 +12,15 @@ from tests.support.scheduling import empty_broker
 
 
 @pytest.fixture
+def client(api_client):
+    """The suite's client with no console cookie before or after (it is shared by the run):
+    the console's tests sign in with it."""
+    api_client.cookies.clear()
+    yield api_client
+    api_client.cookies.clear()
+
+
+@pytest.fixture
 def probe_table(sync_engine):
     """The table the bridge test tasks write to, fresh for each test."""
     with sync_engine.begin() as connection:

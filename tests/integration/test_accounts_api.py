@@ -187,7 +187,8 @@ def test_the_cli_creates_a_superuser_whose_token_works(api_client, clean_tables,
         text=True,
         timeout=60,
     )
-    assert unknown.returncode == 2 and unknown.stderr.strip() == "erp: no user with email 'nobody@example.com'"
+    # 3: not found (python -m erp's exit codes, README "Command line")
+    assert unknown.returncode == 3 and unknown.stderr.strip() == "erp: no user with email 'nobody@example.com'"
 
 
 def test_a_superuser_in_two_organizations_needs_no_organization_header_on_admin_routes(

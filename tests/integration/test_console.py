@@ -16,14 +16,6 @@ API = "/api/v1/admin/periodic-tasks"
 
 
 @pytest.fixture
-def client(api_client):
-    """The suite's client with no console cookie before or after (it is shared by the run)."""
-    api_client.cookies.clear()
-    yield api_client
-    api_client.cookies.clear()
-
-
-@pytest.fixture
 def admin(clean_tables, make_user):
     return make_user(superuser=True)
 

@@ -16,6 +16,7 @@ from erp.tasks.api import alerts, forecast, runs
 from erp.tasks.api.ledger_schemas import AlertOut, AlertPage, MinuteLoad, RunPage, ScheduleLoadOut
 from erp.tasks.api.periodic_tasks_router import run_page
 from erp.tasks.ledger_kinds import AlertKind, RunState, SkipReason
+from erp.tasks.scheduler_models import PeriodicTaskAlertDB
 
 router = APIRouter(prefix="/api/v1/admin", tags=["run ledger"])
 
@@ -78,6 +79,10 @@ async def list_alerts(
     rows, has_more = await alerts.list_alerts(
         session=session, delivered=delivered, kind=kind, periodic_task_id=periodic_task_id, limit=limit, offset=offset
     )
+    return alert_page(rows, limit, offset, has_more)
+
+
+def alert_page(rows: list[PeriodicTaskAlertDB], limit: int, offset: int, has_more: bool) -> AlertPage:
     return AlertPage(
         items=[AlertOut.model_validate(row, from_attributes=True) for row in rows],
         limit=limit,
@@ -109,6 +114,10 @@ async def schedule_load(
         result = await forecast.forecast(start, end, session=session)
     except forecast.WindowTooLarge as error:
         raise HTTPException(422, f"to: {error}") from None
+    return schedule_load_out(result, top)
+
+
+def schedule_load_out(result: forecast.LoadForecast, top: int) -> ScheduleLoadOut:
     return ScheduleLoadOut(
         start=result.start,
         end=result.end,

@@ -10,6 +10,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -24,9 +25,11 @@ from erp.tasks.api.periodic_tasks_schemas import PeriodicTaskCreate, PeriodicTas
 from erp.tasks.calendar import schedules
 from erp.tasks.calendar.kinds import SCHEDULE_COLUMNS, SCHEDULE_KINDS, schedule_column
 from erp.tasks.calendar.schedules import jitter_offset
+from erp.tasks.calendar.words import describe
 from erp.tasks.periodic_messages import routing_problem
 from erp.tasks.scheduler_models import (
     SCHEDULE_MODELS,
+    BrokenScheduleError,
     PeriodicTaskChangeDB,
     PeriodicTaskDB,
     PeriodicTaskRunDB,
@@ -40,6 +43,8 @@ RESCHEDULING_FIELDS = {"start_time", "enabled", "one_off", *SCHEDULE_COLUMNS}
 MAX_PREVIEW = 100
 # How many runs after the first are computed to validate a schedule when it is saved.
 VALIDATION_RUNS = 3
+# Who paused a task paused from the command line with no user named (`python -m erp ... --as`).
+COMMAND_LINE_ACTOR = "command line"
 # Changing any of these changes where the task's messages go.
 ROUTING_FIELDS = {"task", "queue", "exchange", "routing_key"}
 
@@ -68,6 +73,14 @@ class InvalidPeriodicTask(InvalidInputError):
 
 class PauseConflict(ConflictError):
     """Pausing a paused task, or resuming one that is not paused."""
+
+
+def schedule_words(task: PeriodicTaskDB) -> str:
+    """The task's schedule in one English phrase ("every day at 02:30 Europe/Berlin")."""
+    try:
+        return describe(task.get_schedule())
+    except (BrokenScheduleError, ValueError, TypeError) as error:
+        return f"cannot be read: {error}"
 
 
 def registered_task_names() -> list[str]:
@@ -176,6 +189,14 @@ async def get_periodic_task(periodic_task_id: int, *, session: AsyncSession, loc
     return task
 
 
+async def get_periodic_task_by_name(name: str, *, session: AsyncSession) -> PeriodicTaskDB:
+    """The task of this exact name (names are unique): how an operator names one at a terminal."""
+    task = await session.scalar(select(PeriodicTaskDB).where(PeriodicTaskDB.name == name))
+    if task is None:
+        raise PeriodicTaskNotFound(f"no periodic task named {name!r}")
+    return task
+
+
 async def list_periodic_tasks(
     *,
     session: AsyncSession,
@@ -224,9 +245,11 @@ async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, sessio
     return task
 
 
-async def update_periodic_task(
-    periodic_task_id: int, data: PeriodicTaskUpdate, expected_version: int, actor: Actor, *, session: AsyncSession
-) -> PeriodicTaskDB:
+async def _apply_update(
+    periodic_task_id: int, data: PeriodicTaskUpdate, expected_version: int, *, session: AsyncSession
+) -> tuple[PeriodicTaskDB, dict[str, list[Any]]]:
+    """The change applied to the locked row (validated, next run recomputed), not yet committed,
+    and what changed: {field: [old, new]}."""
     task = await get_periodic_task(periodic_task_id, session=session, lock=True)
     if task.version != expected_version:
         raise PeriodicTaskConflict(
@@ -251,9 +274,48 @@ async def update_periodic_task(
         task.version += 1
         if RESCHEDULING_FIELDS & changes.keys():
             await _refresh_next_run(task, session=session)
+    return task, changes
+
+
+async def update_periodic_task(
+    periodic_task_id: int, data: PeriodicTaskUpdate, expected_version: int, actor: Actor, *, session: AsyncSession
+) -> PeriodicTaskDB:
+    task, changes = await _apply_update(periodic_task_id, data, expected_version, session=session)
+    if changes:
         _record(task, "update", actor, changes, session=session)
     await _commit_or_conflict(task.name, session=session)
     return task
+
+
+@dataclass(frozen=True)
+class UpdatePreview:
+    """What an update would do, saved or not: the fields it changes ({field: [old, new]}), the
+    version it would make, and the next runs (slot, due time) the task would then have."""
+
+    changes: dict[str, list[Any]]
+    version: int
+    schedule: str  # in words
+    next_run_at: datetime | None
+    next_runs: list[tuple[datetime, datetime]]
+
+
+async def preview_update(
+    periodic_task_id: int, data: PeriodicTaskUpdate, expected_version: int, count: int, *, session: AsyncSession
+) -> UpdatePreview:
+    """An update's dry run: checked exactly as `update_periodic_task` checks it (the same code,
+    name clashes included), then rolled back, so nothing is saved and beat hears nothing."""
+    try:
+        task, changes = await _apply_update(periodic_task_id, data, expected_version, session=session)
+        try:
+            await session.flush()
+        except IntegrityError as error:
+            if "uq_periodic_tasks_name" in str(error.orig):
+                raise PeriodicTaskConflict(f"a periodic task named {data.name!r} already exists") from None
+            raise
+        next_runs = await preview_runs(periodic_task_id, count, session=session)
+        return UpdatePreview(changes, task.version, schedule_words(task), task.next_run_at, next_runs)
+    finally:
+        await session.rollback()
 
 
 async def set_enabled(periodic_task_id: int, enabled: bool, actor: Actor, *, session: AsyncSession) -> PeriodicTaskDB:
@@ -361,7 +423,8 @@ async def pause_periodic_task(
             f" {task.paused_at.isoformat()}: {task.pause_note})"
         )
     task.paused_at = utcnow()
-    task.paused_by = actor.email
+    # The command line without `--as` has no email: its pauses say so rather than nobody's.
+    task.paused_by = actor.email or COMMAND_LINE_ACTOR
     task.pause_note = note
     task.version += 1
     _record(task, "pause", actor, {"paused": [False, True], "pause_note": [None, note]}, session=session)

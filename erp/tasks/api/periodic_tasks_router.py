@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.accounts.dependencies import SuperuserCaller
 from erp.core.celery_app import celery_app
@@ -15,7 +16,7 @@ from erp.core.http_errors import ErrorResponse, error_responses, raises
 from erp.core.idempotency import REPLAYED_RESPONSE, IdempotencyKey
 from erp.core.input_types import DatabaseId, Offset, StoredDateTime, StoredText
 from erp.tasks.api import periodic_tasks
-from erp.tasks.api.backfill import MAX_BACKFILL, plan_backfill
+from erp.tasks.api.backfill import MAX_BACKFILL, BackfillResult, plan_backfill
 from erp.tasks.api.last_runs import last_runs
 from erp.tasks.api.ledger_schemas import BackfillIn, BackfillOut, RunAtOut, RunOut, RunPage
 from erp.tasks.api.periodic_tasks_schemas import (
@@ -31,7 +32,7 @@ from erp.tasks.api.periodic_tasks_schemas import (
     ScheduleOut,
 )
 from erp.tasks.api.runs import RunFilter, list_runs
-from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, explain_run_at
+from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.ledger_kinds import RunState
 from erp.tasks.periodic_messages import send_periodic_run
 from erp.tasks.scheduler_models import PeriodicTaskDB, PeriodicTaskRunDB, schedule_row_fields
@@ -55,8 +56,12 @@ def to_out(task: PeriodicTaskDB, last_run: PeriodicTaskRunDB | None = None) -> P
 
 async def _with_etag(response: Response, task: PeriodicTaskDB, session: DbSession) -> PeriodicTaskOut:
     response.headers["ETag"] = f'"{task.version}"'
-    last = await last_runs([task.id], session=session)
-    return to_out(task, last.get(task.id))
+    return await periodic_task_out(task, session=session)
+
+
+async def send_run(task: PeriodicTaskDB, run_id: str, scheduled_at: datetime) -> None:
+    """How "run now" sends its message: off the event loop (kombu blocks), within the deadline."""
+    await off_the_loop(send_periodic_run, celery_app, task, run_id=run_id, scheduled_at=scheduled_at)
 
 
 def parse_if_match(if_match: str | None) -> int | None:
@@ -97,11 +102,23 @@ async def list_periodic_tasks(
     rows, total = await periodic_tasks.list_periodic_tasks(
         session=session, enabled=enabled, task=task, name=name, limit=limit, offset=offset
     )
+    return await periodic_task_page(rows, total, limit, offset, session=session)
+
+
+async def periodic_task_page(
+    rows: list[PeriodicTaskDB], total: int, limit: int, offset: int, *, session: AsyncSession
+) -> PeriodicTaskPage:
     # The last outcome of every row of the page: one query, not one per row.
     last = await last_runs([row.id for row in rows], session=session)
     return PeriodicTaskPage(
         items=[to_out(row, last.get(row.id)) for row in rows], total=total, limit=limit, offset=offset
     )
+
+
+async def periodic_task_out(task: PeriodicTaskDB, *, session: AsyncSession) -> PeriodicTaskOut:
+    """The task as the API answers it, with its latest occurrence."""
+    last = await last_runs([task.id], session=session)
+    return to_out(task, last.get(task.id))
 
 
 @router.post(
@@ -211,11 +228,8 @@ async def run_periodic_task(
     request: Request,
     idempotency: IdempotencyKey,
 ) -> TaskAccepted:
-    async def send(task: PeriodicTaskDB, run_id: str, scheduled_at: datetime) -> None:
-        await off_the_loop(send_periodic_run, celery_app, task, run_id=run_id, scheduled_at=scheduled_at)
-
     async def run_now() -> TaskAccepted:
-        message_id = await periodic_tasks.run_periodic_task_now(periodic_task_id, caller, send, session=session)
+        message_id = await periodic_tasks.run_periodic_task_now(periodic_task_id, caller, send_run, session=session)
         return TaskAccepted.for_task(request, message_id)
 
     return await idempotency.once(caller, TaskAccepted, run_now)
@@ -271,7 +285,10 @@ async def resume_periodic_task(
 async def backfill(
     periodic_task_id: DatabaseId, data: BackfillIn, caller: SuperuserCaller, session: DbSession
 ) -> BackfillOut:
-    result = await plan_backfill(periodic_task_id, data.start, data.end, session=session)
+    return backfill_out(await plan_backfill(periodic_task_id, data.start, data.end, session=session))
+
+
+def backfill_out(result: BackfillResult) -> BackfillOut:
     return BackfillOut(
         planned=result.planned,
         already_recorded=result.already_recorded,
@@ -329,7 +346,10 @@ async def run_at(
 ) -> RunAtOut:
     if time.tzinfo is None:
         raise HTTPException(422, "time needs a UTC offset, e.g. 2030-01-01T09:00:00Z")
-    answer = await explain_run_at(periodic_task_id, time, tolerance_seconds, session=session)
+    return run_at_out(await explain_run_at(periodic_task_id, time, tolerance_seconds, session=session))
+
+
+def run_at_out(answer: RunAtAnswer) -> RunAtOut:
     return RunAtOut(
         time=answer.time,
         run=None if answer.run is None else RunOut.model_validate(answer.run, from_attributes=True),

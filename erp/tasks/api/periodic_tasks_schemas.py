@@ -249,7 +249,9 @@ class PeriodicTaskOut(BaseModel):  # type: ignore[no-redef]  # a field named kwa
     auto_pause_after_failures: int | None
     consecutive_failures: int
     paused_at: datetime | None
-    paused_by: str | None = Field(description="the email of who paused it, or `auto-pause`")
+    paused_by: str | None = Field(
+        description="the email of who paused it, `auto-pause`, or `command line` (python -m erp without --as)"
+    )
     pause_note: str | None
     last_run: LastRunOut | None = Field(None, description="its latest occurrence in the run ledger")
 

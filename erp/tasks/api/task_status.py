@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import redis.asyncio as redis
 from celery.result import AsyncResult
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.core import task_owners
 from erp.core.caller import Caller
@@ -97,6 +99,15 @@ def _read_status(task_id: str, owner: task_owners.TaskOwner | None, show_traceba
 
 
 @dataclass(frozen=True)
+class StatusTools:
+    """A session and a Redis client of the caller's own, for a reader outside the web process
+    (the command line): the web's pool and client belong to the web's event loop."""
+
+    session: AsyncSession
+    redis: redis.Redis
+
+
+@dataclass(frozen=True)
 class _Visible:
     """What a caller may see of a task id: its owner record, or (superusers) its ledger row."""
 
@@ -108,9 +119,9 @@ def _not_found(task_id: str) -> NotFoundError:
     return NotFoundError(f"no task {task_id} was started through this API, or its result has expired")
 
 
-async def _visible_to(caller: Caller, task_id: str) -> _Visible:
+async def _visible_to(caller: Caller, task_id: str, tools: StatusTools | None) -> _Visible:
     """The task's owner record or ledger row; TaskHidden or NotFoundError when `caller` may not see it."""
-    owner = await within_deadline(task_owners.get_owner(task_id))
+    owner = await within_deadline(task_owners.get_owner(task_id, tools.redis if tools else None))
     if owner is not None:
         if not may_see(caller, owner):
             raise TaskHidden("this task was started by another user and organization")
@@ -118,16 +129,19 @@ async def _visible_to(caller: Caller, task_id: str) -> _Visible:
     if not caller.is_superuser:
         raise _not_found(task_id)
     # Periodic runs have no owner record; an id the ledger does not know is nobody's task.
-    async with web_session_factory()() as session:
-        run = await runs.run_by_message_id(task_id, session=session)
+    if tools is not None:
+        run = await runs.run_by_message_id(task_id, session=tools.session)
+    else:
+        async with web_session_factory()() as session:
+            run = await runs.run_by_message_id(task_id, session=session)
     if run is None:
         raise _not_found(task_id)
     return _Visible(None, run)
 
 
-async def task_status(caller: Caller, task_id: str) -> TaskStatus:
+async def task_status(caller: Caller, task_id: str, tools: StatusTools | None = None) -> TaskStatus:
     """The state, progress, result or error of a task `caller` may see (TaskHidden, NotFoundError)."""
-    visible = await _visible_to(caller, task_id)
+    visible = await _visible_to(caller, task_id, tools)
     status = await off_the_loop(_read_status, task_id, visible.owner, caller.is_superuser)
     if visible.run is not None:
         run = visible.run
