@@ -1,7 +1,7 @@
-"""`python -m erp ...`: the operator commands of erp.cli."""
+"""`python -m erp ...`: the operator commands of erp.console.cli."""
 
 import sys
 
-from erp.cli import main
+from erp.console.cli import main
 
 sys.exit(main())

@@ -13,8 +13,8 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.accounts.service import COMMAND_LINE, CommandLine
-from erp.cli import common
-from erp.cli.common import JsonOption, moment
+from erp.console.cli import common
+from erp.console.cli.common import JsonOption, moment
 from erp.core import broker
 from erp.core.config import get_settings
 from erp.tasks.api.task_status import StatusTools, TaskStatus, task_status

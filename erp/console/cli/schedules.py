@@ -16,9 +16,9 @@ import typer
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from erp.cli import common
-from erp.cli.common import AsOption, JsonOption, ScheduleArgument, YesOption, moment
-from erp.cli.tasks import wait_for_task
+from erp.console.cli import common
+from erp.console.cli.common import AsOption, JsonOption, ScheduleArgument, YesOption, moment
+from erp.console.cli.tasks import wait_for_task
 from erp.console.views import status_of
 from erp.core.dispatch import TaskAccepted
 from erp.tasks.api import periodic_tasks

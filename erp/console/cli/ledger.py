@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from erp.cli import common
-from erp.cli.common import JsonOption, moment
-from erp.cli.formatting import heatmap_text
+from erp.console.cli import common
+from erp.console.cli.common import JsonOption, moment
+from erp.console.cli.formatting import heatmap_text
 from erp.tasks.api import alerts as alert_service
 from erp.tasks.api import forecast as forecast_service
 from erp.tasks.api.ledger_router import alert_page, schedule_load_out

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 import typer
 
-from erp.cli import common, formatting, schedules
+from erp.console.cli import common, formatting, schedules
 
 
 def test_a_shade_is_the_quarter_of_the_busiest_minute_it_reaches():

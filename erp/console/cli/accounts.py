@@ -16,8 +16,8 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.accounts import service
-from erp.cli import common
-from erp.cli.common import JsonOption
+from erp.console.cli import common
+from erp.console.cli.common import JsonOption
 from erp.core.config import get_settings
 
 EmailOption = Annotated[str, typer.Option(help="the user's email", show_default=False)]

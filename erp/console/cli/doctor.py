@@ -27,8 +27,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
-from erp.cli import common
-from erp.cli.common import JsonOption
+from erp.console.cli import common
+from erp.console.cli.common import JsonOption
 from erp.core import broker
 from erp.core.config import get_settings
 from erp.core.db import create_async_db_engine
@@ -49,7 +49,7 @@ NEEDS = {
     "workers": "postgresql",
     "queues": "redis",
 }
-ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
+ALEMBIC_INI = Path(__file__).resolve().parents[3] / "alembic.ini"
 
 Status = Literal["ok", "fail", "skip"]
 

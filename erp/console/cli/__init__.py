@@ -4,7 +4,7 @@
 Every command calls the service function its API route calls, with a session of its own, so
 the command line accepts, refuses and records exactly what the API does; `--json` prints the
 JSON the route answers. Changes are in the change log as the command line's, or as the
-superuser `--as EMAIL` names. Exit codes (erp.cli.common): 0 done, 1 a check or task failed
+superuser `--as EMAIL` names. Exit codes (erp.console.cli.common): 0 done, 1 a check or task failed
 or a service did not answer, 2 bad input or usage, 3 not found, 4 conflict, 5 timed out.
 """
 
@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from erp.cli import accounts, common, doctor, ledger, schedules, tasks
+from erp.console.cli import accounts, common, doctor, ledger, schedules, tasks
 
 app = typer.Typer(
     name="erp",
