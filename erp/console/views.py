@@ -68,7 +68,7 @@ class Health:
     sent_last_hour: int
     skipped_last_hour: int
     workers: list[str]
-    queue_depths: dict[str, int] | None  # None: Redis did not answer
+    queues: dict[str, broker.QueueStats] | None  # None: Redis did not answer
 
     @property
     def beats_alive(self) -> int:
@@ -79,9 +79,9 @@ class Health:
         return self.beats[0].seconds_ago if self.beats else None
 
 
-async def _queue_depths() -> dict[str, int] | None:
+async def _queues() -> dict[str, broker.QueueStats] | None:
     try:
-        return await asyncio.wait_for(broker.queue_lengths(known_queues()), QUEUE_DEPTH_TIMEOUT_SECONDS)
+        return await asyncio.wait_for(broker.queue_stats(known_queues()), QUEUE_DEPTH_TIMEOUT_SECONDS)
     except Exception as error:  # Redis away or slow: the strip says so, the page still answers
         logger.warning("console: queue depths unavailable: %s", type(error).__name__, extra={"action": "console.redis"})
         return None
@@ -89,9 +89,10 @@ async def _queue_depths() -> dict[str, int] | None:
 
 async def health(*, session: AsyncSession) -> Health:
     """Beat instances and their last ticks, occurrences of the last hour (due, sent, skipped),
-    workers whose heartbeat is fresh, and what waits in each queue."""
-    # Redis is asked while PostgreSQL answers; _queue_depths never raises.
-    depths, (beats, counts, workers) = await asyncio.gather(_queue_depths(), _ledger_health(session))
+    workers whose heartbeat is fresh, and what waits in each queue (how many, and the age of
+    the oldest)."""
+    # Redis is asked while PostgreSQL answers; _queues never raises.
+    queues, (beats, counts, workers) = await asyncio.gather(_queues(), _ledger_health(session))
     settings = get_settings()
     return Health(
         beats=beats,
@@ -100,7 +101,7 @@ async def health(*, session: AsyncSession) -> Health:
         sent_last_hour=counts[1],
         skipped_last_hour=counts[2],
         workers=workers,
-        queue_depths=depths,
+        queues=queues,
     )
 
 

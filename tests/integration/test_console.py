@@ -4,6 +4,8 @@ the forms' protection, changes in the change log, live regions and static files.
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -11,6 +13,8 @@ import pytest
 from markupsafe import escape
 
 from erp.console import views
+from erp.features.ping.tasks import ping
+from tests.support.scheduling import empty_broker
 
 API = "/api/v1/admin/periodic-tasks"
 
@@ -302,6 +306,19 @@ def test_the_overview_shows_what_needs_attention(client, admin, sync_engine):
     health = client.get("/console/live/health").text
     assert "2 due · 2 sent" not in health  # the ledger rows above were never sent
     assert "Beat" in health and "Queues" in health
+    assert "celery: 0 waiting" in health and "oldest" not in health
+
+
+def test_the_health_strip_shows_the_age_of_the_oldest_message(client, admin, redis_clean):
+    empty_broker()
+    try:
+        ping.apply_async(task_id=str(uuid.uuid4()))
+        time.sleep(1.1)
+        sign_in(client, admin)
+        health = client.get("/console/live/health").text
+        assert re.search(r"celery: 1 waiting, oldest [0-9.]+ s", health), health
+    finally:
+        empty_broker()
 
 
 def test_the_next_runs_say_when_the_clocks_change(client, admin):
