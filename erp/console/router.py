@@ -134,6 +134,7 @@ def templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     environment.globals["static_url"] = static_url
+    environment.globals["minute_link"] = views.minute_link
     environment.filters["utc"] = _utc
     environment.filters["in_zone"] = _in_zone
     environment.filters["seconds"] = _seconds
@@ -738,8 +739,11 @@ async def runs(request: Request) -> Response:
 
 @router.get("/load")
 async def load(request: Request) -> Response:
+    minute = views.parse_moment(request.query_params.get("minute", ""))
+
     async def build(user: ConsoleUser, session: AsyncSession) -> Response:
-        return _page(request, "load.html", await _frame(user, session, load=await views.load(session=session)))
+        shown = await views.load(session=session, minute=minute)
+        return _page(request, "load.html", await _frame(user, session, load=shown))
 
     return await _superuser(request, build)
 

@@ -27,6 +27,7 @@ from erp.core.errors import InvalidInputError
 from erp.core.metrics_router import known_queues
 from erp.tasks.api import alerts, forecast, periodic_tasks
 from erp.tasks.api.backfill import BackfillResult, plan_backfill
+from erp.tasks.api.forecast import MinuteSchedules
 from erp.tasks.api.beat_heartbeats import BeatInstance, beat_instances
 from erp.tasks.api.last_runs import last_runs, recent_runs
 from erp.tasks.api.runs import RunFilter, list_runs
@@ -567,25 +568,33 @@ LOAD_HOURS = 24
 BUSIEST_SHOWN = 10
 
 
+def minute_link(moment: datetime) -> str:
+    """The load page listing the schedules of one minute (a heatmap cell's link)."""
+    return f"/console/load?minute={moment.astimezone(UTC):%Y-%m-%dT%H:%M}#minute"
+
+
 @dataclass(frozen=True)
 class Load:
     forecast: forecast.LoadForecast
+    minute: MinuteSchedules | None = None  # the minute clicked, with its schedules
 
     @property
     def heatmap(self) -> Any:
-        return load_heatmap(self.forecast.per_minute, self.forecast.start)
+        return load_heatmap(self.forecast.per_minute, self.forecast.start, minute_link)
 
     @property
     def busiest(self) -> list[tuple[datetime, int]]:
         return self.forecast.busiest(BUSIEST_SHOWN)
 
 
-async def load(*, session: AsyncSession, now: datetime | None = None) -> Load:
+async def load(*, session: AsyncSession, now: datetime | None = None, minute: datetime | None = None) -> Load:
     """The next 24 hours from the current whole hour, from the schedules' definitions (the
-    forecast the API's /schedule-load answers with)."""
+    forecast the API's /schedule-load answers with), and with `minute` the schedules behind that
+    minute (those of /schedule-load/minute)."""
     start = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
     result = await forecast.forecast(start, start + timedelta(hours=LOAD_HOURS), session=session)
-    return Load(forecast=result)
+    behind = None if minute is None else await forecast.schedules_in_minute(minute, session=session)
+    return Load(forecast=result, minute=behind)
 
 
 # --- alerts --------------------------------------------------------------------------------------

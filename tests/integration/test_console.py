@@ -490,3 +490,32 @@ def test_a_backfill_dry_run_lists_new_and_held_slots_then_plans_the_new_ones(cli
     with sync_engine.connect() as connection:
         origins = "SELECT origin, count(*) FROM periodic_task_runs WHERE periodic_task_id = :id GROUP BY origin"
         assert dict(connection.execute(text(origins), {"id": task["id"]}).all()) == {"backfill": 4, "schedule": 1}
+
+
+def test_a_minute_of_the_load_heatmap_lists_its_schedules(client, admin):
+    berlin = new_schedule(
+        client,
+        admin,
+        name="berlin half past",
+        schedule={"kind": "crontab", "minute": "30", "timezone": "Europe/Berlin"},
+    )
+    new_schedule(client, admin, name="quarter past", schedule={"kind": "crontab", "minute": "15"})
+    sign_in(client, admin)
+    load = client.get("/console/load").text
+    links = re.findall(r'<a href="(/console/load\?minute=[^"]+)"', load)
+    # 24 hours of two hourly schedules: 48 busy cells, each a link (the busiest table adds ten).
+    half_past = sorted({link for link in links if ":30" in link})
+    assert len(set(links)) == 48 and len(half_past) == 24
+    minute = half_past[0].replace("&amp;", "&")
+    page = client.get(minute)
+    assert page.status_code == 200
+    listed = page.text[page.text.index('id="minute"') :]
+    assert "1 occurrence of 1 schedule" in listed
+    assert f'href="/console/schedules/{berlin["id"]}">berlin half past' in listed
+    assert "quarter past" not in listed
+    api = client.get(
+        "/api/v1/admin/schedule-load/minute",
+        params={"at": minute.split("=")[1].split("#")[0] + ":00Z"},
+        headers=admin.headers,
+    ).json()
+    assert [item["name"] for item in api["items"]] == ["berlin half past"]
