@@ -45,8 +45,8 @@ from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
 from erp.tasks.api import periodic_tasks
 from erp.tasks.api.backfill import plan_backfill
 from erp.tasks.api.periodic_tasks_schemas import PauseIn
-from erp.tasks.calendar.kinds import INTERVAL_PERIODS
-from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS
+from erp.tasks.calendar.kinds import INTERVAL_PERIODS, MISFIRE_POLICIES, SOLAR_EVENTS
+from erp.tasks.ledger_kinds import ALERT_KINDS, OVERLAP_POLICIES, RUN_STATES, SKIP_REASONS
 from erp.tasks.periodic_messages import send_periodic_run
 from erp.tasks.scheduler_models import PeriodicTaskDB
 
@@ -372,6 +372,10 @@ def _new_schedule_page(
         "errors": errors,
         "task_names": periodic_tasks.registered_task_names(),
         "periods": INTERVAL_PERIODS,
+        "solar_events": SOLAR_EVENTS,
+        "runs": editing.RUNS,
+        "misfire_policies": MISFIRE_POLICIES,
+        "overlap_policies": OVERLAP_POLICIES,
         "preview_html": preview_html,
         "preview_etag": preview_etag,
     }
@@ -414,8 +418,7 @@ async def create_schedule(request: Request) -> Response:
                 errors = {"name": str(error)}
             except InvalidInputError as error:
                 await session.rollback()
-                message = str(error)
-                errors = {"task" if "not registered" in message else "schedule": message}
+                errors = {editing.service_error_field(str(error)): str(error)}
             else:
                 logger.info(
                     "console: %s created periodic task %s",
@@ -436,7 +439,7 @@ async def _editable(periodic_task_id: str, session: AsyncSession) -> tuple[Perio
     task = await periodic_tasks.get_periodic_task(int(periodic_task_id), session=session)
     values = editing.values_of(task)
     if values is None:
-        raise Refused(f"{task.schedule_kind} schedules are changed through the API (PATCH {API_PREFIX}/{task.id})", 422)
+        raise Refused(f"its schedule cannot be read: mend it through the API (PATCH {API_PREFIX}/{task.id})", 422)
     return task, values
 
 
@@ -460,9 +463,9 @@ async def change_schedule_fields(request: Request, periodic_task_id: str) -> Res
         return _error_page(request, error.status_code, str(error))
 
     async def build(user: ConsoleUser, session: AsyncSession) -> Response:
-        task, _ = await _editable(periodic_task_id, session)
+        task, saved = await _editable(periodic_task_id, session)
         task_id = task.id  # the row expires when a refused change is rolled back
-        values = editing.form_values(form)
+        values = editing.form_values(form, saved)
         version = form.get("version", "")
         expected = int(version) if version.isdigit() and len(version) < 10 else -1
         data, errors = editing.validated_update(values, task)
@@ -476,8 +479,7 @@ async def change_schedule_fields(request: Request, periodic_task_id: str) -> Res
                 errors = {"form": f"Not saved: {error}"}
             except InvalidInputError as error:
                 await session.rollback()
-                message = str(error)
-                errors = {"task" if "not registered" in message else "schedule": message}
+                errors = {editing.service_error_field(str(error)): str(error)}
             else:
                 logger.info(
                     "console: %s changed periodic task %s",

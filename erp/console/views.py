@@ -27,8 +27,8 @@ from erp.core.errors import InvalidInputError
 from erp.core.metrics_router import known_queues
 from erp.tasks.api import alerts, forecast, periodic_tasks
 from erp.tasks.api.backfill import BackfillResult, plan_backfill
-from erp.tasks.api.forecast import MinuteSchedules
 from erp.tasks.api.beat_heartbeats import BeatInstance, beat_instances
+from erp.tasks.api.forecast import MinuteSchedules
 from erp.tasks.api.last_runs import last_runs, recent_runs
 from erp.tasks.api.runs import RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at

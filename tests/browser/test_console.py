@@ -66,8 +66,25 @@ def browser_page(browser, clean_tables, tmp_path):
     errors: list[str] = []
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    # A script or style the Content-Security-Policy blocks shows up here: none may.
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    # A script or style the Content-Security-Policy blocks shows up here: none may. A form the
+    # server refuses (a page answered 422, with its messages) is logged too, and is no error.
+    refused_pages: set[str] = set()
+    page.on(
+        "response",
+        lambda response: (
+            refused_pages.add(response.url)
+            if response.status == 422 and response.request.resource_type == "document"
+            else None
+        ),
+    )
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and message.location.get("url") not in refused_pages
+            else None
+        ),
+    )
     page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
@@ -193,3 +210,61 @@ def test_run_now_and_watch_the_result_arrive(web, browser_page: Page, make_user,
         page.screenshot(path=str(tmp_path / "run-now.png"), full_page=True)
     finally:
         worker.stop()
+
+
+def test_solar_and_clocked_schedules_are_previewed_and_why_not_is_answered(
+    web, browser_page: Page, make_user, tmp_path: Path
+):
+    admin = make_user(superuser=True)
+    page = browser_page
+    sign_in(page, web, admin.token)
+
+    # A solar schedule: its fields appear with the kind, the preview follows them.
+    page.goto(f"{web}/console/schedules/new")
+    page.get_by_label("Name", exact=True).fill("lights at sunset")
+    page.locator("select[name=task]").select_option("erp.ping")
+    page.get_by_label("Kind").select_option("solar")
+    expect(page.get_by_label("Minute", exact=True)).to_be_hidden()
+    page.get_by_label("Event").select_option("sunset")
+    page.get_by_label("Latitude").fill("95")
+    expect(page.locator("#preview")).to_contain_text("latitude")
+    page.get_by_label("Latitude").fill("52.52")
+    page.get_by_label("Longitude").fill("13.40")
+    expect(page.locator("#preview")).to_contain_text("every day at sunset (52.52° N, 13.40° E)")
+    expect(page.locator("#preview li")).to_have_count(10)
+    page.get_by_label("Jitter (s)").fill("120")
+    expect(page.locator("#preview")).to_contain_text("up to 120 s after its slot")
+    page.get_by_label("Keyword arguments").fill('{"lights": ')  # not JSON: refused at its field
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#kwargs-error")).to_contain_text("not JSON")
+    page.get_by_label("Keyword arguments").fill('{"lights": "garden"}')
+    page.get_by_label("While the previous run runs").select_option("skip")
+    assert_accessible(page)
+    page.screenshot(path=str(tmp_path / "new-solar.png"), full_page=True)
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status")).to_contain_text("Created.")
+    expect(page.get_by_role("heading", name="lights at sunset")).to_be_visible()
+    expect(page.locator("body")).to_contain_text("every day at sunset")
+
+    # "Why didn't it run at T?", answered in place from the ledger.
+    page.get_by_label("Time (UTC, or with an offset)").fill("2026-01-01T18:00")
+    page.get_by_role("button", name="Ask the ledger").click()
+    expect(page.locator(".answer")).to_contain_text("after this time")
+    expect(page.get_by_label("Time (UTC, or with an offset)")).to_have_value("2026-01-01T18:00")
+    assert_accessible(page)
+
+    # A clocked one: one run, at its moment, shown in the offset it was given in.
+    page.goto(f"{web}/console/schedules/new")
+    page.get_by_label("Name", exact=True).fill("go live")
+    page.locator("select[name=task]").select_option("erp.ping")
+    page.get_by_label("Kind").select_option("clocked")
+    page.get_by_label("At (with its UTC offset)").fill("2031-05-01T09:00")
+    expect(page.locator("#preview")).to_contain_text("needs a UTC offset")
+    page.get_by_label("At (with its UTC offset)").fill("2031-05-01T09:00:00+02:00")
+    expect(page.locator("#preview")).to_contain_text("once, at 2031-05-01 07:00 UTC")
+    expect(page.locator("#preview li")).to_have_count(1)
+    expect(page.locator("#preview li")).to_contain_text("09:00:00 +02:00")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status")).to_contain_text("Created.")
+    expect(page.get_by_role("heading", name="go live")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "clocked.png"), full_page=True)

@@ -462,7 +462,8 @@ def test_a_change_is_saved_at_the_version_shown_and_a_conflict_says_so(client, a
     clocked = new_schedule(
         client, admin, name="once", schedule={"kind": "clocked", "clocked_time": "2031-05-01T09:00:00Z"}
     )
-    assert client.get(f"/console/schedules/{clocked['id']}/edit").status_code == 422
+    clocked_form = client.get(f"/console/schedules/{clocked['id']}/edit")
+    assert clocked_form.status_code == 200 and 'value="2031-05-01T09:00:00+00:00"' in clocked_form.text
 
 
 def test_a_backfill_dry_run_lists_new_and_held_slots_then_plans_the_new_ones(client, admin, sync_engine):
@@ -519,3 +520,62 @@ def test_a_minute_of_the_load_heatmap_lists_its_schedules(client, admin):
         headers=admin.headers,
     ).json()
     assert [item["name"] for item in api["items"]] == ["berlin half past"]
+
+
+def test_solar_and_clocked_schedules_with_every_field_are_previewed_and_saved(client, admin):
+    csrf = sign_in(client, admin)
+    solar = {"kind": "solar", "event": "sunrise", "latitude": "52.52", "longitude": "13.40"}
+    preview = client.get(f"/console/schedules/new/preview?{urlencode({**solar, 'jitter_seconds': '30'})}").text
+    assert "every day at sunrise (52.52° N, 13.40° E)" in preview and preview.count("<li>") == 10
+    assert "up to 30 s after its slot" in preview
+    assert "latitude" in client.get(f"/console/schedules/new/preview?{urlencode({**solar, 'latitude': '91'})}").text
+    clocked = {"kind": "clocked", "clocked_time": "2031-05-01T09:00:00+02:00"}
+    once = client.get(f"/console/schedules/new/preview?{urlencode(clocked)}").text
+    assert "once, at 2031-05-01 07:00 UTC" in once and once.count("<li>") == 1 and "09:00:00 +02:00" in once
+    naive = client.get(f"/console/schedules/new/preview?{urlencode({**clocked, 'clocked_time': '2031-05-01T09:00'})}")
+    assert "needs a UTC offset" in naive.text
+    bounded = {**solar, "start_time": "2031-01-01T00:00:00Z", "expires": "2031-01-03T23:00:00Z"}
+    assert client.get(f"/console/schedules/new/preview?{urlencode(bounded)}").text.count("<li>") == 3
+
+    fields = {"csrf": csrf, "name": "sunrise lights", "task": "erp.ping", **solar}
+    fields |= {"args": "[]", "kwargs": '{"delay": 0}', "misfire_policy": "skip", "overlap_policy": "skip"}
+    fields |= {"jitter_seconds": "30", "start_deadline_seconds": "600", "queue": "celery", "priority": "3"}
+    for field, value, message in (
+        ("kwargs", '{"delay": ', "not JSON"),
+        ("jitter_seconds", "soon", "valid integer"),
+        ("jitter_seconds", "90000", "less than or equal to 86400"),
+        ("overlap_policy", "queue", "allow"),
+        ("expires", "2031-01-01T00:00", "expires needs a UTC offset"),
+        ("latitude", "north", "valid number"),
+    ):
+        refused = client.post("/console/schedules/new", data={**fields, field: value})
+        assert refused.status_code == 422, (field, refused.text)
+        assert f'id="{field}-error">' in refused.text and message in refused.text, field
+    created = client.post("/console/schedules/new", data=fields, follow_redirects=False)
+    assert created.status_code == 303, created.text
+    task_id = int(created.headers["location"].split("/")[-1].split("?")[0])
+    saved = client.get(f"{API}/{task_id}", headers=admin.headers).json()
+    assert saved["schedule"]["kind"] == "solar" and saved["schedule"]["fields"]["latitude"] == 52.52
+    assert saved["kwargs"] == {"delay": 0} and saved["misfire_policy"] == "skip" and saved["overlap_policy"] == "skip"
+    assert (saved["jitter_seconds"], saved["start_deadline_seconds"], saved["queue"], saved["priority"]) == (
+        30,
+        600,
+        "celery",
+        3,
+    )
+
+    # The same form changes it: into a clocked one-off, a deadline cleared, at the version shown.
+    form = client.get(f"/console/schedules/{task_id}/edit").text
+    assert 'value="52.52"' in form and "{&#34;delay&#34;: 0}" in form
+    change = {**fields, "version": "1", "kind": "clocked", "clocked_time": "2031-05-01T09:00:00Z"}
+    change |= {"start_deadline_seconds": "", "one_off": "once"}
+    response = client.post(f"/console/schedules/{task_id}/edit", data=change, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    saved = client.get(f"{API}/{task_id}", headers=admin.headers).json()
+    assert saved["schedule"]["kind"] == "clocked" and saved["start_deadline_seconds"] is None and saved["one_off"]
+    assert saved["version"] == 2 and saved["kwargs"] == {"delay": 0}
+    logged = client.get(f"{API}/{task_id}/changes", headers=admin.headers).json()[0]
+    assert logged["changes"]["start_deadline_seconds"] == [600, None] and logged["changes"]["one_off"] == [False, True]
+    # What the API refuses on a change is shown at its field: jitter may not be null.
+    cleared = client.post(f"/console/schedules/{task_id}/edit", data={**change, "version": "2", "jitter_seconds": ""})
+    assert cleared.status_code == 422 and "jitter_seconds: may not be null" in cleared.text
