@@ -30,7 +30,7 @@ from erp.tasks.api import alerts, forecast, periodic_tasks
 from erp.tasks.api.backfill import BackfillResult, plan_backfill
 from erp.tasks.api.beat_heartbeats import BeatInstance, beat_instances
 from erp.tasks.api.forecast import MinuteSchedules
-from erp.tasks.api.last_runs import last_runs, recent_runs
+from erp.tasks.api.last_runs import RecentRun, recent_runs
 from erp.tasks.api.runs import RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.calendar.specs import CrontabSpec
@@ -162,7 +162,7 @@ class LastRun:
     lateness_seconds: float | None
 
 
-def last_run_of(run: PeriodicTaskRunDB | None) -> LastRun | None:
+def last_run_of(run: PeriodicTaskRunDB | RecentRun | None) -> LastRun | None:
     if run is None:
         return None
     duration = None
@@ -195,15 +195,15 @@ def status_of(task: PeriodicTaskDB) -> str:
 
 
 async def schedule_rows(tasks: Sequence[PeriodicTaskDB], *, session: AsyncSession) -> list[ScheduleRow]:
-    """Rows of a page of schedules: the last outcome and the sparkline of each, two queries in all."""
-    ids = [task.id for task in tasks]
-    last = await last_runs(ids, session=session)
-    history = await recent_runs(ids, SPARKLINE_RUNS, session=session)
+    """Rows of a page of schedules: the sparkline of each and its last outcome (the newest of
+    the sparkline's occurrences), in one query."""
+    history = await recent_runs([task.id for task in tasks], SPARKLINE_RUNS, session=session)
     rows = []
     for task in tasks:
         words, zone = words_and_zone(task)
-        last_run = last_run_of(last.get(task.id))
-        rows.append(ScheduleRow(task, words, zone, last_run, sparkline(history.get(task.id, []))))
+        runs = history.get(task.id, [])
+        newest = max(runs, key=lambda run: run.scheduled_at, default=None)
+        rows.append(ScheduleRow(task, words, zone, last_run_of(newest), sparkline(runs)))
     return rows
 
 

@@ -579,3 +579,16 @@ def test_solar_and_clocked_schedules_with_every_field_are_previewed_and_saved(cl
     # What the API refuses on a change is shown at its field: jitter may not be null.
     cleared = client.post(f"/console/schedules/{task_id}/edit", data={**change, "version": "2", "jitter_seconds": ""})
     assert cleared.status_code == 422 and "jitter_seconds: may not be null" in cleared.text
+
+
+def test_a_schedules_last_run_is_the_newest_of_its_sparkline(client, admin, sync_engine):
+    task = new_schedule(client, admin)
+    start = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+    record_runs(sync_engine, task, ["succeeded", "skipped", "failed"], start=start)
+    sign_in(client, admin)
+    row = client.get("/console/schedules").text
+    row = row[row.index('data-schedule="nightly export"') :]
+    row = row[: row.index("</tr>")]
+    # The newest occurrence (failed, 3 s long, 2 s late), not the first recorded.
+    assert re.search(r"failed.*3\.00 s.*late 2\.00 s", row, re.S), row
+    assert "last 3 occurrences: 1 failed, 1 skipped, 1 succeeded" in row

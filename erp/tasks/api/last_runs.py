@@ -39,11 +39,15 @@ async def last_runs(periodic_task_ids: Sequence[int], *, session: AsyncSession) 
 
 @dataclass(frozen=True)
 class RecentRun:
-    """What a schedule's recent history shows of one occurrence (a sparkline's bar)."""
+    """What a schedule's recent history shows of one occurrence (a sparkline's bar; for the
+    newest, the last run's duration and lateness)."""
 
     scheduled_at: datetime
     state: str
     skip_reason: str | None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lateness_seconds: float | None = None
 
 
 async def recent_runs(
@@ -51,18 +55,22 @@ async def recent_runs(
 ) -> dict[int, list[RecentRun]]:
     """The latest `count` occurrences of each task of a page, newest first, in one query.
 
-    The same LATERAL walk as `last_runs`, `count` rows deep, reading only the three columns a
-    history shows: 50 schedules x 60 occurrences stay a few kilobytes.
+    The same LATERAL walk as `last_runs`, `count` rows deep, reading only the columns a history
+    and a last run show: 50 schedules x 60 occurrences stay a few kilobytes, and a page that
+    shows both needs no query of `last_runs`.
     """
     if not periodic_task_ids:
         return {}
     rows = await session.execute(
         text(
             """
-            SELECT page.id, latest.scheduled_at, latest.state, latest.skip_reason
+            SELECT page.id, latest.scheduled_at, latest.state, latest.skip_reason, latest.started_at,
+                latest.finished_at, latest.lateness_seconds
             FROM unnest(CAST(:ids AS bigint[])) AS page(id)
             CROSS JOIN LATERAL (
-                SELECT run.scheduled_at, run.state, run.skip_reason FROM periodic_task_runs AS run
+                SELECT run.scheduled_at, run.state, run.skip_reason, run.started_at, run.finished_at,
+                    run.lateness_seconds
+                FROM periodic_task_runs AS run
                 WHERE run.periodic_task_id = page.id
                 ORDER BY run.scheduled_at DESC LIMIT :count
             ) AS latest
@@ -71,6 +79,6 @@ async def recent_runs(
         {"ids": list(periodic_task_ids), "count": count},
     )
     history: dict[int, list[RecentRun]] = {task_id: [] for task_id in periodic_task_ids}
-    for task_id, scheduled_at, state, skip_reason in rows:
-        history[task_id].append(RecentRun(scheduled_at, state, skip_reason))
+    for task_id, *columns in rows:
+        history[task_id].append(RecentRun(*columns))
     return history
