@@ -10,9 +10,10 @@ is read by its own request once the page is there (it counts the last hour of th
 is timed on a line of its own. Printed: the median of N rounds of each and the ratio
 console / API (target: at most 1).
 
-The tables are filled by PostgreSQL itself (generate_series): intervals and crontabs, and 10
-occurrences per schedule, one every 10 minutes back from now, mostly succeeded, some failed,
-skipped or late. Own database (erp_bench_console, or BENCH_DATABASE_URL) and Redis databases
+The tables are filled by PostgreSQL itself (generate_series): intervals and crontabs, and
+occurrences every 10 minutes back from now, mostly succeeded, some failed, skipped or late: 60
+for each of the first 1,000 schedules (a page's sparklines full), the rest of the million shared
+by the others (about 9.5 each). Own database (erp_bench_console, or BENCH_DATABASE_URL) and Redis databases
 (BENCH_REDIS_BROKER_DB and BENCH_REDIS_RESULT_DB, else 8 and 9).
 """
 
@@ -38,6 +39,23 @@ from scripts.benchmarks.api import create_token  # noqa: E402  (after the enviro
 from scripts.benchmarks.beat import connect, recreate_database  # noqa: E402
 from scripts.benchmarks.common import use_benchmark_environment  # noqa: E402
 
+RUNS = """INSERT INTO periodic_task_runs (periodic_task_id, periodic_task_name, task_name, scheduled_at, due_at,
+        message_id, state, skip_reason, sent_at, started_at, finished_at, lateness_seconds, error_type,
+        error_message, attempts, publish_count)
+    SELECT t, 'bench ' || lpad(t::text, 6, '0'), 'erp.ping', slot, slot, md5(t::text || '-' || slot::text),
+        CASE WHEN g % 25 = 0 THEN 'skipped' WHEN g % 20 = 0 THEN 'failed' ELSE 'succeeded' END,
+        CASE WHEN g % 25 = 0 THEN 'overlap' END,
+        CASE WHEN g % 25 <> 0 THEN slot END,
+        CASE WHEN g % 25 <> 0 THEN slot + (g % 90) * interval '1 second' END,
+        CASE WHEN g % 25 <> 0 THEN slot + (g % 90 + 2) * interval '1 second' END,
+        CASE WHEN g % 25 <> 0 THEN g % 90 END,
+        CASE WHEN g % 20 = 0 AND g % 25 <> 0 THEN 'TimeoutError' END,
+        CASE WHEN g % 20 = 0 AND g % 25 <> 0 THEN 'the supplier did not answer' END,
+        CASE WHEN g % 25 <> 0 THEN 1 ELSE 0 END, CASE WHEN g % 25 <> 0 THEN 1 ELSE 0 END
+    FROM (
+        SELECT g, {schedule} AS t, date_trunc('minute', now()) - ({back} + 1) * interval '10 minutes' AS slot
+        FROM generate_series(1, {count}) AS g
+    ) AS occurrences"""
 FILL = [
     "SET session_replication_role = replica",  # no NOTIFY and next_run_at trigger per row
     "INSERT INTO interval_schedules (every, period) VALUES (10, 'seconds'), (1, 'minutes'), (5, 'minutes'),"
@@ -51,28 +69,21 @@ FILL = [
         CASE WHEN n % 2 = 0 THEN 1 + n % 6 END, CASE WHEN n % 2 = 1 THEN 1 + n % 500 END,
         now() + (n % 3600) * interval '1 second', n % 100 <> 0, CASE WHEN n % 50 = 0 THEN 3 ELSE 0 END
     FROM generate_series(1, :schedules) AS n""",
-    # Occurrence k of schedule t: every 10 minutes back from now; 1 in 20 failed, 1 in 25 skipped.
-    """INSERT INTO periodic_task_runs (periodic_task_id, periodic_task_name, task_name, scheduled_at, due_at,
-        message_id, state, skip_reason, sent_at, started_at, finished_at, lateness_seconds, error_type,
-        error_message, attempts, publish_count)
-    SELECT t, 'bench ' || lpad(t::text, 6, '0'), 'erp.ping', slot, slot, md5(g::text),
-        CASE WHEN g % 25 = 0 THEN 'skipped' WHEN g % 20 = 0 THEN 'failed' ELSE 'succeeded' END,
-        CASE WHEN g % 25 = 0 THEN 'overlap' END,
-        CASE WHEN g % 25 <> 0 THEN slot END,
-        CASE WHEN g % 25 <> 0 THEN slot + (g % 90) * interval '1 second' END,
-        CASE WHEN g % 25 <> 0 THEN slot + (g % 90 + 2) * interval '1 second' END,
-        CASE WHEN g % 25 <> 0 THEN g % 90 END,
-        CASE WHEN g % 20 = 0 AND g % 25 <> 0 THEN 'TimeoutError' END,
-        CASE WHEN g % 20 = 0 AND g % 25 <> 0 THEN 'the supplier did not answer' END,
-        CASE WHEN g % 25 <> 0 THEN 1 ELSE 0 END, CASE WHEN g % 25 <> 0 THEN 1 ELSE 0 END
-    FROM (
-        SELECT g, 1 + (g - 1) % :schedules AS t,
-            date_trunc('minute', now()) - ((g - 1) / :schedules + 1) * interval '10 minutes' AS slot
-        FROM generate_series(1, :runs) AS g
-    ) AS occurrences""",
+    # Occurrence k of schedule t, every 10 minutes back from now; 1 in 20 failed, 1 in 25 skipped.
+    # The first :full schedules (the first pages) have a full sparkline of 60; the rest share
+    # what is left of the ledger.
+    RUNS.format(count=":full * 60", schedule="1 + (g - 1) % :full", back="(g - 1) / :full"),
+    RUNS.format(
+        count=":runs - :full * 60",
+        schedule=":full + 1 + (g - 1) % (:schedules - :full)",
+        back="(g - 1) / (:schedules - :full)",
+    ),
     "SET session_replication_role = DEFAULT",
     "ANALYZE",
 ]
+
+
+FULL_HISTORIES = 1000
 
 
 def fill(schedules: int, runs: int) -> float:
@@ -83,7 +94,9 @@ def fill(schedules: int, runs: int) -> float:
         connection.autocommit = True
         with connection.cursor() as cursor:
             for statement in FILL:
-                cursor.execute(statement.replace(":schedules", str(schedules)).replace(":runs", str(runs)))
+                for name, value in (("schedules", schedules), ("runs", runs), ("full", FULL_HISTORIES)):
+                    statement = statement.replace(f":{name}", str(value))
+                cursor.execute(statement)
     finally:
         connection.close()
     return time.perf_counter() - started
