@@ -565,6 +565,7 @@ def test_solar_and_clocked_schedules_with_every_field_are_previewed_and_saved(cl
     )
 
     # The same form changes it: into a clocked one-off, a deadline cleared, at the version shown.
+    assert f'href="/console/schedules/{task_id}/edit"' in client.get(f"/console/schedules/{task_id}").text
     form = client.get(f"/console/schedules/{task_id}/edit").text
     assert 'value="52.52"' in form and "{&#34;delay&#34;: 0}" in form
     change = {**fields, "version": "1", "kind": "clocked", "clocked_time": "2031-05-01T09:00:00Z"}
