@@ -4,7 +4,7 @@ inline styles, readable without JavaScript). Pure: the caller passes the counts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -76,9 +76,10 @@ def heat_level(count: int, busiest: int) -> int:
     return max(1, min(HEAT_LEVELS, -(-count * HEAT_LEVELS // busiest)))
 
 
-def load_heatmap(per_minute: Sequence[int], start: datetime) -> Markup:
+def load_heatmap(per_minute: Sequence[int], start: datetime, link: Callable[[datetime], str] | None = None) -> Markup:
     """The forecast as a grid: hours down, minutes across (from `start`, a whole hour), each
-    cell shaded by its occurrences against the busiest minute and titled with its count."""
+    cell shaded by its occurrences against the busiest minute and titled with its count; with
+    `link`, a busy cell links to the page listing that minute's schedules."""
     busiest = max(per_minute, default=0)
     hours = -(-len(per_minute) // 60)
     width = LABEL_WIDTH + 60 * CELL_WIDTH
@@ -96,14 +97,19 @@ def load_heatmap(per_minute: Sequence[int], start: datetime) -> Markup:
                 break
             count = per_minute[index]
             moment = (start + timedelta(minutes=index)).astimezone(UTC)
-            parts.append(
+            title = escape(f"{moment:%Y-%m-%d %H:%M} UTC: {count} occurrence" + ("" if count == 1 else "s"))
+            cell = (
                 f'<rect class="heat h{heat_level(count, busiest)}" x="{LABEL_WIDTH + minute * CELL_WIDTH}" y="{y}"'
-                f' width="{CELL_WIDTH - 1}" height="{CELL_HEIGHT - 1}">'
-                f"<title>{escape(f'{moment:%Y-%m-%d %H:%M} UTC: {count} occurrence' + ('' if count == 1 else 's'))}</title></rect>"
+                f' width="{CELL_WIDTH - 1}" height="{CELL_HEIGHT - 1}"><title>{title}</title></rect>'
             )
+            if link is not None and count:
+                cell = f'<a href="{escape(link(moment))}" aria-label="{title}">{cell}</a>'
+            parts.append(cell)
     summary = f"occurrences per minute from {start.astimezone(UTC):%Y-%m-%d %H:%M} UTC, busiest minute {busiest}"
+    # Cells that are links make it a group of links, not one image (an image's parts are not focusable).
+    role = "img" if link is None else "group"
     return Markup(
-        f'<svg class="heatmap" role="img" aria-label="{escape(summary)}" width="{width}" height="{height}"'
+        f'<svg class="heatmap" role="{role}" aria-label="{escape(summary)}" width="{width}" height="{height}"'
         f' viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
     )
 

@@ -9,6 +9,7 @@ schedules needing attention) is read here, each in one query down an existing in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,11 +29,12 @@ from erp.core.metrics_router import known_queues
 from erp.tasks.api import alerts, forecast, periodic_tasks
 from erp.tasks.api.backfill import BackfillResult, plan_backfill
 from erp.tasks.api.beat_heartbeats import BeatInstance, beat_instances
-from erp.tasks.api.last_runs import last_runs, recent_runs
-from erp.tasks.api.periodic_tasks import schedule_words
+from erp.tasks.api.forecast import MinuteSchedules
+from erp.tasks.api.last_runs import RecentRun, recent_runs
 from erp.tasks.api.runs import RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.calendar.specs import CrontabSpec
+from erp.tasks.calendar.words import describe
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS, AlertKind, RunState, SkipReason
 from erp.tasks.scheduler_models import (
     BrokenScheduleError,
@@ -68,7 +70,7 @@ class Health:
     sent_last_hour: int
     skipped_last_hour: int
     workers: list[str]
-    queue_depths: dict[str, int] | None  # None: Redis did not answer
+    queues: dict[str, broker.QueueStats] | None  # None: Redis did not answer
 
     @property
     def beats_alive(self) -> int:
@@ -79,9 +81,9 @@ class Health:
         return self.beats[0].seconds_ago if self.beats else None
 
 
-async def _queue_depths() -> dict[str, int] | None:
+async def _queues() -> dict[str, broker.QueueStats] | None:
     try:
-        return await asyncio.wait_for(broker.queue_lengths(known_queues()), QUEUE_DEPTH_TIMEOUT_SECONDS)
+        return await asyncio.wait_for(broker.queue_stats(known_queues()), QUEUE_DEPTH_TIMEOUT_SECONDS)
     except Exception as error:  # Redis away or slow: the strip says so, the page still answers
         logger.warning("console: queue depths unavailable: %s", type(error).__name__, extra={"action": "console.redis"})
         return None
@@ -89,9 +91,10 @@ async def _queue_depths() -> dict[str, int] | None:
 
 async def health(*, session: AsyncSession) -> Health:
     """Beat instances and their last ticks, occurrences of the last hour (due, sent, skipped),
-    workers whose heartbeat is fresh, and what waits in each queue."""
-    # Redis is asked while PostgreSQL answers; _queue_depths never raises.
-    depths, (beats, counts, workers) = await asyncio.gather(_queue_depths(), _ledger_health(session))
+    workers whose heartbeat is fresh, and what waits in each queue (how many, and the age of
+    the oldest)."""
+    # Redis is asked while PostgreSQL answers; _queues never raises.
+    queues, (beats, counts, workers) = await asyncio.gather(_queues(), _ledger_health(session))
     settings = get_settings()
     return Health(
         beats=beats,
@@ -100,7 +103,7 @@ async def health(*, session: AsyncSession) -> Health:
         sent_last_hour=counts[1],
         skipped_last_hour=counts[2],
         workers=workers,
-        queue_depths=depths,
+        queues=queues,
     )
 
 
@@ -124,18 +127,23 @@ async def _ledger_health(session: AsyncSession) -> tuple[list[BeatInstance], tup
 # --- rows of schedules -----------------------------------------------------------------------
 
 
-def zone_of(task: PeriodicTaskDB) -> tzinfo:
-    """The zone a schedule's times are read in: a crontab's own, UTC for the others."""
+def words_and_zone(task: PeriodicTaskDB) -> tuple[str, tzinfo]:
+    """The schedule in words, and the zone its times are read in (a crontab's own, UTC for the
+    others), from one reading of its spec: a page of 50 rows read each twice before, a tenth of
+    its time at 100,000 schedules (scripts/bench_console)."""
     try:
         spec = task.get_schedule()
-    except BrokenScheduleError:
-        return UTC
+    except BrokenScheduleError as error:
+        return f"cannot be read: {error}", UTC
+    try:
+        words = describe(spec)
+    except (ValueError, TypeError) as error:
+        words = f"cannot be read: {error}"
+    zone: tzinfo = UTC
     if isinstance(spec, CrontabSpec):
-        try:
-            return ZoneInfo(spec.timezone)
-        except (ValueError, KeyError):
-            return UTC
-    return UTC
+        with contextlib.suppress(ValueError, KeyError):  # an unknown zone: its times in UTC
+            zone = ZoneInfo(spec.timezone)
+    return words, zone
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,7 @@ class LastRun:
     lateness_seconds: float | None
 
 
-def last_run_of(run: PeriodicTaskRunDB | None) -> LastRun | None:
+def last_run_of(run: PeriodicTaskRunDB | RecentRun | None) -> LastRun | None:
     if run is None:
         return None
     duration = None
@@ -180,20 +188,16 @@ def status_of(task: PeriodicTaskDB) -> str:
 
 
 async def schedule_rows(tasks: Sequence[PeriodicTaskDB], *, session: AsyncSession) -> list[ScheduleRow]:
-    """Rows of a page of schedules: the last outcome and the sparkline of each, two queries in all."""
-    ids = [task.id for task in tasks]
-    last = await last_runs(ids, session=session)
-    history = await recent_runs(ids, SPARKLINE_RUNS, session=session)
-    return [
-        ScheduleRow(
-            task=task,
-            words=schedule_words(task),
-            zone=zone_of(task),
-            last_run=last_run_of(last.get(task.id)),
-            history=sparkline(history.get(task.id, [])),
-        )
-        for task in tasks
-    ]
+    """Rows of a page of schedules: the sparkline of each and its last outcome (the newest of
+    the sparkline's occurrences), in one query."""
+    history = await recent_runs([task.id for task in tasks], SPARKLINE_RUNS, session=session)
+    rows = []
+    for task in tasks:
+        words, zone = words_and_zone(task)
+        runs = history.get(task.id, [])
+        newest = max(runs, key=lambda run: run.scheduled_at, default=None)
+        rows.append(ScheduleRow(task, words, zone, last_run_of(newest), sparkline(runs)))
+    return rows
 
 
 # --- the overview ----------------------------------------------------------------------------
@@ -552,25 +556,33 @@ LOAD_HOURS = 24
 BUSIEST_SHOWN = 10
 
 
+def minute_link(moment: datetime) -> str:
+    """The load page listing the schedules of one minute (a heatmap cell's link)."""
+    return f"/console/load?minute={moment.astimezone(UTC):%Y-%m-%dT%H:%M}#minute"
+
+
 @dataclass(frozen=True)
 class Load:
     forecast: forecast.LoadForecast
+    minute: MinuteSchedules | None = None  # the minute clicked, with its schedules
 
     @property
     def heatmap(self) -> Any:
-        return load_heatmap(self.forecast.per_minute, self.forecast.start)
+        return load_heatmap(self.forecast.per_minute, self.forecast.start, minute_link)
 
     @property
     def busiest(self) -> list[tuple[datetime, int]]:
         return self.forecast.busiest(BUSIEST_SHOWN)
 
 
-async def load(*, session: AsyncSession, now: datetime | None = None) -> Load:
+async def load(*, session: AsyncSession, now: datetime | None = None, minute: datetime | None = None) -> Load:
     """The next 24 hours from the current whole hour, from the schedules' definitions (the
-    forecast the API's /schedule-load answers with)."""
+    forecast the API's /schedule-load answers with), and with `minute` the schedules behind that
+    minute (those of /schedule-load/minute)."""
     start = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
     result = await forecast.forecast(start, start + timedelta(hours=LOAD_HOURS), session=session)
-    return Load(forecast=result)
+    behind = None if minute is None else await forecast.schedules_in_minute(minute, session=session)
+    return Load(forecast=result, minute=behind)
 
 
 # --- alerts --------------------------------------------------------------------------------------

@@ -26,7 +26,9 @@ in a thread beside the loop, and its result is stored as a worker's would be (er
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as redis
@@ -175,16 +177,42 @@ async def send_task(
         )
 
 
-async def queue_lengths(queues: Iterable[str], client: redis.Redis | None = None) -> dict[str, int]:
-    """Messages waiting in each queue: the lengths of all its lists (one per priority step), one
-    round trip; on `client` if given (a client of the command line's own event loop)."""
+@dataclass(frozen=True)
+class QueueStats:
+    """What waits in one queue: how many messages, and how long the oldest has waited (None
+    when the queue is empty or its oldest message carries no `published_at` header)."""
+
+    depth: int
+    oldest_age_seconds: float | None
+
+
+async def queue_stats(queues: Iterable[str], *, client: redis.Redis | None = None) -> dict[str, QueueStats]:
+    """Depth and oldest message of each queue, all its lists (one per priority step) together,
+    in one round trip (on `client`, else the web process's pool).
+
+    kombu pushes on the head of a list and workers pop from its tail, so the tail (LINDEX -1)
+    is the message that has waited longest in that list; the oldest of a queue is the oldest of
+    its lists' tails. Its age is measured from the publisher's clock: hosts whose clocks differ
+    by a second see ages a second off.
+    """
     names = list(queues)
     pipeline = (client or _broker()).pipeline(transaction=False)
     for queue in names:
         for key in broker_wire.queue_keys(queue):
             pipeline.llen(key)
-    lengths = iter(await pipeline.execute())
-    return {queue: sum(next(lengths) for _ in broker_wire.queue_keys(queue)) for queue in names}
+            pipeline.lindex(key, -1)
+    answers = iter(await pipeline.execute())
+    now = time.time()
+    stats: dict[str, QueueStats] = {}
+    for queue in names:
+        depth, published = 0, []
+        for _ in broker_wire.queue_keys(queue):
+            depth += next(answers)
+            moment = broker_wire.published_at(next(answers))
+            if moment is not None:
+                published.append(moment)
+        stats[queue] = QueueStats(depth, max(0.0, now - min(published)) if published else None)
+    return stats
 
 
 async def close() -> None:

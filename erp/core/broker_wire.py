@@ -11,12 +11,16 @@ kombu itself writes.
 The headers of erp's own travel in a task message beside Celery's: a periodic run carries its
 schedule's name and its slot (beat and "run now" write them; the worker's run guard, its log
 context and the lateness figure read them), and a task queued inside a request or a task
-carries that request's id into the worker's log lines.
+carries that request's id into the worker's log lines. Every message erp publishes (the async
+publisher, beat's batch publisher and kombu, through Celery's `before_task_publish`) carries the
+moment it was queued: neither Celery's protocol nor kombu's envelope records one, and the age of
+the oldest message waiting in a queue (the console's health strip, `/metrics`) is read from it.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import uuid
 from typing import Any
@@ -44,6 +48,8 @@ PRIORITY_SEPARATOR = "\x06\x16"
 PERIODIC_NAME_HEADER = "periodic_task_name"
 PERIODIC_SCHEDULED_AT_HEADER = "periodic_task_scheduled_at"
 REQUEST_ID_HEADER = "request_id"
+# When the message was queued, as seconds since the epoch by the publisher's clock.
+PUBLISHED_AT_HEADER = "published_at"
 
 # What a slow, missing or failing Redis raises, through kombu (OperationalError) or redis-py;
 # timeouts, asyncio's included, are OSErrors.
@@ -105,3 +111,15 @@ def task_sent_event(fields: dict[str, Any], clock: int) -> str:
     return envelope(
         event, {"hostname": hostname}, {}, exchange=EVENT_EXCHANGE, routing_key="task.sent", delivery_mode=TRANSIENT
     )
+
+
+def published_at(message: str | bytes | None) -> float | None:
+    """When a stored message was queued (its `published_at` header); None for a message
+    without one (queued by another producer or an older release) or one that cannot be read."""
+    if not message:
+        return None
+    try:
+        value = json.loads(message).get("headers", {}).get(PUBLISHED_AT_HEADER)
+    except (ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ from celery.signals import (
 from celery.utils import uuid
 
 from erp.core import redis_transport, running_limits, task_registry, worker_hooks
-from erp.core.broker_wire import REQUEST_ID_HEADER
+from erp.core.broker_wire import PUBLISHED_AT_HEADER, REQUEST_ID_HEADER
 from erp.core.config import Settings, get_settings
 from erp.core.logging import configure_logging, log_context
 
@@ -310,6 +311,14 @@ def _carry_request_id(headers: dict[str, Any] | None = None, **_: object) -> Non
     request_id = log_context().get("request_id")
     if request_id and headers is not None:
         headers.setdefault(REQUEST_ID_HEADER, request_id)
+
+
+@before_task_publish.connect
+def _stamp_published_at(headers: dict[str, Any] | None = None, **_: object) -> None:
+    """Every message says when it was queued (erp.core.broker_wire). Set, not defaulted: a
+    retry is published with its request's headers, and its wait starts again."""
+    if headers is not None:
+        headers[PUBLISHED_AT_HEADER] = time.time()
 
 
 # Around each task: log context and figures for /metrics; at shutdown: the grace period.

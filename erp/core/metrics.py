@@ -57,6 +57,7 @@ TASK_DROPPED = "erp_task_dropped_duplicates"  # exposed as erp_task_dropped_dupl
 TASK_RUNTIME = "celery_task_runtime"
 PERIODIC_LATENESS = "erp_periodic_task_lateness_seconds"
 QUEUE_LENGTH = "celery_queue_length"
+QUEUE_OLDEST_AGE = "erp_queue_oldest_message_age_seconds"
 BEAT_HEARTBEAT_AGE = "erp_beat_heartbeat_age_seconds"
 
 # Requests that matched no route share one label value: raw paths would make a series per URL.

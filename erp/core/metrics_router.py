@@ -50,15 +50,21 @@ def known_queues() -> list[str]:
     return sorted(names)
 
 
-async def queue_length_families() -> list[Metric]:
-    lengths = await broker.queue_lengths(known_queues())
+async def queue_families() -> list[Metric]:
+    stats = await broker.queue_stats(known_queues())
     return [
         metrics.gauge(
             metrics.QUEUE_LENGTH,
             "Messages waiting in each broker queue (all priority lists together).",
             "queue_name",
-            lengths.items(),
-        )
+            ((name, queue.depth) for name, queue in stats.items()),
+        ),
+        metrics.gauge(
+            metrics.QUEUE_OLDEST_AGE,
+            "How long the oldest message waiting in each queue has waited (0 when none waits).",
+            "queue_name",
+            ((name, queue.oldest_age_seconds or 0.0) for name, queue in stats.items()),
+        ),
     ]
 
 
@@ -74,7 +80,7 @@ async def task_figures() -> list[Metric]:
 def build_router(*sources: metrics.ScrapeSource) -> APIRouter:
     """The /metrics route, reading `sources` (beyond queue depth and task figures) at each scrape."""
     router = APIRouter(tags=["operations"])
-    every_source = (queue_length_families, task_figures, *sources)
+    every_source = (queue_families, task_figures, *sources)
 
     @router.get(
         "/metrics",

@@ -8,7 +8,8 @@ checks
 - `postgresql`: a query answers;
 - `redis`: the broker's and the result backend's Redis answer PING;
 - `queues`: messages waiting in each queue the app knows (kombu keeps one Redis list per
-  priority step: all are counted), at most HEALTH_CHECK_MAX_QUEUE_DEPTH each;
+  priority step: all are counted), at most HEALTH_CHECK_MAX_QUEUE_DEPTH each, and how long the
+  oldest of each has waited (erp.core.broker.queue_stats, as the console and `/metrics` read it);
 - `beat`: a beat wrote its heartbeat recently (the rule of `/health/beat`);
 - `workers`: workers answer Celery's control ping within a second;
 
@@ -33,7 +34,7 @@ import redis.asyncio as redis
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from erp.core import broker_wire
+from erp.core import broker, broker_wire
 from erp.core.bridge import run_service
 from erp.core.celery_app import celery_app
 from erp.core.config import get_settings
@@ -118,19 +119,20 @@ async def check_queues() -> CheckResult:
     names = queue_names()
     client = _redis_client(get_settings().broker_url)
     try:
-        pipeline = client.pipeline(transaction=False)
-        for name in names:
-            for key in broker_wire.queue_keys(name):
-                pipeline.llen(key)
-        pipeline.hlen(broker_wire.UNACKED_HASH)
-        lengths = await pipeline.execute()
+        stats = await broker.queue_stats(names, client=client)
+        unacknowledged = await client.hlen(broker_wire.UNACKED_HASH)  # type: ignore[misc]
     finally:
         await client.aclose()
-    steps = len(broker_wire.queue_keys("any"))
-    depths = {name: sum(lengths[i * steps : (i + 1) * steps]) for i, name in enumerate(names)}
+    depths = {name: queue.depth for name, queue in stats.items()}
     too_deep = {name: depth for name, depth in depths.items() if depth > limit}
     detail = "ok" if not too_deep else f"over {limit} waiting: {too_deep}"
-    return {"ok": not too_deep, "detail": detail, "depths": depths, "unacknowledged": lengths[-1]}
+    return {
+        "ok": not too_deep,
+        "detail": detail,
+        "depths": depths,
+        "oldest_age_seconds": {name: queue.oldest_age_seconds for name, queue in stats.items()},
+        "unacknowledged": unacknowledged,
+    }
 
 
 async def check_workers() -> CheckResult:

@@ -38,8 +38,25 @@ def browser_page(browser, clean_tables, tmp_path):
     errors: list[str] = []
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    # A script or style the Content-Security-Policy blocks shows up here: none may.
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    # A script or style the Content-Security-Policy blocks shows up here: none may. A form the
+    # server refuses (a page answered 422, with its messages) is logged too, and is no error.
+    refused_pages: set[str] = set()
+    page.on(
+        "response",
+        lambda response: (
+            refused_pages.add(response.url)
+            if response.status == 422 and response.request.resource_type == "document"
+            else None
+        ),
+    )
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and message.location.get("url") not in refused_pages
+            else None
+        ),
+    )
     page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     page.screenshot(path=str(tmp_path / "last.png"), full_page=True)

@@ -178,3 +178,61 @@ def test_sign_in_with_the_one_time_link_the_command_line_prints(web, browser_pag
     # Spent: opened again, it signs no one in (a 401, which the page fixture would count as an error).
     again = httpx.get(link, timeout=10)
     assert again.status_code == 401 and "already been used" in again.text
+
+
+def test_solar_and_clocked_schedules_are_previewed_and_why_not_is_answered(
+    web, browser_page: Page, make_user, tmp_path: Path
+):
+    admin = make_user(superuser=True)
+    page = browser_page
+    sign_in(page, web, admin.token)
+
+    # A solar schedule: its fields appear with the kind, the preview follows them.
+    page.goto(f"{web}/console/schedules/new")
+    page.get_by_label("Name", exact=True).fill("lights at sunset")
+    page.locator("select[name=task]").select_option("erp.ping")
+    page.get_by_label("Kind").select_option("solar")
+    expect(page.get_by_label("Minute", exact=True)).to_be_hidden()
+    page.get_by_label("Event").select_option("sunset")
+    page.get_by_label("Latitude").fill("95")
+    expect(page.locator("#preview")).to_contain_text("latitude")
+    page.get_by_label("Latitude").fill("52.52")
+    page.get_by_label("Longitude").fill("13.40")
+    expect(page.locator("#preview")).to_contain_text("every day at sunset (52.52° N, 13.40° E)")
+    expect(page.locator("#preview li")).to_have_count(10)
+    page.get_by_label("Jitter (s)").fill("120")
+    expect(page.locator("#preview")).to_contain_text("up to 120 s after its slot")
+    page.get_by_label("Keyword arguments").fill('{"lights": ')  # not JSON: refused at its field
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#kwargs-error")).to_contain_text("not JSON")
+    page.get_by_label("Keyword arguments").fill('{"lights": "garden"}')
+    page.get_by_label("While the previous run runs").select_option("skip")
+    assert_accessible(page)
+    page.screenshot(path=str(tmp_path / "new-solar.png"), full_page=True)
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status")).to_contain_text("Created.")
+    expect(page.get_by_role("heading", name="lights at sunset")).to_be_visible()
+    expect(page.locator("body")).to_contain_text("every day at sunset")
+
+    # "Why didn't it run at T?", answered in place from the ledger.
+    page.get_by_label("Time (UTC, or with an offset)").fill("2026-01-01T18:00")
+    page.get_by_role("button", name="Ask the ledger").click()
+    expect(page.locator(".answer")).to_contain_text("after this time")
+    expect(page.get_by_label("Time (UTC, or with an offset)")).to_have_value("2026-01-01T18:00")
+    assert_accessible(page)
+
+    # A clocked one: one run, at its moment, shown in the offset it was given in.
+    page.goto(f"{web}/console/schedules/new")
+    page.get_by_label("Name", exact=True).fill("go live")
+    page.locator("select[name=task]").select_option("erp.ping")
+    page.get_by_label("Kind").select_option("clocked")
+    page.get_by_label("At (with its UTC offset)").fill("2031-05-01T09:00")
+    expect(page.locator("#preview")).to_contain_text("needs a UTC offset")
+    page.get_by_label("At (with its UTC offset)").fill("2031-05-01T09:00:00+02:00")
+    expect(page.locator("#preview")).to_contain_text("once, at 2031-05-01 07:00 UTC")
+    expect(page.locator("#preview li")).to_have_count(1)
+    expect(page.locator("#preview li")).to_contain_text("09:00:00 +02:00")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status")).to_contain_text("Created.")
+    expect(page.get_by_role("heading", name="go live")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "clocked.png"), full_page=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from sqlalchemy import text
 
 from erp.core.celery_app import celery_app
+from erp.core.config import get_settings
 from erp.tasks.db_scheduler import DatabaseScheduler
 from tests.support import bridge_tasks
 from tests.support.scheduling import empty_broker
@@ -59,3 +61,13 @@ def scheduler(clean_tables, redis_clean):
     instance = DatabaseScheduler(app=celery_app)
     yield instance
     instance.close()
+
+
+@pytest.fixture
+def broker_client(redis_clean):
+    """A client of the broker's Redis database, emptied before and after the test."""
+    empty_broker()
+    client = redis.Redis.from_url(get_settings().broker_url)
+    yield client
+    empty_broker()
+    client.close()

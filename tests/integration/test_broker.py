@@ -19,19 +19,10 @@ from kombu.compression import decompress
 
 from erp.core import broker as async_broker
 from erp.core.celery_app import celery_app
-from erp.core.config import get_settings
 from erp.features.ping.tasks import ping
-from tests.support.scheduling import empty_broker, wait_for
+from tests.support.scheduling import wait_for
 
 QUEUE = "celery"
-
-
-@pytest.fixture
-def broker_client(redis_clean):
-    empty_broker()
-    client = redis.Redis.from_url(get_settings().broker_url)
-    yield client
-    client.close()
 
 
 def send(api_client, task, args: tuple = (), kwargs: dict | None = None) -> str:
@@ -51,7 +42,9 @@ def pop_message(client: redis.Redis) -> dict:
 
 
 def assert_same_message(sent: dict, expected: dict, ours: str, kombus: str) -> None:
-    """The two messages are equal but for what differs per message (ids, delivery tag, thread)."""
+    """The two messages are equal but for what differs per message (ids, delivery tag, thread,
+    when it was queued)."""
+    assert sent["headers"].pop("published_at") > 0 and expected["headers"].pop("published_at") > 0
     assert sent["headers"].pop("id") == sent["headers"].pop("root_id") == ours
     assert expected["headers"].pop("id") == expected["headers"].pop("root_id") == kombus
     assert sent["properties"].pop("correlation_id") == ours

@@ -4,6 +4,8 @@ the forms' protection, changes in the change log, live regions and static files.
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -11,6 +13,8 @@ import pytest
 from markupsafe import escape
 
 from erp.console import views
+from erp.features.ping.tasks import ping
+from tests.support.scheduling import empty_broker
 
 API = "/api/v1/admin/periodic-tasks"
 
@@ -297,6 +301,19 @@ def test_the_overview_shows_what_needs_attention(client, admin, sync_engine):
     health = client.get("/console/live/health").text
     assert "2 due · 2 sent" not in health  # the ledger rows above were never sent
     assert "Beat" in health and "Queues" in health
+    assert "celery: 0 waiting" in health and "oldest" not in health
+
+
+def test_the_health_strip_shows_the_age_of_the_oldest_message(client, admin, redis_clean):
+    empty_broker()
+    try:
+        ping.apply_async(task_id=str(uuid.uuid4()))
+        time.sleep(1.1)
+        sign_in(client, admin)
+        health = client.get("/console/live/health").text
+        assert re.search(r"celery: 1 waiting, oldest [0-9.]+ s", health), health
+    finally:
+        empty_broker()
 
 
 def test_the_next_runs_say_when_the_clocks_change(client, admin):
@@ -440,7 +457,8 @@ def test_a_change_is_saved_at_the_version_shown_and_a_conflict_says_so(client, a
     clocked = new_schedule(
         client, admin, name="once", schedule={"kind": "clocked", "clocked_time": "2031-05-01T09:00:00Z"}
     )
-    assert client.get(f"/console/schedules/{clocked['id']}/edit").status_code == 422
+    clocked_form = client.get(f"/console/schedules/{clocked['id']}/edit")
+    assert clocked_form.status_code == 200 and 'value="2031-05-01T09:00:00+00:00"' in clocked_form.text
 
 
 def test_a_backfill_dry_run_lists_new_and_held_slots_then_plans_the_new_ones(client, admin, sync_engine):
@@ -468,3 +486,105 @@ def test_a_backfill_dry_run_lists_new_and_held_slots_then_plans_the_new_ones(cli
     with sync_engine.connect() as connection:
         origins = "SELECT origin, count(*) FROM periodic_task_runs WHERE periodic_task_id = :id GROUP BY origin"
         assert dict(connection.execute(text(origins), {"id": task["id"]}).all()) == {"backfill": 4, "schedule": 1}
+
+
+def test_a_minute_of_the_load_heatmap_lists_its_schedules(client, admin):
+    berlin = new_schedule(
+        client,
+        admin,
+        name="berlin half past",
+        schedule={"kind": "crontab", "minute": "30", "timezone": "Europe/Berlin"},
+    )
+    new_schedule(client, admin, name="quarter past", schedule={"kind": "crontab", "minute": "15"})
+    sign_in(client, admin)
+    load = client.get("/console/load").text
+    links = re.findall(r'<a href="(/console/load\?minute=[^"]+)"', load)
+    # 24 hours of two hourly schedules: 48 busy cells, each a link (the busiest table adds ten).
+    half_past = sorted({link for link in links if ":30" in link})
+    assert len(set(links)) == 48 and len(half_past) == 24
+    minute = half_past[0].replace("&amp;", "&")
+    page = client.get(minute)
+    assert page.status_code == 200
+    listed = page.text[page.text.index('id="minute"') :]
+    assert "1 occurrence of 1 schedule" in listed
+    assert f'href="/console/schedules/{berlin["id"]}">berlin half past' in listed
+    assert "quarter past" not in listed
+    api = client.get(
+        "/api/v1/admin/schedule-load/minute",
+        params={"at": minute.split("=")[1].split("#")[0] + ":00Z"},
+        headers=admin.headers,
+    ).json()
+    assert [item["name"] for item in api["items"]] == ["berlin half past"]
+
+
+def test_solar_and_clocked_schedules_with_every_field_are_previewed_and_saved(client, admin):
+    csrf = sign_in(client, admin)
+    solar = {"kind": "solar", "event": "sunrise", "latitude": "52.52", "longitude": "13.40"}
+    preview = client.get(f"/console/schedules/new/preview?{urlencode({**solar, 'jitter_seconds': '30'})}").text
+    assert "every day at sunrise (52.52° N, 13.40° E)" in preview and preview.count("<li>") == 10
+    assert "up to 30 s after its slot" in preview
+    assert "latitude" in client.get(f"/console/schedules/new/preview?{urlencode({**solar, 'latitude': '91'})}").text
+    clocked = {"kind": "clocked", "clocked_time": "2031-05-01T09:00:00+02:00"}
+    once = client.get(f"/console/schedules/new/preview?{urlencode(clocked)}").text
+    assert "once, at 2031-05-01 07:00 UTC" in once and once.count("<li>") == 1 and "09:00:00 +02:00" in once
+    naive = client.get(f"/console/schedules/new/preview?{urlencode({**clocked, 'clocked_time': '2031-05-01T09:00'})}")
+    assert "needs a UTC offset" in naive.text
+    bounded = {**solar, "start_time": "2031-01-01T00:00:00Z", "expires": "2031-01-03T23:00:00Z"}
+    assert client.get(f"/console/schedules/new/preview?{urlencode(bounded)}").text.count("<li>") == 3
+
+    fields = {"csrf": csrf, "name": "sunrise lights", "task": "erp.ping", **solar}
+    fields |= {"args": "[]", "kwargs": '{"delay": 0}', "misfire_policy": "skip", "overlap_policy": "skip"}
+    fields |= {"jitter_seconds": "30", "start_deadline_seconds": "600", "queue": "celery", "priority": "3"}
+    for field, value, message in (
+        ("kwargs", '{"delay": ', "not JSON"),
+        ("jitter_seconds", "soon", "valid integer"),
+        ("jitter_seconds", "90000", "less than or equal to 86400"),
+        ("overlap_policy", "queue", "allow"),
+        ("expires", "2031-01-01T00:00", "expires needs a UTC offset"),
+        ("latitude", "north", "valid number"),
+    ):
+        refused = client.post("/console/schedules/new", data={**fields, field: value})
+        assert refused.status_code == 422, (field, refused.text)
+        assert f'id="{field}-error">' in refused.text and message in refused.text, field
+    created = client.post("/console/schedules/new", data=fields, follow_redirects=False)
+    assert created.status_code == 303, created.text
+    task_id = int(created.headers["location"].split("/")[-1].split("?")[0])
+    saved = client.get(f"{API}/{task_id}", headers=admin.headers).json()
+    assert saved["schedule"]["kind"] == "solar" and saved["schedule"]["fields"]["latitude"] == 52.52
+    assert saved["kwargs"] == {"delay": 0} and saved["misfire_policy"] == "skip" and saved["overlap_policy"] == "skip"
+    assert (saved["jitter_seconds"], saved["start_deadline_seconds"], saved["queue"], saved["priority"]) == (
+        30,
+        600,
+        "celery",
+        3,
+    )
+
+    # The same form changes it: into a clocked one-off, a deadline cleared, at the version shown.
+    assert f'href="/console/schedules/{task_id}/edit"' in client.get(f"/console/schedules/{task_id}").text
+    form = client.get(f"/console/schedules/{task_id}/edit").text
+    assert 'value="52.52"' in form and "{&#34;delay&#34;: 0}" in form
+    change = {**fields, "version": "1", "kind": "clocked", "clocked_time": "2031-05-01T09:00:00Z"}
+    change |= {"start_deadline_seconds": "", "one_off": "once"}
+    response = client.post(f"/console/schedules/{task_id}/edit", data=change, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    saved = client.get(f"{API}/{task_id}", headers=admin.headers).json()
+    assert saved["schedule"]["kind"] == "clocked" and saved["start_deadline_seconds"] is None and saved["one_off"]
+    assert saved["version"] == 2 and saved["kwargs"] == {"delay": 0}
+    logged = client.get(f"{API}/{task_id}/changes", headers=admin.headers).json()[0]
+    assert logged["changes"]["start_deadline_seconds"] == [600, None] and logged["changes"]["one_off"] == [False, True]
+    # What the API refuses on a change is shown at its field: jitter may not be null.
+    cleared = client.post(f"/console/schedules/{task_id}/edit", data={**change, "version": "2", "jitter_seconds": ""})
+    assert cleared.status_code == 422 and "jitter_seconds: may not be null" in cleared.text
+
+
+def test_a_schedules_last_run_is_the_newest_of_its_sparkline(client, admin, sync_engine):
+    task = new_schedule(client, admin)
+    start = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+    record_runs(sync_engine, task, ["succeeded", "skipped", "failed"], start=start)
+    sign_in(client, admin)
+    row = client.get("/console/schedules").text
+    row = row[row.index('data-schedule="nightly export"') :]
+    row = row[: row.index("</tr>")]
+    # The newest occurrence (failed, 3 s long, 2 s late), not the first recorded.
+    assert re.search(r"failed.*3\.00 s.*late 2\.00 s", row, re.S), row
+    assert "last 3 occurrences: 1 failed, 1 skipped, 1 succeeded" in row

@@ -77,6 +77,14 @@ def mixed_schedules() -> list[PeriodicTaskDB]:
 def brute_force(tasks: list[PeriodicTaskDB], start: datetime, end: datetime) -> Counter:
     """Every slot of every enabled, not paused schedule, enumerated one by one."""
     counts: Counter = Counter()
+    for (minute, _), firings in brute_force_by_task(tasks, start, end).items():
+        counts[minute] += firings
+    return counts
+
+
+def brute_force_by_task(tasks: list[PeriodicTaskDB], start: datetime, end: datetime) -> Counter:
+    """The slots of each schedule per minute, by (minute, name)."""
+    counts: Counter = Counter()
     for task in tasks:
         if not task.enabled or task.paused_at is not None:
             continue
@@ -104,7 +112,7 @@ def brute_force(tasks: list[PeriodicTaskDB], start: datetime, end: datetime) -> 
             if (task.start_time and slot < task.start_time) or (task.expires and slot > task.expires):
                 continue
             if start <= slot < end:
-                counts[slot.replace(second=0, microsecond=0)] += 1
+                counts[slot.replace(second=0, microsecond=0), task.name] += 1
     return counts
 
 
@@ -151,3 +159,40 @@ def test_a_whole_day_is_allowed(api_client, admin):
     params = {"from": "2030-01-01T00:00:00Z", "to": "2030-01-02T00:00:00Z"}
     load = api_client.get(URL, params=params, headers=admin.headers).json()
     assert len(load["minutes"]) == 1440 and load["total"] == 0 and load["busiest"] == []
+
+
+def test_a_minute_lists_the_schedules_behind_its_count(api_client, admin, sync_engine):
+    tasks = mixed_schedules()
+    with Session(sync_engine, expire_on_commit=False) as session, session.begin():
+        session.add_all(tasks)
+    start, end = START.replace(second=0), END.replace(second=0) + timedelta(minutes=1)
+    expected = brute_force_by_task(tasks, start, end)
+    load = api_client.get(URL, params={"from": START.isoformat(), "to": END.isoformat()}, headers=admin.headers).json()
+    counts = {datetime.fromisoformat(item["minute"]): item["occurrences"] for item in load["minutes"]}
+    # The clock change, an expiry and a clocked slot, two empty minutes, and a sample of the rest.
+    minutes = [
+        datetime(2030, 3, 31, 0, 30, tzinfo=UTC),
+        START + timedelta(minutes=77, seconds=5),
+        end - timedelta(minutes=1),
+    ]
+    minutes += [ANCHOR + timedelta(seconds=13 * 560), datetime(2030, 3, 31, 3, 31, tzinfo=UTC), *sorted(counts)[::37]]
+    for moment in minutes:
+        minute = moment.replace(second=0, microsecond=0)
+        response = api_client.get(f"{URL}/minute", params={"at": moment.isoformat()}, headers=admin.headers)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert datetime.fromisoformat(answer["minute"]) == minute
+        assert answer["occurrences"] == counts.get(minute, 0) == sum(n for (m, _), n in expected.items() if m == minute)
+        listed = {item["name"]: item["firings"] for item in answer["items"]}
+        assert listed == {name: n for (m, name), n in expected.items() if m == minute}, minute
+        assert answer["schedules"] == len(listed)
+        for item in answer["items"]:
+            assert minute <= datetime.fromisoformat(item["scheduled_at"]) < minute + timedelta(minutes=1)
+    busy = datetime(2030, 3, 31, 0, 30, tzinfo=UTC)
+    limited = api_client.get(f"{URL}/minute", params={"at": busy.isoformat(), "limit": 2}, headers=admin.headers).json()
+    assert len(limited["items"]) == 2 and limited["schedules"] > 2 and limited["occurrences"] == counts[busy]
+
+
+def test_a_minute_needs_an_aware_moment(api_client, admin):
+    response = api_client.get(f"{URL}/minute", params={"at": "2030-01-01T00:00:00"}, headers=admin.headers)
+    assert response.status_code == 422 and "at needs a UTC offset" in response.json()["error"]["message"]

@@ -133,10 +133,16 @@ async def check_workers(session: AsyncSession) -> str:
 async def check_queues() -> str:
     client = broker.connect(get_settings().broker_url)
     try:
-        depths = await broker.queue_lengths(known_queues(), client)
+        stats = await broker.queue_stats(known_queues(), client=client)
     finally:
         await client.aclose()
-    return ", ".join(f"{queue}: {depth} waiting" for queue, depth in depths.items())
+    return ", ".join(_queue_line(queue, waiting) for queue, waiting in stats.items())
+
+
+def _queue_line(queue: str, waiting: broker.QueueStats) -> str:
+    if waiting.oldest_age_seconds is None:
+        return f"{queue}: {waiting.depth} waiting"
+    return f"{queue}: {waiting.depth} waiting, the oldest for {waiting.oldest_age_seconds:.0f} s"
 
 
 async def _timed(check: Callable[[], Awaitable[str]]) -> tuple[Status, str]:

@@ -2,7 +2,8 @@
  *
  * An element with data-live="<url>" is fetched again every data-live-every seconds while the
  * tab is visible, with the ETag it holds (If-None-Match): the server answers 304 with no body
- * when nothing changed, else the region's new HTML (rendered and escaped by the server).
+ * when nothing changed, else the region's new HTML (rendered and escaped by the server). One
+ * without an ETag (data-etag="") is fetched at once: the page left it to be read on its own.
  * <time class="viewer" datetime="..."> shows the moment in the viewer's own time zone.
  * A form with data-confirm asks before it is sent.
  * Keys (outside form fields): "/" finds the search field; "g" then o, s, r, l, a or w goes to the
@@ -61,6 +62,9 @@
 
     window.setInterval(refresh, every);
     document.addEventListener("visibilitychange", refresh);
+    if (!etag) {
+      refresh(); /* a region the page left to be read on its own (the health strip): now */
+    }
   }
 
   /* A region with data-preview-form="<form id>" shows what that form would make: asked for

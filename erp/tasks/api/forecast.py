@@ -297,3 +297,157 @@ async def forecast(start: datetime, end: datetime, *, session: AsyncSession) -> 
         jittered_schedules=int(totals[1]),
         not_computable=counter.not_computable,
     )
+
+
+# --- the schedules behind one minute of the forecast ----------------------------------------------
+
+MINUTE_SCHEDULES_LIMIT = 100
+_EPOCH_US = "(EXTRACT(EPOCH FROM {}) * 1000000)::bigint"
+
+
+@dataclass(frozen=True)
+class DueSchedule:
+    id: int
+    name: str
+    task: str
+    scheduled_at: datetime  # its first slot in the minute
+    firings: int  # its slots in the minute (more than one only for an interval under a minute)
+
+
+@dataclass(frozen=True)
+class MinuteSchedules:
+    minute: datetime
+    occurrences: int
+    schedules: int
+    items: list[DueSchedule]  # the first `limit`, by slot, then name
+
+
+async def schedules_in_minute(
+    moment: datetime, *, session: AsyncSession, limit: int = MINUTE_SCHEDULES_LIMIT
+) -> MinuteSchedules:
+    """The enabled, not paused schedules with a slot in the minute holding `moment`, by the
+    forecast's rules (the same bounds and anchors), so their firings add up to that minute's
+    count: the answer to "what is behind this cell of the heatmap?".
+
+    Intervals and fire-once schedules are found by PostgreSQL; each distinct crontab and solar
+    definition is walked once for the minute, and the tasks sharing a definition that fires
+    are joined to it.
+    """
+    start, _ = minute_window(moment, moment)
+    end = start + timedelta(minutes=1)
+    window = {"start": start, "end": end, "start_us": to_us(start), "end_us": to_us(end), "limit": limit}
+
+    crontabs = (
+        await session.execute(
+            text(
+                f"""
+                SELECT DISTINCT c.minute, c.hour, c.day_of_week, c.day_of_month, c.month_of_year, c.timezone
+                FROM periodic_tasks AS t JOIN crontab_schedules AS c ON c.id = t.crontab_id
+                WHERE {ACTIVE} AND NOT t.one_off
+                """
+            )
+        )
+    ).all()
+    solars = (
+        await session.execute(
+            text(
+                f"""
+                SELECT DISTINCT s.event, s.latitude, s.longitude
+                FROM periodic_tasks AS t JOIN solar_schedules AS s ON s.id = t.solar_id
+                WHERE {ACTIVE} AND NOT t.one_off
+                """
+            )
+        )
+    ).all()
+    # Walked in a thread, as the forecast walks them: CPU work off the event loop.
+    due_crontabs, due_solars = await asyncio.to_thread(
+        lambda: (
+            _firing_definitions(crontabs, lambda row: schedules.CrontabSpec(*row), start, end),
+            _firing_definitions(solars, lambda row: schedules.SolarSpec(*row), start, end),
+        )
+    )
+    columns: list[Sequence[Any]] = list(zip(*due_crontabs, strict=True)) or [()] * 7
+    solar_columns: list[Sequence[Any]] = list(zip(*due_solars, strict=True)) or [()] * 4
+    window.update(
+        {f"c{index}": list(values) for index, values in enumerate(columns)}
+        | {f"s{index}": list(values) for index, values in enumerate(solar_columns)}
+    )
+    steps = " ".join(f"WHEN '{name}' THEN {us}" for name, us in PERIOD_MICROSECONDS.items())
+    bounded = "(t.start_time IS NULL OR due.slot >= t.start_time) AND (t.expires IS NULL OR due.slot <= t.expires)"
+    rows = (
+        await session.execute(
+            text(
+                f"""
+                WITH grid AS (
+                    SELECT t.id, {_EPOCH_US.format("COALESCE(t.next_run_at, t.last_run_at, t.start_time, :start)")} AS anchor,
+                        i.every::bigint * CASE i.period {steps} END AS step,
+                        GREATEST(:start_us, {_EPOCH_US.format("t.start_time")}) AS lower,
+                        LEAST(:end_us, {_EPOCH_US.format("t.expires")} + 1) AS upper
+                    FROM periodic_tasks AS t JOIN interval_schedules AS i ON i.id = t.interval_id
+                    WHERE {ACTIVE} AND NOT t.one_off
+                ), counted AS (
+                    SELECT id, anchor, step, ceil((lower - anchor)::numeric / step) AS first_k,
+                        ceil((upper - anchor)::numeric / step) AS end_k
+                    FROM grid WHERE step > 0 AND upper > lower
+                ), due AS (
+                    SELECT t.id, t.next_run_at AS slot, 1 AS firings FROM periodic_tasks AS t
+                    WHERE {ACTIVE} AND t.one_off AND t.next_run_at >= :start AND t.next_run_at < :end
+                    UNION ALL
+                    SELECT t.id, c.clocked_time, 1
+                    FROM periodic_tasks AS t JOIN clocked_schedules AS c ON c.id = t.clocked_id
+                    WHERE {ACTIVE} AND NOT t.one_off AND (t.expires IS NULL OR c.clocked_time <= t.expires)
+                        AND c.clocked_time >= :start AND c.clocked_time < :end
+                    UNION ALL
+                    SELECT id, timestamptz 'epoch' + (anchor + first_k::bigint * step) * interval '1 microsecond',
+                        (end_k - first_k)::int
+                    FROM counted WHERE end_k > first_k
+                    UNION ALL
+                    SELECT t.id, due.slot, 1
+                    FROM periodic_tasks AS t JOIN crontab_schedules AS c ON c.id = t.crontab_id
+                    JOIN unnest(CAST(:c0 AS text[]), CAST(:c1 AS text[]), CAST(:c2 AS text[]), CAST(:c3 AS text[]),
+                        CAST(:c4 AS text[]), CAST(:c5 AS text[]), CAST(:c6 AS timestamptz[]))
+                        AS due(minute, hour, day_of_week, day_of_month, month_of_year, timezone, slot)
+                        ON (c.minute, c.hour, c.day_of_week, c.day_of_month, c.month_of_year, c.timezone)
+                        = (due.minute, due.hour, due.day_of_week, due.day_of_month, due.month_of_year, due.timezone)
+                    WHERE {ACTIVE} AND NOT t.one_off AND {bounded}
+                    UNION ALL
+                    SELECT t.id, due.slot, 1
+                    FROM periodic_tasks AS t JOIN solar_schedules AS s ON s.id = t.solar_id
+                    JOIN unnest(CAST(:s0 AS text[]), CAST(:s1 AS float8[]), CAST(:s2 AS float8[]),
+                        CAST(:s3 AS timestamptz[])) AS due(event, latitude, longitude, slot)
+                        ON (s.event, s.latitude, s.longitude) = (due.event, due.latitude, due.longitude)
+                    WHERE {ACTIVE} AND NOT t.one_off AND {bounded}
+                )
+                SELECT t.id, t.name, t.task, due.slot, due.firings,
+                    count(*) OVER () AS schedules, sum(due.firings) OVER () AS occurrences
+                FROM due JOIN periodic_tasks AS t ON t.id = due.id
+                ORDER BY due.slot, t.name, t.id
+                LIMIT :limit
+                """
+            ),
+            window,
+        )
+    ).all()
+    return MinuteSchedules(
+        minute=start,
+        occurrences=int(rows[0].occurrences) if rows else 0,
+        schedules=int(rows[0].schedules) if rows else 0,
+        items=[DueSchedule(row.id, row.name, row.task, row.slot, row.firings) for row in rows],
+    )
+
+
+def _firing_definitions(
+    definitions: Sequence[Any], spec_of: Any, start: datetime, end: datetime
+) -> list[tuple[Any, ...]]:
+    """The definitions with a slot in [start, end), each with that slot (a broken one fires nothing)."""
+    firing = []
+    for definition in definitions:
+        try:
+            spec = spec_of(definition)
+            schedules.validate(spec)
+            slots = firings_between(spec, start, end)
+        except (schedules.ScheduleError, OverflowError, ValueError):
+            continue
+        if slots:
+            firing.append((*definition, slots[0]))
+    return firing

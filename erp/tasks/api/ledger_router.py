@@ -13,7 +13,15 @@ from erp.core.db import DbSession
 from erp.core.http_errors import error_responses
 from erp.core.input_types import DatabaseId, Offset, StoredDateTime
 from erp.tasks.api import alerts, forecast, runs
-from erp.tasks.api.ledger_schemas import AlertOut, AlertPage, MinuteLoad, RunPage, ScheduleLoadOut
+from erp.tasks.api.ledger_schemas import (
+    AlertOut,
+    AlertPage,
+    DueScheduleOut,
+    MinuteLoad,
+    MinuteSchedulesOut,
+    RunPage,
+    ScheduleLoadOut,
+)
 from erp.tasks.api.periodic_tasks_router import run_page
 from erp.tasks.ledger_kinds import AlertKind, RunState, SkipReason
 from erp.tasks.scheduler_models import PeriodicTaskAlertDB
@@ -129,4 +137,28 @@ def schedule_load_out(result: forecast.LoadForecast, top: int) -> ScheduleLoadOu
             MinuteLoad(minute=result.minute(index), occurrences=count) for index, count in enumerate(result.per_minute)
         ],
         busiest=[MinuteLoad(minute=minute, occurrences=count) for minute, count in result.busiest(top)],
+    )
+
+
+@router.get(
+    "/schedule-load/minute",
+    response_model=MinuteSchedulesOut,
+    summary="The schedules behind one minute of the load forecast",
+    description="The enabled, not paused schedules with a slot in the minute holding `at`, computed as "
+    "/schedule-load computes its count for that minute.",
+    responses=ERRORS,
+)
+async def schedule_load_minute(
+    caller: SuperuserCaller,
+    session: DbSession,
+    at: StoredDateTime,
+    limit: Annotated[int, Query(ge=1, le=1000, description="how many schedules to list")] = 100,
+) -> MinuteSchedulesOut:
+    _aware(at, "at")
+    result = await forecast.schedules_in_minute(at, session=session, limit=limit)
+    return MinuteSchedulesOut(
+        minute=result.minute,
+        occurrences=result.occurrences,
+        schedules=result.schedules,
+        items=[DueScheduleOut.model_validate(item, from_attributes=True) for item in result.items],
     )

@@ -129,3 +129,18 @@ class ScheduleLoadOut(BaseModel):
     )
     minutes: list[MinuteLoad] = Field(description="every minute of the window, in order (zeros included)")
     busiest: list[MinuteLoad] = Field(description="the busiest minutes, busiest first")
+
+
+class DueScheduleOut(BaseModel):
+    id: int
+    name: str
+    task: str
+    scheduled_at: datetime = Field(description="its first slot in the minute")
+    firings: int = Field(description="its slots in the minute (more than one for an interval under a minute)")
+
+
+class MinuteSchedulesOut(BaseModel):
+    minute: datetime = Field(description="`at`, rounded down to the minute")
+    occurrences: int = Field(description="the minute's occurrences: its count in /schedule-load")
+    schedules: int = Field(description="schedules with a slot in the minute")
+    items: list[DueScheduleOut] = Field(description="the first `limit` of them, by slot, then name")

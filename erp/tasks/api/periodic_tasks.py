@@ -6,7 +6,6 @@ changed (beat is NOTIFYed by a trigger and picks it up at once), and writes a ch
 
 from __future__ import annotations
 
-import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -396,9 +395,9 @@ async def preview_runs(periodic_task_id: int, count: int, *, session: AsyncSessi
     try:
         first = task.next_run_at or compute_next_run_at(task, utcnow())
         if first is not None:
-            slots = [first] if task.one_off else itertools.chain([first], schedules.slots_after(spec, first))
-            unexpired = itertools.takewhile(lambda slot: task.expires is None or slot <= task.expires, slots)
-            upcoming = list(itertools.islice(unexpired, min(count, MAX_PREVIEW)))
+            upcoming = schedules.slots_from(
+                spec, first, min(count, MAX_PREVIEW), one_off=task.one_off, expires=task.expires
+            )
     except OverflowError:
         # Runs past year 9999 cannot be computed: the preview ends at the last one that can.
         pass

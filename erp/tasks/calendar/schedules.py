@@ -262,6 +262,17 @@ def plan_runs(
     return RunPlan(tuple(send), following, tuple(moment for moment in due if moment not in send))
 
 
+def slots_from(
+    spec: ScheduleSpec, first: datetime, count: int, *, one_off: bool = False, expires: datetime | None = None
+) -> list[datetime]:
+    """The first `count` slots of a task whose next run is `first`: that run only for a
+    one-off task, none after `expires` (a run at that very moment is sent). Raises
+    OverflowError for runs past the year 9999."""
+    slots = [first] if one_off else itertools.chain([first], slots_after(spec, first))
+    unexpired = itertools.takewhile(lambda slot: expires is None or slot <= expires, slots)
+    return list(itertools.islice(unexpired, count))
+
+
 def upcoming(spec: ScheduleSpec, *, after: datetime, count: int) -> list[datetime]:
     """The next `count` firings strictly after `after`, oldest first (for checks at save time).
 
