@@ -147,11 +147,16 @@ class TaskRow:
     percent: float | None
     finished: bool
     download_path: str | None
+    stage: str | None  # what the task says it is doing, if it says so ("writing")
+    rows_written: int | None
 
 
 def _task_row(status: TaskStatus) -> TaskRow:
+    # A task's progress is whatever its meta holds: read only what is there and of its type.
     progress = status.progress or {}
     percent = progress.get("percent") if isinstance(progress.get("percent"), int | float) else None
+    stage = progress.get("stage") if isinstance(progress.get("stage"), str) else None
+    rows_written = progress.get("rows_written") if isinstance(progress.get("rows_written"), int) else None
     download_path = None
     result = status.result if isinstance(status.result, dict) else {}
     if status.state == "SUCCESS" and status.organization_id is not None and isinstance(result.get("file_id"), int):
@@ -162,6 +167,8 @@ def _task_row(status: TaskStatus) -> TaskRow:
         percent=100.0 if status.state == "SUCCESS" else percent,
         finished=status.state in FINISHED_STATES,
         download_path=download_path,
+        stage=stage,
+        rows_written=rows_written,
     )
 
 
