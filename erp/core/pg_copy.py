@@ -9,7 +9,6 @@ however many rows the statement gives.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -45,24 +44,20 @@ async def copy_out(session: AsyncSession, statement: ClauseElement, **copy_optio
     pieces: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=PIECES_IN_FLIGHT)
 
     async def copy() -> None:
-        cancelled = False
         try:
             await connection.copy_from_query(query, *parameters, output=pieces.put, **copy_options)
-        except asyncio.CancelledError:
-            cancelled = True  # the reader stopped early: nobody waits for the end
-            raise
         finally:
-            if not cancelled:
-                await pieces.put(None)
+            await pieces.put(None)
 
     copying = asyncio.ensure_future(copy())
     try:
         while (piece := await pieces.get()) is not None:
             yield piece
-        await copying  # its error, if it failed
     finally:
-        if not copying.done():
-            # The reader stopped early: the COPY is cancelled (asyncpg then resets the connection).
-            copying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await copying
+        # A reader that stopped early: the rest is read and dropped (at most the rest of one
+        # statement's output). Cancelling the statement instead leaves the connection busy with
+        # the cancellation for a moment, and the session's next statement (its rollback) fails
+        # on it, which discards the connection.
+        while not copying.done() and await pieces.get() is not None:
+            pass
+        await copying  # its error, if it failed

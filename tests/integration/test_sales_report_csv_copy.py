@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Integer, Numeric, String, insert, select, values
+from sqlalchemy import Integer, Numeric, String, insert, select, text, values
 from sqlalchemy.sql import column
 
 from erp.core.files import file_store
@@ -116,3 +116,22 @@ async def test_the_stored_csv_report_equals_the_python_writers(erp_session, memb
     assert progress[0] == {"stage": "aggregating"}
     assert progress[-1] == {"stage": "storing", "rows_written": len(python_rows)}
     assert str(amount_number(python_rows[0].amount)) in stored.decode()
+
+
+@pytest.mark.anyio
+async def test_a_reader_that_stops_early_leaves_the_connection_ready(erp_session):
+    """A report can stop midway (an error while writing it): the rest of the COPY in flight is
+    dropped and the session's connection serves the next statement at once."""
+    statement = text("SELECT repeat('x', 1000), n FROM generate_series(1, 20000) AS n")  # 20 MB
+    pieces = copy_out(erp_session, statement, format="csv")
+    assert (await anext(pieces)).startswith(b"x" * 1000)
+    await pieces.aclose()
+
+    assert (await erp_session.execute(text("SELECT 41 + 1"))).scalar_one() == 42
+
+
+@pytest.mark.anyio
+async def test_an_error_of_the_statement_reaches_the_reader(erp_session):
+    with pytest.raises(Exception, match="division by zero"):
+        async for _ in copy_out(erp_session, text("SELECT 1 / (n - 3) FROM generate_series(1, 5) AS n")):
+            pass
