@@ -16,6 +16,13 @@ turns its values into cells here:
   written unquoted and split the row in every reader.
 
 Numbers (ints, Decimals) are numbers in both sinks: a negative amount is data, not a formula.
+
+A CSV that PostgreSQL writes itself (`COPY (...) TO STDOUT (FORMAT csv)`, erp.core.pg_copy)
+gets the same bytes: `csv_text_sql` is the formula rule as an SQL expression, built from the
+same `FORMULA_TRIGGERS`, and `CrlfRecords` turns the server's LF record ends into CRLF. Both
+quote the same way (a field holding a comma, a double quote, CR or LF is quoted, its quotes
+doubled); the one difference, an empty text that PostgreSQL quotes to tell it from NULL, is
+removed by writing empty text as NULL, which both write as nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import csv
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any, TextIO
+
+from sqlalchemy import ColumnElement, String, case, func, literal
 
 # Characters that make a spreadsheet read a CSV cell as a formula (OWASP, "CSV Injection").
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -52,6 +61,46 @@ class CsvCells:
 
     def writerows(self, rows: Iterable[Sequence[CellValue]]) -> None:
         self._writer.writerows(csv_row(values) for values in rows)
+
+
+def csv_text_sql(text: ColumnElement[Any]) -> ColumnElement[str]:
+    """`csv_cell` of a text column as SQL, for PostgreSQL's own CSV writer (see the docstring)."""
+    return case(
+        (func.left(text, 1).in_(FORMULA_TRIGGERS), literal("'", String) + text),
+        else_=func.nullif(text, ""),
+    )
+
+
+class CrlfRecords:
+    """PostgreSQL's CSV output with CRLF record ends, as `CsvCells` writes them, counting records.
+
+    COPY ends each record with LF. A line feed inside a quoted field is data and stays as it
+    is, so a line feed ends a record only where the quotes before it are balanced; the state
+    carries over from one piece to the next, wherever the pieces were cut.
+    """
+
+    def __init__(self) -> None:
+        self.records = 0
+        self._in_quotes = False
+
+    def convert(self, piece: bytes) -> bytes:
+        if not self._in_quotes and b'"' not in piece:
+            self.records += piece.count(b"\n")  # no quoted field: every line feed ends a record
+            return piece.replace(b"\n", b"\r\n")
+        lines = piece.split(b"\n")
+        out = []
+        for line in lines[:-1]:
+            if line.count(b'"') % 2:
+                self._in_quotes = not self._in_quotes
+            if self._in_quotes:
+                out.append(line + b"\n")
+            else:
+                out.append(line + b"\r\n")
+                self.records += 1
+        if lines[-1].count(b'"') % 2:
+            self._in_quotes = not self._in_quotes
+        out.append(lines[-1])
+        return b"".join(out)
 
 
 def xlsx_cell(sheet: Any, value: CellValue, number_format: str | None = None) -> Any:

@@ -113,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="100000,1000000", help="orders, comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--formats", default="csv,xlsx", help="csv, xlsx or both, comma-separated")
     args = parser.parse_args()
     recreate_database()
     print(
@@ -121,7 +122,7 @@ def main() -> None:
     )
     for orders in (int(value) for value in args.sizes.split(",")):
         organization_id = fill_orders(orders)
-        for report_format in ("csv", "xlsx"):
+        for report_format in args.formats.split(","):
             parameters = {
                 "date_from": DATE_FROM.isoformat(),
                 "date_to": DATE_TO.isoformat(),

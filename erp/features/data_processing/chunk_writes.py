@@ -168,7 +168,7 @@ async def write_chunk(
                 "customers": _column([order.customer for order in orders]),
                 "currencies": _column([order.currency for order in orders]),
                 "amounts": _column([order.amount for order in orders]),
-                "line_counts": _column([str(len(order.lines)) for order in orders]),
+                "line_counts": _column([str(len(order.rows)) for order in orders]),
                 "line_orders": _column(line_orders),
                 "positions": _column(positions),
                 "products": _column(products),
@@ -217,8 +217,9 @@ def _first_groups(chunk: Chunk, failures: list[RowFailure]) -> list[Order]:
     orders = []
     for batch in chunk.batches:
         for order in batch.orders:
-            first = firsts.setdefault(order.order_number, order.row_lines[0])
-            if first == order.row_lines[0]:
+            first_line = order.rows[0].line
+            first = firsts.setdefault(order.order_number, first_line)
+            if first == first_line:
                 orders.append(order)
                 continue
             failures.extend(
@@ -272,17 +273,13 @@ async def _fail_repeated_orders(
 
 
 def _line_columns(orders: list[Order]) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
-    """The lines of `orders` as the statement's columns, each line naming its order."""
-    line_orders: list[str] = []
-    positions: list[str] = []
-    products: list[str] = []
-    quantities: list[str] = []
-    unit_prices: list[str] = []
-    for order in orders:
-        for line in order.lines:
-            line_orders.append(order.order_number)
-            positions.append(str(line.position))
-            products.append(line.product)
-            quantities.append(str(line.quantity))
-            unit_prices.append(line.unit_price)
-    return line_orders, positions, products, quantities, unit_prices
+    """The lines of `orders` as the statement's columns, each line naming its order (a column at
+    a time, in comprehensions: a chunk has thousands of lines)."""
+    rows = [row for order in orders for row in order.rows]
+    return (
+        [order.order_number for order in orders for _ in order.rows],
+        [str(position) for order in orders for position in range(1, len(order.rows) + 1)],
+        [row.product for row in rows],
+        [str(row.quantity) for row in rows],
+        [row.unit_price for row in rows],
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import islice
 
 from erp.features.data_processing.parsing import (
     Record,
@@ -43,8 +44,18 @@ class Order:
     customer: str
     currency: str
     amount: str  # the sum of its lines, exact, with two decimals ("7.60")
-    lines: list[OrderLine]
-    row_lines: list[int]  # the file line of each of its rows
+    # Its rows in file order, line `i` of the order being rows[i - 1]: the rows themselves, not
+    # a line object made per row, since an import makes one order per one to three rows.
+    rows: list[SalesRow]
+
+    @property
+    def lines(self) -> list[OrderLine]:
+        return [OrderLine(i, row.product, row.quantity, row.unit_price) for i, row in enumerate(self.rows, start=1)]
+
+    @property
+    def row_lines(self) -> list[int]:
+        """The file line of each of its rows."""
+        return [row.line for row in self.rows]
 
 
 @dataclass(slots=True)
@@ -62,7 +73,7 @@ class _PendingOrder:
     held: list[RowFailure] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Batch:
     """Outcomes of every record up to `through_line` (and of none after it)."""
 
@@ -86,12 +97,13 @@ def _difference(first: SalesRow, row: SalesRow) -> str | None:
 def _close(pending: _PendingOrder) -> tuple[Order | None, list[RowFailure]]:
     """An order from its rows, or the failures of all of them (an order is imported whole)."""
     rows = pending.rows
-    problems = list(pending.problems)
+    problems = pending.problems  # the order is closed: its list of problems is this call's to extend
     amount_cents = 0
     if not problems:
         first = rows[0]
-        for row in rows:
-            if row is not first and (name := _difference(first, row)) is not None:
+        amount_cents = first.quantity * first.unit_price_cents
+        for row in islice(rows, 1, None):
+            if (name := _difference(first, row)) is not None:
                 problems.append(
                     RowFailure(
                         row.line, f"{name} differs from line {first.line} of the same order {first.order_number!r}"
@@ -106,15 +118,8 @@ def _close(pending: _PendingOrder) -> tuple[Order | None, list[RowFailure]]:
         )
     if not problems:
         first = rows[0]
-        lines = [OrderLine(i, row.product, row.quantity, row.unit_price) for i, row in enumerate(rows, start=1)]
         order = Order(
-            first.order_number,
-            first.order_date,
-            first.customer,
-            first.currency,
-            decimal_text(amount_cents),
-            lines,
-            [row.line for row in rows],
+            first.order_number, first.order_date, first.customer, first.currency, decimal_text(amount_cents), rows
         )
         held = pending.held
         return order, sorted(held, key=_by_line) if len(held) > 1 else held
@@ -187,4 +192,4 @@ class OrderAssembler:
             return None
         order, failures = _close(pending)
         rows = len(pending.rows) + len(pending.problems) + len(pending.held)
-        return Batch(orders=[order] if order else [], failures=failures, rows=rows)
+        return Batch([order] if order else [], failures, 0, rows)

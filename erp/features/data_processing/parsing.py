@@ -143,7 +143,8 @@ class LineLengths:
             self._current = len(lines[-1])
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as SalesRow (see there): one is made per record.
+@dataclass(slots=True)
 class Record:
     first_line: int  # physical line numbers in the file; line 1 is the header
     last_line: int
@@ -368,9 +369,7 @@ def parse_row(fields: list[str], pick: ColumnPicker, line: int) -> SalesRow:
     """One CSV row as a SalesRow, or RowProblem naming the first column that is wrong."""
     if len(fields) != len(COLUMNS):
         raise RowProblem(f"expected {len(COLUMNS)} fields, found {len(fields)}")
-    number, day, customer, currency, product, quantity, price = pick(fields)
-    number, day, customer, currency = number.strip(), day.strip(), customer.strip(), currency.strip()
-    product, quantity, price = product.strip(), quantity.strip(), price.strip()
+    number, day, customer, currency, product, quantity, price = map(str.strip, pick(fields))
     if not (
         0 < len(number) <= _MAX_ORDER_NUMBER
         and 0 < len(customer) <= _MAX_CUSTOMER
@@ -378,7 +377,10 @@ def parse_row(fields: list[str], pick: ColumnPicker, line: int) -> SalesRow:
         and _FORMATTED.match(f"{day} {currency} {quantity} {price} {number}\t{customer}\t{product}")
     ):
         _explain(number, day, customer, currency, product, quantity, price)
-    _calendar_date(day)
+    try:
+        date.fromisoformat(day)  # inline, not _calendar_date: a call per row costs
+    except ValueError:
+        _calendar_date(day)
     whole, _, cents = price.partition(".")
     unit_price_cents = int(whole) * 100 + (int(cents) * (10 if len(cents) == 1 else 1) if cents else 0)
     if not price.isascii():  # other digits Python reads (Arabic-Indic, ...) but PostgreSQL does not

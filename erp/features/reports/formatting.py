@@ -1,9 +1,11 @@
 """What a report looks like: group labels, amounts, file names, and the CSV and XLSX writers.
 
 Pure logic (no database): the service feeds rows in, the writers give bytes out, a piece at a
-time. Both writers turn values into cells through erp.core.spreadsheet_cells, so a customer
-name that looks like a formula stays text in either format. Each row is one group in one currency: amounts in different currencies are never added
-together, not in the rows and not in the totals (one total per currency).
+time (and the labels as SQL expressions, for the CSV that PostgreSQL writes). Both writers turn
+values into cells through erp.core.spreadsheet_cells, so a customer name that looks like a
+formula stays text in either format. Each row is one group in one currency: amounts in
+different currencies are never added together, not in the rows and not in the totals (one total
+per currency).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import IO, Any
+
+from sqlalchemy import ColumnElement, func
 
 from erp.core.spreadsheet_cells import CsvCells, xlsx_cell, xlsx_row
 from erp.features.reports.schemas import Grouping, ReportFormat, SalesReportRequest
@@ -38,6 +42,17 @@ def group_label(group_by: Grouping, value: date | str) -> str:
         year, week, _ = value.isocalendar()
         return f"{year}-W{week:02d}"
     return f"{value.year}-{value.month:02d}"
+
+
+# `group_label` as PostgreSQL's to_char patterns, for the CSV that PostgreSQL writes itself.
+LABEL_PATTERNS = {Grouping.day: "YYYY-MM-DD", Grouping.week: 'IYYY-"W"IW', Grouping.month: "YYYY-MM"}
+
+
+def group_label_sql(group_by: Grouping, key: ColumnElement[Any]) -> ColumnElement[Any]:
+    """`group_label` of the aggregate's group key, as SQL (tests hold the two equal)."""
+    if group_by is Grouping.customer:
+        return key
+    return func.to_char(key, LABEL_PATTERNS[group_by])
 
 
 def amount_number(amount: Decimal) -> Decimal:
@@ -79,7 +94,12 @@ class CurrencyTotals:
 
 
 class CsvReport:
-    """CSV text, one piece per `add_rows` call: the rows; no totals (each line is data)."""
+    """CSV text, one piece per `add_rows` call: the rows; no totals (each line is data).
+
+    The definition of the report's CSV: the service has PostgreSQL write the rows
+    (`service.csv_rows_query`) and writes only the header here; tests hold PostgreSQL's bytes
+    identical to this writer's for the same rows.
+    """
 
     def __init__(self, group_by: Grouping) -> None:
         self._buffer = io.StringIO()
@@ -140,7 +160,3 @@ def _pieces(file: IO[bytes]) -> Iterator[bytes]:
     file.seek(0)
     while piece := file.read(READ_PIECE_BYTES):
         yield piece
-
-
-def report_writer(request: SalesReportRequest) -> CsvReport | XlsxReport:
-    return CsvReport(request.group_by) if request.format is ReportFormat.csv else XlsxReport(request.group_by)
