@@ -27,14 +27,14 @@ if TYPE_CHECKING:
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
-def _database_of_worker(url: str, worker: str) -> str:
+def database_of_worker(url: str, worker: str) -> str:
     if not worker:
         return url
     parsed = make_url(url)
     return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(hide_password=False)
 
 
-TEST_DATABASE_URL = _database_of_worker(
+TEST_DATABASE_URL = database_of_worker(
     os.environ.get("TEST_DATABASE_URL", "postgresql://root@127.0.0.1:5432/erp_test"), XDIST_WORKER
 )
 TEST_ENV = {
