@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.environment import use_test_environment
+from tests.support.environment import start_worker_redis, use_test_environment
+from tests.support.private_services import PrivateRedis
 
 # The package's test kit (erp/testing), then the suite's own fixtures.
 pytest_plugins = ["erp.testing", "tests.support.fixtures"]
+
+WORKER_REDIS = pytest.StashKey[PrivateRedis | None]()
 
 
 @pytest.fixture(scope="session")
@@ -18,4 +21,11 @@ def erp_database(migrated_database, redis_clean):
 
 def pytest_configure(config: pytest.Config) -> None:
     # Before any test or fixture reads a setting; nothing in erp reads one at import.
+    config.stash[WORKER_REDIS] = start_worker_redis()
     use_test_environment()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = config.stash.get(WORKER_REDIS, None)
+    if server is not None:
+        server.stop()

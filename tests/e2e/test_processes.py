@@ -12,7 +12,8 @@ import pytest
 from tests.support.processes import PRODUCT_TASKS, ManagedProcess, free_port, start_beat, start_web, start_worker
 from tests.support.scheduling import empty_broker, wait_for
 
-pytestmark = pytest.mark.e2e
+# Alone (serial): beat must fire within seconds, a 503 come within half a second.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 
 def stopped_cleanly(process: ManagedProcess) -> bool:

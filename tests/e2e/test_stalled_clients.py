@@ -19,7 +19,8 @@ from sqlalchemy import text
 from tests.support import raw_http
 from tests.support.processes import start_web
 
-pytestmark = pytest.mark.e2e
+# Alone (serial): each check gives the web a second or two, which other tests' load can use up.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 POOL_CONNECTIONS = 20  # erp.core.db.web_engine: a pool of 10 and 10 more
 STALLED = POOL_CONNECTIONS + 5

@@ -50,14 +50,20 @@ def runs_table(sync_engine):
 
 @pytest.fixture
 def empty_scheduler(clean_tables, redis_clean):
-    """Empty tables and an empty broker: nothing scheduled, nothing queued."""
+    """Empty tables and an empty broker: nothing scheduled, nothing queued.
+
+    Emptied again after the test: what it queued (thousands of runs, for a herd) would
+    otherwise wait for the next test's worker, which runs the same process's tests in any order
+    under pytest-xdist.
+    """
+    empty_broker()
+    yield
     empty_broker()
 
 
 @pytest.fixture
-def scheduler(clean_tables, redis_clean):
+def scheduler(empty_scheduler):
     """A DatabaseScheduler in this process, whose steps a test calls with its own `now`."""
-    empty_broker()
     instance = DatabaseScheduler(app=celery_app)
     yield instance
     instance.close()

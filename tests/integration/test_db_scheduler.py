@@ -79,6 +79,7 @@ def test_beat_does_not_subscribe_to_the_results_of_what_it_sends(beat, sync_engi
     assert [command for command in subscribes if any(run_id in command for run_id in run_ids)] == []
 
 
+@pytest.mark.serial  # alone: a second's deadline on a beat in another process
 def test_an_edit_changes_the_cadence_within_about_a_second(beat, sync_engine):
     add_interval_task(sync_engine, "edited", every=1, period="hours")
     wait_for(lambda: len(queued_runs("edited")) == 1, timeout=5, message="the first run")

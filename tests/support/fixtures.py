@@ -15,13 +15,22 @@ from sqlalchemy.exc import DBAPIError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _recreate_database(sync_url: str) -> None:
+def _on_server(sync_url: str, *statements: str) -> None:
+    """Run `statements` (formatted with the URL's `database`) on its server, outside it."""
     url = make_url(sync_url)
     server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with server.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+        for statement in statements:
+            connection.execute(text(statement.format(database=url.database)))
     server.dispose()
+
+
+def _recreate_database(sync_url: str) -> None:
+    _on_server(sync_url, 'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)', 'CREATE DATABASE "{database}"')
+
+
+def drop_database(sync_url: str) -> None:
+    _on_server(sync_url, 'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def alembic_config() -> Config:

@@ -57,29 +57,50 @@ class PrivateRedis:
         self.port = free_port()
         self.directory = tempfile.mkdtemp(prefix="erp-redis-")
         self.process: ManagedProcess | None = None
-        self.url = f"redis://127.0.0.1:{self.port}"
+        self._started_once = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        command = [
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            self.directory,
-        ]
-        self.process = ManagedProcess("private-redis", command)
-        _wait(self.answers, 10, "private Redis answers")
+        """Start it and wait until it answers. Parallel test workers pick free ports too, so a
+        port may be taken between picking and binding: a first start moves to another one; a
+        restart keeps its port (its clients reconnect there) and fails if the port is taken."""
+        for attempt in range(3):
+            command = [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.directory,
+            ]
+            self.process = ManagedProcess("private-redis", command)
+            try:
+                _wait(self.answers, 10, f"private Redis answers on port {self.port}")
+            except AssertionError:
+                output = self.process.output()
+                self.kill()
+                if self._started_once or attempt == 2:
+                    raise AssertionError(f"private Redis did not start on port {self.port}:\n{output}") from None
+                self.port = free_port()
+                continue
+            self._started_once = True
+            return
 
     def answers(self) -> bool:
+        """This server answers on its port (not another one that took the port first)."""
+        if self.process is None or self.process.process.poll() is not None:
+            raise AssertionError("private Redis exited")
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
-            return bool(client.ping())
+            return client.info("server")["process_id"] == self.process.process.pid
         except redis.RedisError:
             return False
         finally:

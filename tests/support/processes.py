@@ -91,6 +91,9 @@ def start_web(
         env,
     )
     web.wait_for_output("Application startup complete", timeout=30)
+    # uvicorn binds its port after the app's start-up: another test's process that took the
+    # port meanwhile (tests run in parallel) makes it exit here, not answer a later request.
+    web.wait_for_output("Uvicorn running on", timeout=30)
     return web, f"http://127.0.0.1:{port}"
 
 

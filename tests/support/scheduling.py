@@ -66,6 +66,20 @@ def wait_for(condition, timeout: float = 10, interval: float = 0.05, message: st
     raise AssertionError(f"{message} not met within {timeout} s")
 
 
+def wait_for_none_left(remaining, stall: float, interval: float = 0.5, message: str = "none left") -> None:
+    """Wait until `remaining()` is 0, for as long as it keeps going down: a backlog drains at
+    the machine's speed, so the wait fails only when nothing is done for `stall` seconds."""
+    fewest = remaining()
+    deadline = time.monotonic() + stall
+    while fewest:
+        time.sleep(interval)
+        left = remaining()
+        if left < fewest:
+            fewest, deadline = left, time.monotonic() + stall
+        elif time.monotonic() > deadline:
+            raise AssertionError(f"{message}: {left} left, none done in {stall} s")
+
+
 def add_interval_task(engine, name: str, every: int = 1, period: str = "seconds", **fields) -> int:
     with Session(engine) as session, session.begin():
         task = PeriodicTaskDB(
