@@ -169,9 +169,9 @@ def test_the_first_event_after_a_polar_night_or_day_from_any_hour(
     ],
 )
 def test_an_event_months_away_is_waited_for(event: str, latitude: float, after: datetime, month: str) -> None:
-    began = time.perf_counter()
+    began = time.process_time()
     moment = next_run_after(SolarSpec(event, latitude, 15.0), after)
-    assert time.perf_counter() - began < 0.5
+    assert time.process_time() - began < 0.5
     assert moment is not None and moment.strftime("%Y-%m") == month
 
 
@@ -182,9 +182,9 @@ def test_solar_events_are_celerys() -> None:
 def test_a_solar_run_in_normal_latitudes_takes_milliseconds() -> None:
     spec = SolarSpec("sunset", 48.14, 11.58)
     moment = at(2026, 1, 1)
-    began = time.perf_counter()
+    began = time.process_time()
     for _ in range(100):
         found = next_run_after(spec, moment)
         assert found is not None
         moment = found
-    assert (time.perf_counter() - began) / 100 < 0.005
+    assert (time.process_time() - began) / 100 < 0.005
