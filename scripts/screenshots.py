@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import signal
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,9 @@ def take(base_url: str, token: str, tasks: dict[str, int]) -> None:
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    # Stopped by a signal (Ctrl-C, `timeout`, a CI job cancelled), the uvicorn, worker and beat
+    # it started are stopped too: SIGTERM unwinds through `finally` as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     use_benchmark_environment()
     from erp.core.db import run_with_session
     from erp.demo import create_demo
