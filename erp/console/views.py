@@ -34,7 +34,6 @@ from erp.tasks.api.last_runs import RecentRun, recent_runs
 from erp.tasks.api.runs import RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.calendar.specs import CrontabSpec
-from erp.tasks.calendar.words import describe
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS, AlertKind, RunState, SkipReason
 from erp.tasks.scheduler_models import (
     BrokenScheduleError,
@@ -135,10 +134,7 @@ def words_and_zone(task: PeriodicTaskDB) -> tuple[str, tzinfo]:
         spec = task.get_schedule()
     except BrokenScheduleError as error:
         return f"cannot be read: {error}", UTC
-    try:
-        words = describe(spec)
-    except (ValueError, TypeError) as error:
-        words = f"cannot be read: {error}"
+    words = periodic_tasks.spec_words(spec)
     zone: tzinfo = UTC
     if isinstance(spec, CrontabSpec):
         with contextlib.suppress(ValueError, KeyError):  # an unknown zone: its times in UTC

@@ -23,7 +23,7 @@ from erp.core.errors import ConflictError, InvalidInputError, NotFoundError
 from erp.tasks.api.periodic_tasks_schemas import PeriodicTaskCreate, PeriodicTaskUpdate, schedule_spec
 from erp.tasks.calendar import schedules
 from erp.tasks.calendar.kinds import SCHEDULE_COLUMNS, SCHEDULE_KINDS, schedule_column
-from erp.tasks.calendar.schedules import jitter_offset
+from erp.tasks.calendar.schedules import ScheduleSpec, jitter_offset
 from erp.tasks.calendar.words import describe
 from erp.tasks.periodic_messages import routing_problem
 from erp.tasks.scheduler_models import (
@@ -77,8 +77,17 @@ class PauseConflict(ConflictError):
 def schedule_words(task: PeriodicTaskDB) -> str:
     """The task's schedule in one English phrase ("every day at 02:30 Europe/Berlin")."""
     try:
-        return describe(task.get_schedule())
-    except (BrokenScheduleError, ValueError, TypeError) as error:
+        spec = task.get_schedule()
+    except BrokenScheduleError as error:
+        return f"cannot be read: {error}"
+    return spec_words(spec)
+
+
+def spec_words(spec: ScheduleSpec) -> str:
+    """A schedule already read, in one English phrase, or why it cannot be put in words."""
+    try:
+        return describe(spec)
+    except (ValueError, TypeError) as error:
         return f"cannot be read: {error}"
 
 
