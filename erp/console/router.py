@@ -813,22 +813,35 @@ async def login_form(request: Request) -> Response:
     return _login_response(request, sessions.safe_next(request.query_params.get("next")))
 
 
-@router.post("/login")
-async def login(request: Request) -> Response:
+async def _sign_in_with_form(
+    request: Request,
+    what: str,
+    field: str,
+    sign_in: Callable[[str], Awaitable[tuple[Any, str]]],
+    *,
+    follow_next: bool,
+) -> Response:
+    """The login form's and the login link's POST: the form checked, `sign_in` given its
+    `field`, then the session cookie and a redirect, or the login page saying why not (401)."""
     try:
         form = await sessions.read_form(request)
         sessions.check_login_form(request, form)
     except (BadForm, Refused) as error:
         return _error_page(request, error.status_code, str(error))
-    target = sessions.safe_next(form.get("next"))
+    target = sessions.safe_next(form.get("next")) if follow_next else sessions.COOKIE_PATH
     try:
-        _, secret = await sessions.sign_in(form.get("token", ""))
+        _, secret = await sign_in(form.get(field, ""))
     except AuthenticationError as error:
-        logger.info("console: sign-in refused: %s", error, extra={"action": "console.sign_in_refused"})
+        logger.info("console: %s refused: %s", what, error, extra={"action": "console.sign_in_refused"})
         return _login_response(request, target, error=f"Not signed in: {error}.", status_code=401)
     response = RedirectResponse(target, status_code=303)
     sessions.set_session_cookie(response, request, secret)
     return _secure(response)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    return await _sign_in_with_form(request, "sign-in", "token", sessions.sign_in, follow_next=True)
 
 
 @router.get("/login/link")
@@ -850,19 +863,7 @@ async def login_link_form(request: Request) -> Response:
 
 @router.post("/login/link")
 async def login_with_link(request: Request) -> Response:
-    try:
-        form = await sessions.read_form(request)
-        sessions.check_login_form(request, form)
-    except (BadForm, Refused) as error:
-        return _error_page(request, error.status_code, str(error))
-    try:
-        _, secret = await sessions.sign_in_with_link(form.get("code", ""))
-    except AuthenticationError as error:
-        logger.info("console: login link refused: %s", error, extra={"action": "console.sign_in_refused"})
-        return _login_response(request, sessions.COOKIE_PATH, error=f"Not signed in: {error}.", status_code=401)
-    response = RedirectResponse(sessions.COOKIE_PATH, status_code=303)
-    sessions.set_session_cookie(response, request, secret)
-    return _secure(response)
+    return await _sign_in_with_form(request, "login link", "code", sessions.sign_in_with_link, follow_next=False)
 
 
 @router.post("/logout")
