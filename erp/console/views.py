@@ -30,7 +30,7 @@ from erp.tasks.api import alerts, forecast, periodic_tasks
 from erp.tasks.api.backfill import BackfillResult, plan_backfill
 from erp.tasks.api.beat_heartbeats import BeatInstance, beat_instances
 from erp.tasks.api.forecast import MinuteSchedules
-from erp.tasks.api.last_runs import RecentRun, recent_runs
+from erp.tasks.api.last_runs import NO_HISTORY, RecentRun, recent_runs
 from erp.tasks.api.runs import RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.calendar.specs import CrontabSpec
@@ -48,6 +48,9 @@ from erp.tasks.worker_heartbeats import fresh_worker_nodes
 logger = logging.getLogger(__name__)
 
 SCHEDULES_PAGE = 50
+# The schedules page counts the matches up to this many: an exact count reads every match on
+# each page and each live refresh, at 100,000 schedules more than the page's own query.
+SCHEDULES_COUNTED = 10_000
 RUNS_PAGE = 50
 SCHEDULE_RUNS = 25
 PREVIEW_SLOTS = 10
@@ -190,9 +193,8 @@ async def schedule_rows(tasks: Sequence[PeriodicTaskDB], *, session: AsyncSessio
     rows = []
     for task in tasks:
         words, zone = words_and_zone(task)
-        runs = history.get(task.id, [])
-        newest = max(runs, key=lambda run: run.scheduled_at, default=None)
-        rows.append(ScheduleRow(task, words, zone, last_run_of(newest), sparkline(runs)))
+        runs = history.get(task.id, NO_HISTORY)
+        rows.append(ScheduleRow(task, words, zone, last_run_of(runs.newest), sparkline(runs)))
     return rows
 
 
@@ -309,8 +311,15 @@ class ScheduleFilter:
 @dataclass(frozen=True)
 class SchedulePage:
     rows: list[ScheduleRow]
-    total: int
+    total: int  # at most SCHEDULES_COUNTED + 1
     next_after: int | None
+
+    @property
+    def matches(self) -> str:
+        """How many schedules match, in words: "1 schedule matches", "more than 10,000 schedules match"."""
+        if self.total > SCHEDULES_COUNTED:
+            return f"more than {SCHEDULES_COUNTED:,} schedules match"
+        return "1 schedule matches" if self.total == 1 else f"{self.total:,} schedules match"
 
 
 async def schedules_page(filters: ScheduleFilter, *, session: AsyncSession) -> SchedulePage:
@@ -325,6 +334,7 @@ async def schedules_page(filters: ScheduleFilter, *, session: AsyncSession) -> S
         limit=SCHEDULES_PAGE + 1,
         offset=0,
         after_id=filters.after,
+        count_limit=SCHEDULES_COUNTED,
     )
     more = len(tasks) > SCHEDULES_PAGE
     tasks = tasks[:SCHEDULES_PAGE]

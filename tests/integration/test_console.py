@@ -588,3 +588,34 @@ def test_a_schedules_last_run_is_the_newest_of_its_sparkline(client, admin, sync
     # The newest occurrence (failed, 3 s long, 2 s late), not the first recorded.
     assert re.search(r"failed.*3\.00 s.*late 2\.00 s", row, re.S), row
     assert "last 3 occurrences: 1 failed, 1 skipped, 1 succeeded" in row
+
+
+def test_a_sparkline_draws_the_ledgers_newest_occurrences_at_the_right(client, admin, sync_engine):
+    task = new_schedule(client, admin)
+    start = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+    states = ["succeeded", "failed", "skipped"] * 22  # 66 occurrences: the oldest 6 are not drawn
+    # Recorded newest first, so the table's physical order is not the slots' order.
+    for index in reversed(range(len(states))):
+        record_runs(sync_engine, task, [states[index]], start=start + index * timedelta(minutes=1))
+    sign_in(client, admin)
+    row = client.get("/console/schedules").text
+    row = row[row.index('data-schedule="nightly export"') :]
+    row = row[: row.index("</tr>")]
+    bars = re.findall(r'<rect class="bar s-(\w+)[^"]*" x="(\d+)"[^>]*><title>([^<]+) UTC: ', row)
+    assert len(bars) == 60
+    assert [int(x) for _, x, _ in bars] == sorted(int(x) for _, x, _ in bars)
+    drawn = [(state, slot) for state, _, slot in bars]
+    expected = [(states[index], f"{start + index * timedelta(minutes=1):%Y-%m-%d %H:%M:%S}") for index in range(6, 66)]
+    assert drawn == expected
+    # The last run is the newest occurrence (a skip: no duration).
+    assert "last 60 occurrences: 20 failed, 20 skipped, 20 succeeded" in row
+
+
+def test_the_schedules_page_counts_matches_up_to_a_bound(client, admin, monkeypatch):
+    for number in range(3):
+        new_schedule(client, admin, name=f"export {number}")
+    sign_in(client, admin)
+    assert "3 schedules match." in client.get("/console/schedules").text
+    monkeypatch.setattr(views, "SCHEDULES_COUNTED", 2)
+    assert "more than 2 schedules match." in client.get("/console/schedules").text
+    assert "1 schedule matches." in client.get("/console/schedules?q=export 1").text

@@ -216,10 +216,13 @@ async def list_periodic_tasks(
     paused: bool | None = None,
     failing: bool = False,
     after_id: int | None = None,
+    count_limit: int | None = None,
 ) -> tuple[list[PeriodicTaskDB], int]:
     """A page of tasks by id, and how many match. `after_id` pages by key (the console's pages
     at 100,000 schedules: an OFFSET would read every row before the page); `total` counts the
-    filter, not the page."""
+    filter, not the page. With `count_limit`, the count stops past that many matches (it is
+    then `count_limit + 1`): counting reads every match, 100,000 rows for the whole table, more
+    than the page itself costs."""
     query = select(PeriodicTaskDB)
     if enabled is not None:
         query = query.where(PeriodicTaskDB.enabled.is_(enabled))
@@ -231,7 +234,8 @@ async def list_periodic_tasks(
         query = query.where(PeriodicTaskDB.paused_at.is_not(None) if paused else PeriodicTaskDB.paused_at.is_(None))
     if failing:
         query = query.where(PeriodicTaskDB.consecutive_failures > 0)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    counted = query if count_limit is None else query.limit(count_limit + 1)
+    total = await session.scalar(select(func.count()).select_from(counted.subquery()))
     if after_id is not None:
         query = query.where(PeriodicTaskDB.id > after_id)
     rows = await session.scalars(query.order_by(PeriodicTaskDB.id).limit(limit).offset(offset))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from erp.console.sparkline import HEIGHT, SHORT_BAR, RunMark, sparkline
+from erp.console.sparkline import HEIGHT, SHORT_BAR, ExampleHistory, sparkline
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def marks(*states: str) -> list[RunMark]:
-    return [RunMark(START + timedelta(minutes=index), state) for index, state in enumerate(states)]
+def marks(*states: str) -> list[tuple[datetime, str, str | None]]:
+    return [(START + timedelta(minutes=index), state, None) for index, state in enumerate(states)]
 
 
 def bars(svg: str) -> list[tuple[str, int, int]]:
@@ -24,8 +24,8 @@ def bars(svg: str) -> list[tuple[str, int, int]]:
 
 
 def test_the_newest_occurrence_is_at_the_right_edge_and_skipped_ones_are_short():
-    history = [*marks("succeeded", "failed"), RunMark(START + timedelta(minutes=5), "skipped", "paused")]
-    svg = str(sparkline(list(reversed(history)), slots=4))
+    history = [*marks("succeeded", "failed"), (START + timedelta(minutes=5), "skipped", "paused")]
+    svg = str(sparkline(ExampleHistory.of(reversed(history)), slots=4))
     assert bars(svg) == [
         ("bar s-succeeded", 4, HEIGHT),
         ("bar s-failed", 8, HEIGHT),
@@ -36,16 +36,20 @@ def test_the_newest_occurrence_is_at_the_right_edge_and_skipped_ones_are_short()
 
 
 def test_only_the_last_slots_are_drawn():
-    svg = str(sparkline(marks(*["succeeded"] * 70)))
+    svg = str(sparkline(ExampleHistory.of(marks(*["succeeded"] * 70))))
     assert len(bars(svg)) == 60
     assert "00:09:00" not in svg and "00:10:00" in svg and "01:09:00" in svg
 
 
 def test_no_history_is_an_empty_track():
-    svg = str(sparkline([]))
+    svg = str(sparkline(ExampleHistory.of([])))
     assert bars(svg) == [] and 'aria-label="last 0 occurrences: none yet"' in svg
 
 
 def test_values_are_escaped():
-    svg = str(sparkline([RunMark(START, 'x"><script>', "<b>")]))
+    svg = str(sparkline(ExampleHistory.of([(START, 'x"><script>', "<b>")])))
     assert "<script>" not in svg and "<b>" not in svg
+    svg = str(sparkline(ExampleHistory(["<i>"], ["succeeded"], [None])))
+    assert "<i>" not in svg and "&lt;i&gt;" in svg
+    svg = str(sparkline(ExampleHistory(["a\x1f<i>", "b"], ["succeeded", "failed"], [None, None])))
+    assert "<title>a\x1f&lt;i&gt; UTC: succeeded</title>" in svg and "<title>b UTC: failed</title>" in svg
