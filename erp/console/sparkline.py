@@ -18,12 +18,12 @@ from typing import Protocol
 
 from markupsafe import Markup, escape
 
-# ExampleHistory one sparkline shows.
+# Occurrences one sparkline shows.
 SPARKLINE_RUNS = 60
 BAR_WIDTH = 3
 BAR_GAP = 1
 HEIGHT = 16
-# ExampleHistory that did not run (skipped, revoked) are drawn shorter, so a glance tells ran from not.
+# Occurrences that did not run (skipped, revoked) are drawn shorter, so a glance tells ran from not.
 SHORT_BAR = 8
 
 
