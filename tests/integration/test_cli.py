@@ -18,6 +18,7 @@ from erp.core import tokens
 from tests.support.scheduling import empty_broker
 
 API = "/api/v1/admin/periodic-tasks"
+EVERY_10 = {"kind": "interval", "every": 10, "period": "seconds"}
 
 
 @pytest.fixture
@@ -144,6 +145,64 @@ def test_edit_dry_run_checks_and_saves_nothing_then_the_edit_is_logged_as_the_na
     assert changes_of(sync_engine, task["id"])[-1] == ("update", admin.user_id, admin.email)
     from_api = api_client.get(f"{API}/{task['id']}/changes", headers=admin.headers).json()
     assert json.loads(cli("schedules", "changes", "report", "--json").stdout) == from_api
+
+
+def count_rows(sync_engine, table: str) -> int:
+    with sync_engine.connect() as connection:
+        return connection.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+
+
+def test_create_dry_run_checks_through_the_service_shows_the_planners_slots_and_saves_nothing(
+    cli, admin, api_client, sync_engine
+):
+    options = ("--name", "berlin", "--task", "erp.ping", "--crontab", "30 2 * * *", "--timezone", "Europe/Berlin")
+    dry = json.loads(cli("schedules", "create", *options, "--dry-run", "--json").stdout)
+    assert set(dry) == {"dry_run", "fields", "schedule", "next_run_at", "next_runs"} and dry["dry_run"] is True
+    assert dry["schedule"] == "every day at 02:30 Europe/Berlin"
+    assert dry["fields"]["name"] == "berlin" and dry["fields"]["task"] == "erp.ping"
+    assert len(dry["next_runs"]) == 5 and dry["next_run_at"] == dry["next_runs"][0]["scheduled_at"]
+    words = cli("schedules", "create", *options, "--dry-run").stdout
+    assert "dry run: nothing saved" in words and "schedule: every day at 02:30 Europe/Berlin" in words
+    assert "next slots (UTC)" in words
+    for table in ("periodic_tasks", "periodic_task_changes", "crontab_schedules"):
+        assert count_rows(sync_engine, table) == 0, table
+
+    # The slots are those the planner gives the saved task (the API's preview, `show`'s table).
+    task = created(cli, *options[1:])
+    preview = api_client.get(f"{API}/{task['id']}/preview", params={"count": 5}, headers=admin.headers).json()
+    assert dry["next_runs"] == preview["runs"]
+    # A name in use is refused as the API refuses it (409: exit 4), checked, not guessed.
+    taken = cli("schedules", "create", *options, "--dry-run", expect=EXIT_CONFLICT)
+    assert "already exists" in taken.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "api_body"),
+    [
+        (("--task", "erp.nope", "--every", "10"), {"task": "erp.nope", "schedule": EVERY_10}),
+        (
+            ("--task", "erp.ping", "--crontab", "99 * * * *"),
+            {"task": "erp.ping", "schedule": {"kind": "crontab", "minute": "99"}},
+        ),
+        (
+            ("--task", "erp.ping", "--every", "10", "--set", "jitter_seconds=-1"),
+            {"task": "erp.ping", "schedule": EVERY_10, "jitter_seconds": -1},
+        ),
+        (("--task", "erp.ping"), {"task": "erp.ping"}),
+    ],
+    ids=["unregistered task", "crontab minute", "schema field", "no schedule"],
+)
+def test_create_dry_run_refuses_with_exit_2_and_the_apis_messages(
+    cli, admin, api_client, sync_engine, options, api_body
+):
+    refused = cli("schedules", "create", "--name", "x", *options, "--dry-run", "--json", expect=EXIT_USAGE)
+    from_api = api_client.post(API, json={"name": "x", **api_body}, headers=admin.headers)
+    assert from_api.status_code == 422
+    error = from_api.json()["error"]
+    messages = [item["message"].removeprefix("Value error, ") for item in error["details"] or []] or [error["message"]]
+    assert refused.stdout == ""
+    assert all(message in refused.stderr for message in messages), (messages, refused.stderr)
+    assert count_rows(sync_engine, "periodic_tasks") == 0 and count_rows(sync_engine, "periodic_task_changes") == 0
 
 
 def test_as_must_name_an_active_superuser(cli, admin, make_user, sync_engine):

@@ -238,7 +238,9 @@ async def list_periodic_tasks(
     return list(rows), total or 0
 
 
-async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, session: AsyncSession) -> PeriodicTaskDB:
+async def _apply_create(data: PeriodicTaskCreate, *, session: AsyncSession) -> tuple[PeriodicTaskDB, dict[str, Any]]:
+    """The new task checked (task name, unique name, schedule, routing, its next runs) and
+    flushed, not yet committed, and the fields the change log records for it."""
     _check_task_name(data.task)
     if await session.scalar(select(PeriodicTaskDB.id).where(PeriodicTaskDB.name == data.name)) is not None:
         raise PeriodicTaskConflict(f"a periodic task named {data.name!r} already exists")
@@ -248,7 +250,12 @@ async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, sessio
     session.add(task)
     await _refresh_next_run(task, session=session)
     await session.flush()
-    _record(task, "create", actor, {key: _jsonable(value) for key, value in fields.items()}, session=session)
+    return task, {key: _jsonable(value) for key, value in fields.items()}
+
+
+async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, session: AsyncSession) -> PeriodicTaskDB:
+    task, fields = await _apply_create(data, session=session)
+    _record(task, "create", actor, fields, session=session)
     await _commit_or_conflict(data.name, session=session)
     return task
 
@@ -322,6 +329,32 @@ async def preview_update(
             raise
         next_runs = await preview_runs(periodic_task_id, count, session=session)
         return UpdatePreview(changes, task.version, schedule_words(task), task.next_run_at, next_runs)
+    finally:
+        await session.rollback()
+
+
+@dataclass(frozen=True)
+class CreatePreview:
+    """What creating a task would save: the fields the change log would record, the schedule
+    in words, and its next runs (slot, due time) as `preview_runs` gives them once saved."""
+
+    fields: dict[str, Any]
+    schedule: str  # in words
+    next_run_at: datetime | None
+    next_runs: list[tuple[datetime, datetime]]
+
+
+async def preview_create(data: PeriodicTaskCreate, count: int, *, session: AsyncSession) -> CreatePreview:
+    """A creation's dry run: checked exactly as `create_periodic_task` checks it (the same code),
+    its next runs read by the same planner preview as a saved task's, then rolled back, so
+    nothing is saved, no change is recorded and beat hears nothing (a NOTIFY is sent at commit).
+
+    The due times add the jitter of the id the row had in this transaction; a task saved later
+    gets another id, so with `jitter_seconds` its due times differ (its slots do not)."""
+    try:
+        task, fields = await _apply_create(data, session=session)
+        next_runs = await preview_runs(task.id, count, session=session)
+        return CreatePreview(fields, schedule_words(task), task.next_run_at, next_runs)
     finally:
         await session.rollback()
 
