@@ -328,6 +328,58 @@ def test_runs_alerts_and_forecast_answer_the_apis_json(cli, admin, api_client, s
     cli("forecast", "--hours", "25", expect=EXIT_USAGE)
 
 
+def ledger_with_ties(sync_engine, slots: int = 7) -> list[int]:
+    """Runs of two schedules at the same slots (the id breaks the tie) and, with microseconds,
+    every ledger row's id, newest slot first as the runs pages order them."""
+    with sync_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO periodic_task_runs (periodic_task_id, periodic_task_name, task_name, scheduled_at,"
+                " due_at, message_id, state) SELECT t, 'job ' || t, 'erp.ping', slot, slot, md5(t || '-' || g), 'succeeded'"
+                " FROM generate_series(1, 2) t,"
+                " generate_series(1, :slots) g, LATERAL (SELECT timestamptz '2030-01-01 00:00:00.123456+00'"
+                " + g * interval '1 minute' AS slot) s"
+            ),
+            {"slots": slots},
+        )
+        return list(
+            connection.execute(text("SELECT id FROM periodic_task_runs ORDER BY scheduled_at DESC, id DESC")).scalars()
+        )
+
+
+def test_runs_list_pages_by_key_with_next_before_as_the_api_does(cli, admin, api_client, sync_engine):
+    every_id = ledger_with_ties(sync_engine)
+    seen: list[int] = []
+    before: list[str] = []
+    while True:
+        page = json.loads(cli("runs", "list", "--limit", "3", *before, "--json").stdout)
+        from_api = api_client.get(
+            "/api/v1/admin/runs", params={"limit": 3, "before": before[1:]}, headers=admin.headers
+        ).json()
+        assert page == from_api
+        seen += [run["id"] for run in page["items"]]
+        if page["next_before"] is None:
+            assert not page["has_more"]
+            break
+        assert page["has_more"] and page["next_before"].endswith(f",{page['items'][-1]['id']}")
+        assert "+" not in page["next_before"]  # it survives a query string unquoted
+        before = ["--before", page["next_before"]]
+    assert seen == every_id  # each row once, in order, across the ties between two schedules' slots
+
+    first = json.loads(cli("runs", "list", "--limit", "4", "--json").stdout)
+    table = cli("runs", "list", "--limit", "4").stdout
+    assert f"more: --before {first['next_before']}" in table
+    # The console's runs page writes its cursor with +00:00; that one is read too.
+    console_cursor = first["next_before"].replace("Z,", "+00:00,")
+    again = json.loads(cli("runs", "list", "--limit", "4", "--before", console_cursor, "--json").stdout)
+    assert [run["id"] for run in again["items"]] == every_id[4:8]
+    for wrong in ("yesterday", "2030-01-01T00:00:00,12", "2030-01-01T00:00:00Z,x"):
+        refused = cli("runs", "list", "--before", wrong, expect=EXIT_USAGE)
+        assert "is not a page's next_before" in refused.stderr
+        answer = api_client.get("/api/v1/admin/runs", params={"before": wrong}, headers=admin.headers)
+        assert answer.status_code == 422 and "is not a page's next_before" in answer.json()["error"]["message"]
+
+
 def test_watch_prints_the_latest_runs_as_json_lines(cli, admin):
     created(cli, "report", "--crontab", "*/10 * * * *")
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)

@@ -63,6 +63,14 @@ def test_a_create_dry_run_exits_0_with_its_slots_or_2_with_the_apis_message_and_
     assert json.loads(erp("schedules", "list", "--json").stdout)["total"] == 0
 
 
+def test_runs_list_json_carries_next_before_and_a_wrong_before_is_exit_2(superuser_token):
+    page = json.loads(erp("runs", "list", "--json").stdout)
+    assert set(page) == {"items", "limit", "offset", "has_more", "next_before"} and page["next_before"] is None
+    wrong = erp("runs", "list", "--before", "page-2", "--json")
+    assert (wrong.returncode, wrong.stdout) == (2, "")
+    assert wrong.stderr == "erp: before: 'page-2' is not a page's next_before (<slot>,<run id>)\n"
+
+
 def test_doctor_fails_with_one_line_per_check_when_redis_is_not_there(clean_tables):
     port = unused_port()
     done = erp("doctor", "--skip", "beat", "--skip", "workers", REDIS_URL=f"redis://127.0.0.1:{port}")
