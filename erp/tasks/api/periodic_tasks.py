@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from erp.core.celery_app import celery_app
 from erp.core.clock import utcnow
@@ -46,6 +47,13 @@ VALIDATION_RUNS = 3
 COMMAND_LINE_ACTOR = "command line"
 # Changing any of these changes where the task's messages go.
 ROUTING_FIELDS = {"task", "queue", "exchange", "routing_key"}
+# A name search (`name ILIKE '%part%'`) matching at most this many schedules reads its matches
+# through the trigram index and sorts them (1,000 rows at most: about a millisecond); one
+# matching more walks the ids in order and stops at the page's end (a match in every N / 1,000
+# rows or closer). Left to choose, PostgreSQL guesses how many names a pattern matches (a rare
+# one as 1 % of them) and walks the ids for it, reading all 100,000 rows to find 25: 100 ms
+# against 1.5 ms (docs/benchmarks.md, bench_indexes). The count, made first, says which it is.
+NAME_SEARCH_SORTED_MATCHES = 1_000
 
 
 class Actor(Protocol):
@@ -231,11 +239,16 @@ async def list_periodic_tasks(
         query = query.where(PeriodicTaskDB.paused_at.is_not(None) if paused else PeriodicTaskDB.paused_at.is_(None))
     if failing:
         query = query.where(PeriodicTaskDB.consecutive_failures > 0)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
     if after_id is not None:
         query = query.where(PeriodicTaskDB.id > after_id)
-    rows = await session.scalars(query.order_by(PeriodicTaskDB.id).limit(limit).offset(offset))
-    return list(rows), total or 0
+    order: ColumnElement[int] | InstrumentedAttribute[int] = PeriodicTaskDB.id
+    if name is not None and total <= NAME_SEARCH_SORTED_MATCHES:
+        # Not the primary key's order, so PostgreSQL cannot walk it: a rare name's few matches
+        # are read through the trigram index and sorted (same rows, same order).
+        order = PeriodicTaskDB.id + 0
+    rows = await session.scalars(query.order_by(order).limit(limit).offset(offset))
+    return list(rows), total
 
 
 async def _apply_create(data: PeriodicTaskCreate, *, session: AsyncSession) -> tuple[PeriodicTaskDB, dict[str, Any]]:
