@@ -2,11 +2,14 @@
 search (`name ILIKE '%part%'`, the API's and the console's) reads the trigram index, and a page
 of an organization's imports (newest first, by key) reads one range of (organization_id, id)
 with no sort. The statements are those the service functions execute, recorded as they run and
-explained on tables large enough that the planner picks an index only where it pays."""
+explained on tables large enough that the planner picks an index only where it pays. A rare
+name's page is asked in an order no index provides (its few matches read through the trigram
+index, then sorted), a common name's in the ids' order (the primary key walked to the page's end)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -123,12 +126,25 @@ def test_a_rare_name_is_found_through_the_trigram_index_not_by_reading_every_row
         )
     )
     assert len(sent) == 2 and all("ILIKE" in statement for statement in sent)  # the count, then the page
+    # Whatever the planner's guess of the matches: the page's order is one no index provides.
+    assert "ORDER BY periodic_tasks.id + 0" in sent[1]
     for statement in sent:
         plan = plan_of(sync_engine, statement)
         assert "ix_periodic_tasks_name_trgm" in index_names(plan), json.dumps(plan, indent=1)
         assert "pk_periodic_tasks" not in index_names(plan), json.dumps(plan, indent=1)
         scanned = {node["Relation Name"] for node in nodes(plan) if node["Node Type"] == "Seq Scan"}
         assert "periodic_tasks" not in scanned  # (a task's one-row schedule table may be read whole)
+
+
+def test_a_common_name_walks_the_ids_and_stops_at_the_pages_end(many_schedules, sync_engine):
+    count, page = statements_of(
+        lambda session: periodic_tasks.list_periodic_tasks(
+            session=session, enabled=None, task=None, name="sales report", limit=50, offset=0
+        )
+    )
+    assert "ILIKE" in count
+    assert re.search(r"ORDER BY periodic_tasks\.id\s+LIMIT 50", page), page  # 25,000 match: 1 in 4 rows
+    assert "pk_periodic_tasks" in index_names(plan_of(sync_engine, page))
 
 
 @pytest.mark.parametrize("before_id", [None, 20_000], ids=["first page", "a page deep down"])
