@@ -3,6 +3,7 @@ one, newest first; and the occurrence a message id belongs to (a periodic run's 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -63,6 +64,9 @@ class RunFilter:
         return conditions
 
 
+_RUN_ID = re.compile(r"[0-9]{1,18}")
+
+
 class InvalidRunCursor(InvalidInputError):
     """A `before` that is not a page's `next_before` (422 from the API, exit 2 from the CLI)."""
 
@@ -91,7 +95,14 @@ class RunCursor:
             scheduled_at = datetime.fromisoformat(moment.replace("Z", "+00:00"))
         except ValueError:
             scheduled_at = None
-        if scheduled_at is None or scheduled_at.tzinfo is None or not run_id.isdigit() or len(run_id) > 18:
+        # The years a slot is stored in (as the console's runs page reads its cursor), so no
+        # offset pushes a time out of what PostgreSQL and Python convert.
+        if (
+            scheduled_at is None
+            or scheduled_at.tzinfo is None
+            or not 1970 <= scheduled_at.year <= 2999
+            or not _RUN_ID.fullmatch(run_id)
+        ):
             raise InvalidRunCursor(f"before: {text[:80]!r} is not a page's next_before (<slot>,<run id>)")
         return cls(scheduled_at, int(run_id))
 
