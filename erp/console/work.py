@@ -15,8 +15,12 @@ before it takes a pooled connection, and its live regions answer 304 when nothin
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import re
+import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -37,7 +41,9 @@ from erp.console.session import BadForm, ConsoleUser, Refused
 from erp.core.caller import Caller
 from erp.core.config import get_settings
 from erp.core.db import web_session_factory
+from erp.core.dispatch import TaskAccepted
 from erp.core.errors import NotFoundError
+from erp.core.idempotency import Idempotency
 from erp.core.input_types import StoredText
 from erp.core.request_bodies import accepts_body_up_to
 from erp.features.data_processing import downloads, submission, upload
@@ -71,6 +77,15 @@ MAX_UPLOAD_FORM_FIELDS = 4
 DONE_MESSAGES = {
     "report": "Report requested. It appears below; its file is ready to download when it is done.",
 }
+# The report form's idempotency key, made when the form is rendered: a double click or a browser
+# sending the POST again carries the same key, and the API's Idempotency-Key rules
+# (erp.core.idempotency) then queue one report and answer the second submit with the first's task.
+REPORT_KEY_FIELD = "idempotency_key"
+_REPORT_KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+# A second submit that arrives while the first is still queuing (a double click: some
+# milliseconds apart) asks again this often, for at most this long, for the first one's answer.
+REPORT_KEY_POLL_SECONDS = 0.05
+REPORT_KEY_WAIT_SECONDS = 5.0
 _ID = re.compile(r"^[0-9]{1,18}$")
 # The API's rule for an upload's name (its `filename` parameter).
 _FILENAME = TypeAdapter(Annotated[StoredText, Field(min_length=1, max_length=255)])
@@ -277,6 +292,7 @@ async def _work_page(
         imports_live_url=imports["imports_live_url"],
         values=report_values or {"date_from": "", "date_to": "", "group_by": "month", "format": "csv"},
         errors=report_errors or {},
+        report_key=secrets.token_urlsafe(24),
         upload_error=upload_error,
         groupings=[grouping.value for grouping in Grouping],
         formats=[report_format.value for report_format in ReportFormat],
@@ -328,6 +344,10 @@ async def request_report(request: Request, organization_id: str) -> Response:
     except BadForm as error:
         return pages._error_page(request, error.status_code, str(error))
 
+    key = form.get(REPORT_KEY_FIELD) or None  # none from a page made before the field was
+    if key is not None and not _REPORT_KEY.fullmatch(key):
+        return pages._error_page(request, 400, "the report form's key is not one the console made")
+
     async def respond(user: ConsoleUser, caller: Caller) -> Response:
         sessions.check_form(request, form, user)
         values = {name: form.get(name, "").strip()[:40] for name in REPORT_FIELDS}
@@ -338,7 +358,7 @@ async def request_report(request: Request, organization_id: str) -> Response:
                 request, user, caller, report_values=values, report_errors=_report_errors(error), status_code=422
             )
         try:
-            accepted = await delivery.queue_sales_report(request, caller, body)
+            accepted = await _queue_report_once(request, caller, body, key)
         except HTTPException as error:  # the API's limits (429), no broker (503): said at the form
             refused = await _work_page(
                 request,
@@ -358,6 +378,40 @@ async def request_report(request: Request, organization_id: str) -> Response:
         return pages._secure(RedirectResponse(target, status_code=303))
 
     return await _member(request, organization_id, respond)
+
+
+async def _queue_report_once(
+    request: Request, caller: Caller, body: SalesReportRequest, key: str | None
+) -> TaskAccepted:
+    """The report queued once per form: the API's Idempotency-Key rules, with the form's key.
+
+    The request is the report asked for (the body as the API's schema reads it), so the same
+    form sent twice is one report, and the form changed and sent again (back, other dates) is
+    another: the key is the form's and the report's together. A second submit that finds the
+    first still queuing waits for its answer rather than telling the member "not requested"
+    about a report that is on its way; if the first fails, its claim is freed and the second
+    queues the report itself, as a retry of the API does."""
+    if key is None:
+        return await delivery.queue_sales_report(request, caller, body)
+    report_digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    idempotency = Idempotency(request, Response(), f"console-report:{key}:{report_digest}")
+    deadline = time.monotonic() + REPORT_KEY_WAIT_SECONDS
+    while True:
+        try:
+            return await idempotency.once(
+                caller,
+                TaskAccepted,
+                lambda: delivery.queue_sales_report(request, caller, body),
+                body_digest=report_digest,
+            )
+        except HTTPException as error:
+            if error.status_code != 409 or time.monotonic() >= deadline:
+                raise
+        logger.info(
+            "console: a report form sent again while the first is queuing; waiting for its answer",
+            extra={"action": "console.report_resubmitted", "organization_id": caller.organization_id},
+        )
+        await asyncio.sleep(REPORT_KEY_POLL_SECONDS)
 
 
 @router.get("/{organization_id}/reports/files/{file_id}")

@@ -201,12 +201,25 @@ class Idempotency:
         self.response = response
         self.key = key
 
-    async def once(self, caller: Caller, model: type[M], produce: Callable[[], Awaitable[M]]) -> M:
-        """`produce()`'s response, or the stored response of the first request with this key."""
+    async def once(
+        self,
+        caller: Caller,
+        model: type[M],
+        produce: Callable[[], Awaitable[M]],
+        *,
+        body_digest: str | None = None,
+    ) -> M:
+        """`produce()`'s response, or the stored response of the first request with this key.
+
+        `body_digest` stands for the body in the fingerprint where the raw body is not what makes
+        two requests the same (the console's form: its fields as the API's schema read them, not
+        the bytes that carry them); by default, the SHA-256 of the body as sent."""
         if self.key is None:
             return await produce()
-        body = await self.request.body()  # already read and kept by FastAPI for a JSON body
-        request_fingerprint = self._fingerprint(caller, hashlib.sha256(body).hexdigest())
+        if body_digest is None:
+            body = await self.request.body()  # already read and kept by FastAPI for a JSON body
+            body_digest = hashlib.sha256(body).hexdigest()
+        request_fingerprint = self._fingerprint(caller, body_digest)
         found, claim = await self._claim(caller, request_fingerprint)
         if claim is None:
             return self._answer(model, found, judge(found, request_fingerprint))

@@ -124,6 +124,15 @@ class PeriodicTaskDB(Base):
         # Beat's only questions: what is due, and what needs its next run computed.
         Index("ix_periodic_tasks_due", "next_run_at", postgresql_where=text("enabled AND next_run_at IS NOT NULL")),
         Index("ix_periodic_tasks_unscheduled", "id", postgresql_where=text("enabled AND next_run_at IS NULL")),
+        # The name search of the API and the console (`name ILIKE '%part%'`, any case, anywhere
+        # in the name): a B-tree cannot serve a pattern that starts with `%`; trigrams can
+        # (pg_trgm, created by migration 0008).
+        Index(
+            "ix_periodic_tasks_name_trgm",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -18,6 +18,7 @@ from erp.core import tokens
 from tests.support.scheduling import empty_broker
 
 API = "/api/v1/admin/periodic-tasks"
+EVERY_10 = {"kind": "interval", "every": 10, "period": "seconds"}
 
 
 @pytest.fixture
@@ -146,6 +147,64 @@ def test_edit_dry_run_checks_and_saves_nothing_then_the_edit_is_logged_as_the_na
     assert json.loads(cli("schedules", "changes", "report", "--json").stdout) == from_api
 
 
+def count_rows(sync_engine, table: str) -> int:
+    with sync_engine.connect() as connection:
+        return connection.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+
+
+def test_create_dry_run_checks_through_the_service_shows_the_planners_slots_and_saves_nothing(
+    cli, admin, api_client, sync_engine
+):
+    options = ("--name", "berlin", "--task", "erp.ping", "--crontab", "30 2 * * *", "--timezone", "Europe/Berlin")
+    dry = json.loads(cli("schedules", "create", *options, "--dry-run", "--json").stdout)
+    assert set(dry) == {"dry_run", "fields", "schedule", "next_run_at", "next_runs"} and dry["dry_run"] is True
+    assert dry["schedule"] == "every day at 02:30 Europe/Berlin"
+    assert dry["fields"]["name"] == "berlin" and dry["fields"]["task"] == "erp.ping"
+    assert len(dry["next_runs"]) == 5 and dry["next_run_at"] == dry["next_runs"][0]["scheduled_at"]
+    words = cli("schedules", "create", *options, "--dry-run").stdout
+    assert "dry run: nothing saved" in words and "schedule: every day at 02:30 Europe/Berlin" in words
+    assert "next slots (UTC)" in words
+    for table in ("periodic_tasks", "periodic_task_changes", "crontab_schedules"):
+        assert count_rows(sync_engine, table) == 0, table
+
+    # The slots are those the planner gives the saved task (the API's preview, `show`'s table).
+    task = created(cli, *options[1:])
+    preview = api_client.get(f"{API}/{task['id']}/preview", params={"count": 5}, headers=admin.headers).json()
+    assert dry["next_runs"] == preview["runs"]
+    # A name in use is refused as the API refuses it (409: exit 4), checked, not guessed.
+    taken = cli("schedules", "create", *options, "--dry-run", expect=EXIT_CONFLICT)
+    assert "already exists" in taken.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "api_body"),
+    [
+        (("--task", "erp.nope", "--every", "10"), {"task": "erp.nope", "schedule": EVERY_10}),
+        (
+            ("--task", "erp.ping", "--crontab", "99 * * * *"),
+            {"task": "erp.ping", "schedule": {"kind": "crontab", "minute": "99"}},
+        ),
+        (
+            ("--task", "erp.ping", "--every", "10", "--set", "jitter_seconds=-1"),
+            {"task": "erp.ping", "schedule": EVERY_10, "jitter_seconds": -1},
+        ),
+        (("--task", "erp.ping"), {"task": "erp.ping"}),
+    ],
+    ids=["unregistered task", "crontab minute", "schema field", "no schedule"],
+)
+def test_create_dry_run_refuses_with_exit_2_and_the_apis_messages(
+    cli, admin, api_client, sync_engine, options, api_body
+):
+    refused = cli("schedules", "create", "--name", "x", *options, "--dry-run", "--json", expect=EXIT_USAGE)
+    from_api = api_client.post(API, json={"name": "x", **api_body}, headers=admin.headers)
+    assert from_api.status_code == 422
+    error = from_api.json()["error"]
+    messages = [item["message"].removeprefix("Value error, ") for item in error["details"] or []] or [error["message"]]
+    assert refused.stdout == ""
+    assert all(message in refused.stderr for message in messages), (messages, refused.stderr)
+    assert count_rows(sync_engine, "periodic_tasks") == 0 and count_rows(sync_engine, "periodic_task_changes") == 0
+
+
 def test_as_must_name_an_active_superuser(cli, admin, make_user, sync_engine):
     created(cli, "report")
     member = make_user(role="member", organization="Acme")
@@ -267,6 +326,58 @@ def test_runs_alerts_and_forecast_answer_the_apis_json(cli, admin, api_client, s
     assert start.strftime("%m-%d %H h") in picture and "busiest minutes" in picture
     assert "█" in picture  # every minute is as busy as the busiest: the darkest shade
     cli("forecast", "--hours", "25", expect=EXIT_USAGE)
+
+
+def ledger_with_ties(sync_engine, slots: int = 7) -> list[int]:
+    """Runs of two schedules at the same slots (the id breaks the tie) and, with microseconds,
+    every ledger row's id, newest slot first as the runs pages order them."""
+    with sync_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO periodic_task_runs (periodic_task_id, periodic_task_name, task_name, scheduled_at,"
+                " due_at, message_id, state) SELECT t, 'job ' || t, 'erp.ping', slot, slot, md5(t || '-' || g), 'succeeded'"
+                " FROM generate_series(1, 2) t,"
+                " generate_series(1, :slots) g, LATERAL (SELECT timestamptz '2030-01-01 00:00:00.123456+00'"
+                " + g * interval '1 minute' AS slot) s"
+            ),
+            {"slots": slots},
+        )
+        return list(
+            connection.execute(text("SELECT id FROM periodic_task_runs ORDER BY scheduled_at DESC, id DESC")).scalars()
+        )
+
+
+def test_runs_list_pages_by_key_with_next_before_as_the_api_does(cli, admin, api_client, sync_engine):
+    every_id = ledger_with_ties(sync_engine)
+    seen: list[int] = []
+    before: list[str] = []
+    while True:
+        page = json.loads(cli("runs", "list", "--limit", "3", *before, "--json").stdout)
+        from_api = api_client.get(
+            "/api/v1/admin/runs", params={"limit": 3, "before": before[1:]}, headers=admin.headers
+        ).json()
+        assert page == from_api
+        seen += [run["id"] for run in page["items"]]
+        if page["next_before"] is None:
+            assert not page["has_more"]
+            break
+        assert page["has_more"] and page["next_before"].endswith(f",{page['items'][-1]['id']}")
+        assert "+" not in page["next_before"]  # it survives a query string unquoted
+        before = ["--before", page["next_before"]]
+    assert seen == every_id  # each row once, in order, across the ties between two schedules' slots
+
+    first = json.loads(cli("runs", "list", "--limit", "4", "--json").stdout)
+    table = cli("runs", "list", "--limit", "4").stdout
+    assert f"more: --before {first['next_before']}" in table
+    # The console's runs page writes its cursor with +00:00; that one is read too.
+    console_cursor = first["next_before"].replace("Z,", "+00:00,")
+    again = json.loads(cli("runs", "list", "--limit", "4", "--before", console_cursor, "--json").stdout)
+    assert [run["id"] for run in again["items"]] == every_id[4:8]
+    for wrong in ("yesterday", "2030-01-01T00:00:00,12", "2030-01-01T00:00:00Z,x"):
+        refused = cli("runs", "list", "--before", wrong, expect=EXIT_USAGE)
+        assert "is not a page's next_before" in refused.stderr
+        answer = api_client.get("/api/v1/admin/runs", params={"before": wrong}, headers=admin.headers)
+        assert answer.status_code == 422 and "is not a page's next_before" in answer.json()["error"]["message"]
 
 
 def test_watch_prints_the_latest_runs_as_json_lines(cli, admin):

@@ -49,6 +49,28 @@ def test_the_json_of_a_schedule_and_its_exit_codes(superuser_token):
     assert usage.returncode == 2 and "No such command" in usage.stderr
 
 
+def test_a_create_dry_run_exits_0_with_its_slots_or_2_with_the_apis_message_and_saves_nothing(superuser_token):
+    options = ("schedules", "create", "--name", "nightly", "--task", "erp.ping", "--crontab", "0 3 * * *")
+    dry = erp(*options, "--dry-run", "--json")
+    assert (dry.returncode, dry.stderr) == (0, ""), dry.stderr
+    preview = json.loads(dry.stdout)
+    assert set(preview) == {"dry_run", "fields", "schedule", "next_run_at", "next_runs"}
+    assert preview["schedule"] == "every day at 03:00 UTC" and len(preview["next_runs"]) == 5
+    assert set(preview["next_runs"][0]) == {"scheduled_at", "due_at"}
+    refused = erp("schedules", "create", "--name", "nightly", "--task", "erp.nope", "--every", "5", "--dry-run")
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr.startswith("erp: task 'erp.nope' is not registered")
+    assert json.loads(erp("schedules", "list", "--json").stdout)["total"] == 0
+
+
+def test_runs_list_json_carries_next_before_and_a_wrong_before_is_exit_2(superuser_token):
+    page = json.loads(erp("runs", "list", "--json").stdout)
+    assert set(page) == {"items", "limit", "offset", "has_more", "next_before"} and page["next_before"] is None
+    wrong = erp("runs", "list", "--before", "page-2", "--json")
+    assert (wrong.returncode, wrong.stdout) == (2, "")
+    assert wrong.stderr == "erp: before: 'page-2' is not a page's next_before (<slot>,<run id>)\n"
+
+
 def test_doctor_fails_with_one_line_per_check_when_redis_is_not_there(clean_tables):
     port = unused_port()
     done = erp("doctor", "--skip", "beat", "--skip", "workers", REDIS_URL=f"redis://127.0.0.1:{port}")

@@ -20,7 +20,7 @@ from erp.tasks.api import forecast as forecast_service
 from erp.tasks.api.ledger_router import alert_page, schedule_load_out
 from erp.tasks.api.ledger_schemas import AlertPage, RunOut, RunPage, ScheduleLoadOut
 from erp.tasks.api.periodic_tasks_router import run_page
-from erp.tasks.api.runs import RunFilter, list_runs
+from erp.tasks.api.runs import RunCursor, RunFilter, list_runs
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS, AlertKind, RunState, SkipReason
 
 runs_app = typer.Typer(help="The run ledger: every occurrence, across schedules.", no_args_is_help=True)
@@ -106,16 +106,24 @@ def list_ledger_runs(
     end: Annotated[str | None, typer.Option("--to", help="slots before (ISO 8601)", show_default=False)] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     offset: Annotated[int, typer.Option(min=0)] = 0,
+    before: Annotated[
+        str | None,
+        typer.Option(
+            help="the page after this one: a page's next_before (keyset: as quick a million rows down as at the top)",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Occurrences newest first (--json: the API's page of /api/v1/admin/runs)."""
+    """Occurrences newest first (--json: the API's page of /api/v1/admin/runs, with its next_before)."""
     first = None if start is None else common.parse_time(start, "--from")
     last = None if end is None else common.parse_time(end, "--to")
 
     async def action(session: AsyncSession) -> RunPage:
+        cursor = None if before is None else RunCursor.parse(before)  # a wrong one: exit 2, naming it
         schedule_id = await _schedule_id(schedule, session=session)
         run_filter = _filter(schedule_id, state, skip_reason, failed, skipped, late, late_after, first, last)
-        rows, has_more = await list_runs(run_filter, session=session, limit=limit, offset=offset)
+        rows, has_more = await list_runs(run_filter, session=session, limit=limit, offset=offset, before=cursor)
         return run_page(rows, limit, offset, has_more)
 
     page = common.run(action)
@@ -127,8 +135,8 @@ def list_ledger_runs(
         grid.add_row(*_run_row(run))
     out = common.console()
     out.print(grid)
-    if page.has_more:
-        out.print(f"more: --offset {offset + limit}", style="dim")
+    if page.next_before is not None:
+        out.print(f"more: --before {page.next_before}", style="dim")
 
 
 @runs_app.command()

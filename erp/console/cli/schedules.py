@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from pydantic import TypeAdapter
+from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.console.cli import common
@@ -47,6 +49,8 @@ from erp.tasks.scheduler_models import PeriodicTaskDB
 app = typer.Typer(help="Periodic tasks: list, show, create, edit, pause, run, backfill, why not.", no_args_is_help=True)
 
 PREVIEW_COUNT = 5
+# A time in --json as the API writes it (UTC as `Z`).
+MOMENT_JSON: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
 
 EveryOption = Annotated[int | None, typer.Option(help="an interval schedule: every N periods", show_default=False)]
 PeriodOption = Annotated[str, typer.Option(callback=common.one_of(INTERVAL_PERIODS), help="the interval's unit")]
@@ -132,10 +136,7 @@ def _print_task(task: PeriodicTaskOut, as_json: bool, preview: list[PreviewRun] 
     out = common.console()
     out.print(grid)
     if preview:
-        upcoming = common.table("next slots (UTC)", "due (jitter added)")
-        for run in preview:
-            upcoming.add_row(moment(run.scheduled_at), moment(run.due_at))
-        out.print(upcoming)
+        out.print(_slots_table(preview))
 
 
 async def _preview(periodic_task_id: int, *, session: AsyncSession) -> list[PreviewRun]:
@@ -214,21 +215,53 @@ def create(
     timezone: TimezoneOption = None,
     description: Annotated[str | None, typer.Option(show_default=False)] = None,
     set_fields: SetOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check it and show its schedule and next runs; save nothing")
+    ] = False,
     actor_email: AsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a periodic task, validated as POST /api/v1/admin/periodic-tasks validates it."""
+    """Create a periodic task, validated as POST /api/v1/admin/periodic-tasks validates it; --dry-run saves nothing."""
     given = {"name": name, "task": task, "description": description}
     body = _request_body(given, _schedule_body(every, period, crontab, timezone), set_fields)
 
-    async def action(session: AsyncSession) -> tuple[PeriodicTaskOut, list[PreviewRun]]:
+    async def action(session: AsyncSession) -> tuple[PeriodicTaskOut, list[PreviewRun]] | periodic_tasks.CreatePreview:
         data = PeriodicTaskCreate.model_validate(body)
         actor = await common.actor_of(actor_email, session=session)
+        if dry_run:
+            return await periodic_tasks.preview_create(data, PREVIEW_COUNT, session=session)
         created = await periodic_tasks.create_periodic_task(data, actor, session=session)
         return await periodic_task_out(created, session=session), await _preview(created.id, session=session)
 
-    out, preview = common.run(action)
+    result = common.run(action)
+    if isinstance(result, periodic_tasks.CreatePreview):
+        _print_create_dry_run(result, as_json)
+        return
+    out, preview = result
     _print_task(out, as_json, preview)
+
+
+def _print_create_dry_run(preview: periodic_tasks.CreatePreview, as_json: bool) -> None:
+    runs = [PreviewRun(scheduled_at=slot, due_at=due) for slot, due in preview.next_runs]
+    if as_json:
+        common.print_json(
+            {
+                "dry_run": True,
+                "fields": preview.fields,
+                "schedule": preview.schedule,
+                "next_run_at": MOMENT_JSON.dump_python(preview.next_run_at, mode="json"),
+                "next_runs": TypeAdapter(list[PreviewRun]).dump_python(runs, mode="json"),
+            }
+        )
+        return
+    out = common.console()
+    out.print("dry run: nothing saved")
+    grid = common.table("field", "value")
+    for field, value in preview.fields.items():
+        grid.add_row(field, value if isinstance(value, str) else json.dumps(value, default=str))
+    out.print(grid)
+    out.print(f"schedule: {preview.schedule}")
+    out.print(_slots_table(runs))
 
 
 @app.command()
@@ -283,7 +316,7 @@ def _print_dry_run(preview: periodic_tasks.UpdatePreview, as_json: bool) -> None
                 "changes": preview.changes,
                 "version": preview.version,
                 "schedule": preview.schedule,
-                "next_run_at": None if preview.next_run_at is None else preview.next_run_at.isoformat(),
+                "next_run_at": MOMENT_JSON.dump_python(preview.next_run_at, mode="json"),
                 "next_runs": TypeAdapter(list[PreviewRun]).dump_python(runs, mode="json"),
             }
         )
@@ -297,10 +330,15 @@ def _print_dry_run(preview: periodic_tasks.UpdatePreview, as_json: bool) -> None
         grid.add_row(field, json.dumps(old, default=str), json.dumps(new, default=str))
     out.print(grid)
     out.print(f"schedule: {preview.schedule}")
+    out.print(_slots_table(runs))
+
+
+def _slots_table(runs: list[PreviewRun]) -> Table:
+    """The next slots as `show` lists them."""
     upcoming = common.table("next slots (UTC)", "due (jitter added)")
     for run in runs:
         upcoming.add_row(moment(run.scheduled_at), moment(run.due_at))
-    out.print(upcoming)
+    return upcoming
 
 
 Change = Callable[[int, Actor, AsyncSession], Awaitable[PeriodicTaskDB]]

@@ -22,7 +22,7 @@ from erp.tasks.api.ledger_schemas import (
     RunPage,
     ScheduleLoadOut,
 )
-from erp.tasks.api.periodic_tasks_router import run_page
+from erp.tasks.api.periodic_tasks_router import RunsBefore, run_cursor, run_page
 from erp.tasks.ledger_kinds import AlertKind, RunState, SkipReason
 from erp.tasks.scheduler_models import PeriodicTaskAlertDB
 
@@ -54,9 +54,11 @@ async def list_runs(
     end: Annotated[StoredDateTime | None, Query(alias="to", description="slots before (exclusive)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[Offset, Query()] = 0,
+    before: RunsBefore = None,
 ) -> RunPage:
     _aware(start, "from")
     _aware(end, "to")
+    cursor = run_cursor(before)
     run_filter = runs.RunFilter(
         periodic_task_id=periodic_task_id,
         states=state or (),
@@ -68,7 +70,7 @@ async def list_runs(
         failed=failed,
         skipped=skipped,
     )
-    rows, has_more = await runs.list_runs(run_filter, session=session, limit=limit, offset=offset)
+    rows, has_more = await runs.list_runs(run_filter, session=session, limit=limit, offset=offset, before=cursor)
     return run_page(rows, limit, offset, has_more)
 
 

@@ -74,6 +74,10 @@ class RunPage(BaseModel):
     limit: int
     offset: int
     has_more: bool
+    next_before: str | None = Field(
+        None,
+        description="pass as `before` (with offset 0) for the next (older) page, keyset paging; null on the last page",
+    )
 
 
 class RunAtOut(BaseModel):

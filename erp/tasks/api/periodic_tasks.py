@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from erp.core.celery_app import celery_app
 from erp.core.clock import utcnow
@@ -46,6 +47,13 @@ VALIDATION_RUNS = 3
 COMMAND_LINE_ACTOR = "command line"
 # Changing any of these changes where the task's messages go.
 ROUTING_FIELDS = {"task", "queue", "exchange", "routing_key"}
+# A name search (`name ILIKE '%part%'`) matching at most this many schedules reads its matches
+# through the trigram index and sorts them (1,000 rows at most: about a millisecond); one
+# matching more walks the ids in order and stops at the page's end (a match in every N / 1,000
+# rows or closer). Left to choose, PostgreSQL guesses how many names a pattern matches (a rare
+# one as 1 % of them) and walks the ids for it, reading all 100,000 rows to find 25: 100 ms
+# against 1.5 ms (docs/benchmarks.md, bench_indexes). The count, made first, says which it is.
+NAME_SEARCH_SORTED_MATCHES = 1_000
 
 
 class Actor(Protocol):
@@ -235,14 +243,21 @@ async def list_periodic_tasks(
     if failing:
         query = query.where(PeriodicTaskDB.consecutive_failures > 0)
     counted = query if count_limit is None else query.limit(count_limit + 1)
-    total = await session.scalar(select(func.count()).select_from(counted.subquery()))
+    total = await session.scalar(select(func.count()).select_from(counted.subquery())) or 0
     if after_id is not None:
         query = query.where(PeriodicTaskDB.id > after_id)
-    rows = await session.scalars(query.order_by(PeriodicTaskDB.id).limit(limit).offset(offset))
-    return list(rows), total or 0
+    order: ColumnElement[int] | InstrumentedAttribute[int] = PeriodicTaskDB.id
+    if name is not None and total <= NAME_SEARCH_SORTED_MATCHES:
+        # Not the primary key's order, so PostgreSQL cannot walk it: a rare name's few matches
+        # are read through the trigram index and sorted (same rows, same order).
+        order = PeriodicTaskDB.id + 0
+    rows = await session.scalars(query.order_by(order).limit(limit).offset(offset))
+    return list(rows), total
 
 
-async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, session: AsyncSession) -> PeriodicTaskDB:
+async def _apply_create(data: PeriodicTaskCreate, *, session: AsyncSession) -> tuple[PeriodicTaskDB, dict[str, Any]]:
+    """The new task checked (task name, unique name, schedule, routing, its next runs) and
+    flushed, not yet committed, and the fields the change log records for it."""
     _check_task_name(data.task)
     if await session.scalar(select(PeriodicTaskDB.id).where(PeriodicTaskDB.name == data.name)) is not None:
         raise PeriodicTaskConflict(f"a periodic task named {data.name!r} already exists")
@@ -252,7 +267,12 @@ async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, sessio
     session.add(task)
     await _refresh_next_run(task, session=session)
     await session.flush()
-    _record(task, "create", actor, {key: _jsonable(value) for key, value in fields.items()}, session=session)
+    return task, {key: _jsonable(value) for key, value in fields.items()}
+
+
+async def create_periodic_task(data: PeriodicTaskCreate, actor: Actor, *, session: AsyncSession) -> PeriodicTaskDB:
+    task, fields = await _apply_create(data, session=session)
+    _record(task, "create", actor, fields, session=session)
     await _commit_or_conflict(data.name, session=session)
     return task
 
@@ -326,6 +346,32 @@ async def preview_update(
             raise
         next_runs = await preview_runs(periodic_task_id, count, session=session)
         return UpdatePreview(changes, task.version, schedule_words(task), task.next_run_at, next_runs)
+    finally:
+        await session.rollback()
+
+
+@dataclass(frozen=True)
+class CreatePreview:
+    """What creating a task would save: the fields the change log would record, the schedule
+    in words, and its next runs (slot, due time) as `preview_runs` gives them once saved."""
+
+    fields: dict[str, Any]
+    schedule: str  # in words
+    next_run_at: datetime | None
+    next_runs: list[tuple[datetime, datetime]]
+
+
+async def preview_create(data: PeriodicTaskCreate, count: int, *, session: AsyncSession) -> CreatePreview:
+    """A creation's dry run: checked exactly as `create_periodic_task` checks it (the same code),
+    its next runs read by the same planner preview as a saved task's, then rolled back, so
+    nothing is saved, no change is recorded and beat hears nothing (a NOTIFY is sent at commit).
+
+    The due times add the jitter of the id the row had in this transaction; a task saved later
+    gets another id, so with `jitter_seconds` its due times differ (its slots do not)."""
+    try:
+        task, fields = await _apply_create(data, session=session)
+        next_runs = await preview_runs(task.id, count, session=session)
+        return CreatePreview(fields, schedule_words(task), task.next_run_at, next_runs)
     finally:
         await session.rollback()
 

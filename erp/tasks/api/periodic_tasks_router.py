@@ -31,7 +31,7 @@ from erp.tasks.api.periodic_tasks_schemas import (
     RunPreview,
     ScheduleOut,
 )
-from erp.tasks.api.runs import RunFilter, list_runs
+from erp.tasks.api.runs import RunCursor, RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.ledger_kinds import RunState
 from erp.tasks.periodic_messages import send_periodic_run
@@ -312,10 +312,12 @@ async def list_task_runs(
     end: Annotated[StoredDateTime | None, Query(alias="to", description="slots before (exclusive)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[Offset, Query()] = 0,
+    before: RunsBefore = None,
 ) -> RunPage:
+    cursor = run_cursor(before)
     await periodic_tasks.get_periodic_task(periodic_task_id, session=session)  # 404 for an unknown task
     run_filter = RunFilter(periodic_task_id=periodic_task_id, states=state or (), start=start, end=end)
-    rows, has_more = await list_runs(run_filter, session=session, limit=limit, offset=offset)
+    rows, has_more = await list_runs(run_filter, session=session, limit=limit, offset=offset, before=cursor)
     return run_page(rows, limit, offset, has_more)
 
 
@@ -325,7 +327,19 @@ def run_page(rows: list[PeriodicTaskRunDB], limit: int, offset: int, has_more: b
         limit=limit,
         offset=offset,
         has_more=has_more,
+        next_before=RunCursor.after(rows[-1]).text() if has_more and rows else None,
     )
+
+
+def run_cursor(before: str | None) -> RunCursor | None:
+    """The `before` query parameter of a runs page (a wrong one: 422, naming it)."""
+    return None if before is None else RunCursor.parse(before)
+
+
+RunsBefore = Annotated[
+    StoredText | None,
+    Query(max_length=100, description="the `next_before` of the page before (keyset paging: quick at any depth)"),
+]
 
 
 @router.get(

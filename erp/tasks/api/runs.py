@@ -3,13 +3,15 @@ one, newest first; and the occurrence a message id belongs to (a periodic run's 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from erp.core.errors import InvalidInputError
 from erp.tasks.ledger_kinds import RunState, SkipReason
 from erp.tasks.scheduler_models import PeriodicTaskRunDB
 
@@ -62,21 +64,68 @@ class RunFilter:
         return conditions
 
 
+_RUN_ID = re.compile(r"[0-9]{1,18}")
+
+
+class InvalidRunCursor(InvalidInputError):
+    """A `before` that is not a page's `next_before` (422 from the API, exit 2 from the CLI)."""
+
+
+@dataclass(frozen=True)
+class RunCursor:
+    """Where a page of the ledger ended: the last row's slot and id (the id breaks ties between
+    runs of one slot). Written `<slot, ISO 8601 UTC>,<id>`, e.g. `2030-01-01T02:30:00Z,812`:
+    no `+` to be mangled in a query string, and the console's runs page reads it too."""
+
+    scheduled_at: datetime
+    run_id: int
+
+    @classmethod
+    def after(cls, run: PeriodicTaskRunDB) -> RunCursor:
+        return cls(run.scheduled_at, run.id)
+
+    def text(self) -> str:
+        return f"{self.scheduled_at.astimezone(UTC).isoformat().replace('+00:00', 'Z')},{self.run_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> RunCursor:
+        """A page's `next_before`; anything else is refused naming it (never a page guessed)."""
+        moment, _, run_id = text.strip().rpartition(",")
+        try:
+            scheduled_at = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        except ValueError:
+            scheduled_at = None
+        # The years a slot is stored in (as the console's runs page reads its cursor), so no
+        # offset pushes a time out of what PostgreSQL and Python convert.
+        if (
+            scheduled_at is None
+            or scheduled_at.tzinfo is None
+            or not 1970 <= scheduled_at.year <= 2999
+            or not _RUN_ID.fullmatch(run_id)
+        ):
+            raise InvalidRunCursor(f"before: {text[:80]!r} is not a page's next_before (<slot>,<run id>)")
+        return cls(scheduled_at, int(run_id))
+
+
 async def list_runs(
     run_filter: RunFilter,
     *,
     session: AsyncSession,
     limit: int,
     offset: int,
-    before: tuple[datetime, int] | None = None,
+    before: tuple[datetime, int] | RunCursor | None = None,
 ) -> tuple[list[PeriodicTaskRunDB], bool]:
     """Occurrences matching the filter, newest slot first; and whether there are more.
 
     No total count: on a ledger of millions of rows it would cost more than the page.
     `before` (the slot and id of the last row of the previous page) pages by key, as the
-    console does: the next page starts down the index where the last one ended.
+    console, the API's `before` and `runs list --before` do: the next page starts down the
+    index where the last one ended, as quick at the millionth row as at the first (an offset
+    reads and drops every row before its page).
     """
     keyset: list[ColumnElement[bool]] = []
+    if isinstance(before, RunCursor):
+        before = (before.scheduled_at, before.run_id)
     if before is not None:
         keyset.append(
             tuple_(PeriodicTaskRunDB.scheduled_at, PeriodicTaskRunDB.id)

@@ -1,0 +1,155 @@
+"""The indexes of migration 0008 serve the statements the services send: the schedules' name
+search (`name ILIKE '%part%'`, the API's and the console's) reads the trigram index, and a page
+of an organization's imports (newest first, by key) reads one range of (organization_id, id)
+with no sort. The statements are those the service functions execute, recorded as they run and
+explained on tables large enough that the planner picks an index only where it pays. A rare
+name's page is asked in an order no index provides (its few matches read through the trigram
+index, then sorted), a common name's in the ids' order (the primary key walked to the page's end)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from erp.core.db import run_with_session
+from erp.features.data_processing import upload
+from erp.tasks.api import periodic_tasks
+
+SCHEDULES = 100_000
+ORGANIZATIONS = 200
+IMPORTS_PER_ORGANIZATION = 500
+
+
+class RecordingSession:
+    """A session that keeps each statement it is asked to run (then runs it)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.statements: list[Any] = []
+
+    async def scalar(self, statement: Any) -> Any:
+        self.statements.append(statement)
+        return await self.session.scalar(statement)
+
+    async def scalars(self, statement: Any) -> Any:
+        self.statements.append(statement)
+        return await self.session.scalars(statement)
+
+
+def statements_of(call: Callable[[Any], Awaitable[Any]]) -> list[str]:
+    """The SQL a service function sends, its parameters written in (as EXPLAIN needs them)."""
+
+    async def action(session: AsyncSession) -> list[str]:
+        recording = RecordingSession(session)
+        await call(recording)
+        return [
+            str(
+                statement.compile(
+                    dialect=postgresql.dialect(paramstyle="named"), compile_kwargs={"literal_binds": True}
+                )
+            )
+            for statement in recording.statements
+        ]
+
+    return run_with_session(action)
+
+
+def plan_of(sync_engine, statement: str) -> dict[str, Any]:
+    with sync_engine.connect() as connection:
+        return connection.execute(text(f"EXPLAIN (FORMAT JSON) {statement}")).scalar()[0]["Plan"]
+
+
+def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in nodes(child))]
+
+
+def index_names(plan: dict[str, Any]) -> set[str]:
+    return {node["Index Name"] for node in nodes(plan) if "Index Name" in node}
+
+
+def vacuum_analyze(sync_engine, table: str) -> None:
+    """Statistics for the planner, and a GIN index's pending list merged into the index, as
+    autovacuum leaves them: rows inserted at once wait in that list, which a search reads whole
+    (the planner then prefers a sequential scan until autovacuum has been by)."""
+    with sync_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f"VACUUM ANALYZE {table}"))
+
+
+@pytest.fixture
+def many_schedules(clean_tables, sync_engine):
+    with sync_engine.begin() as connection:
+        connection.execute(text("INSERT INTO interval_schedules (every, period) VALUES (10, 'seconds')"))
+        connection.execute(
+            text(
+                "INSERT INTO periodic_tasks (name, task, interval_id, enabled)"
+                " SELECT (ARRAY['nightly export', 'sales report', 'invoice reminders', 'stock sync'])[1 + n % 4]"
+                " || ' ' || lpad(n::text, 6, '0'), 'erp.ping', 1, true FROM generate_series(1, :count) n"
+            ),
+            {"count": SCHEDULES},
+        )
+    vacuum_analyze(sync_engine, "periodic_tasks")
+
+
+@pytest.fixture
+def many_imports(clean_tables, sync_engine):
+    with sync_engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO organizations (name) SELECT 'org ' || n FROM generate_series(1, :count) n"),
+            {"count": ORGANIZATIONS},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO data_imports (organization_id, kind, filename, size_bytes, status, attempts,"
+                " resume_after_line, rows_read, rows_imported, rows_skipped, rows_failed, orders_imported)"
+                " SELECT 1 + n % :organizations, 'sales_orders', 'orders.csv', 100, 'done', 1, 0, 0, 0, 0, 0, 0"
+                " FROM generate_series(1, :count) n"
+            ),
+            {"organizations": ORGANIZATIONS, "count": ORGANIZATIONS * IMPORTS_PER_ORGANIZATION},
+        )
+    vacuum_analyze(sync_engine, "data_imports")
+
+
+@pytest.mark.parametrize("part", ["report 0999", "weekly"], ids=["25 matches", "none"])
+def test_a_rare_name_is_found_through_the_trigram_index_not_by_reading_every_row(many_schedules, sync_engine, part):
+    """Count and page: left to guess, the planner takes a rare name for 1 % of the rows and
+    walks the primary key for the page, reading all 100,000 to find 25."""
+    sent = statements_of(
+        lambda session: periodic_tasks.list_periodic_tasks(
+            session=session, enabled=None, task=None, name=part, limit=50, offset=0
+        )
+    )
+    assert len(sent) == 2 and all("ILIKE" in statement for statement in sent)  # the count, then the page
+    # Whatever the planner's guess of the matches: the page's order is one no index provides.
+    assert "ORDER BY periodic_tasks.id + 0" in sent[1]
+    for statement in sent:
+        plan = plan_of(sync_engine, statement)
+        assert "ix_periodic_tasks_name_trgm" in index_names(plan), json.dumps(plan, indent=1)
+        assert "pk_periodic_tasks" not in index_names(plan), json.dumps(plan, indent=1)
+        scanned = {node["Relation Name"] for node in nodes(plan) if node["Node Type"] == "Seq Scan"}
+        assert "periodic_tasks" not in scanned  # (a task's one-row schedule table may be read whole)
+
+
+def test_a_common_name_walks_the_ids_and_stops_at_the_pages_end(many_schedules, sync_engine):
+    count, page = statements_of(
+        lambda session: periodic_tasks.list_periodic_tasks(
+            session=session, enabled=None, task=None, name="sales report", limit=50, offset=0
+        )
+    )
+    assert "ILIKE" in count
+    assert re.search(r"ORDER BY periodic_tasks\.id\s+LIMIT 50", page), page  # 25,000 match: 1 in 4 rows
+    assert "pk_periodic_tasks" in index_names(plan_of(sync_engine, page))
+
+
+@pytest.mark.parametrize("before_id", [None, 20_000], ids=["first page", "a page deep down"])
+def test_a_page_of_an_organizations_imports_is_one_range_of_its_index(many_imports, sync_engine, before_id):
+    sent = statements_of(lambda session: upload.list_imports(7, 21, session=session, before_id=before_id))
+    plan = plan_of(sync_engine, sent[0])
+    assert index_names(plan) == {"ix_data_imports_organization_id_id"}, json.dumps(plan, indent=1)
+    assert not any(node["Node Type"] in ("Sort", "Seq Scan", "Bitmap Heap Scan") for node in nodes(plan))
