@@ -734,7 +734,7 @@ async def runs(request: Request) -> Response:
 
     async def build(user: ConsoleUser, session: AsyncSession) -> Response:
         page = await views.runs_page(filters, session=session)
-        before = None if filters.before is None else f"{filters.before[0].isoformat()},{filters.before[1]}"
+        before = None if filters.before is None else filters.before.text()
         live_url = f"/console/runs?{urlencode(filters.query(before=before, region='table'))}"
         context = {
             "page": page,

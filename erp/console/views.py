@@ -31,7 +31,7 @@ from erp.tasks.api.backfill import BackfillResult, plan_backfill
 from erp.tasks.api.beat_heartbeats import BeatInstance, beat_instances
 from erp.tasks.api.forecast import MinuteSchedules
 from erp.tasks.api.last_runs import NO_HISTORY, RecentRun, recent_runs
-from erp.tasks.api.runs import RunFilter, list_runs
+from erp.tasks.api.runs import InvalidRunCursor, RunCursor, RunFilter, list_runs
 from erp.tasks.api.why_not import DEFAULT_TOLERANCE_SECONDS, RunAtAnswer, explain_run_at
 from erp.tasks.calendar.specs import CrontabSpec
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS, AlertKind, RunState, SkipReason
@@ -495,7 +495,7 @@ class RunsFilter:
     periodic_task_id: int | None = None
     start: datetime | None = None  # slots from (inclusive)
     end: datetime | None = None  # slots before (exclusive)
-    before: tuple[datetime, int] | None = None
+    before: RunCursor | None = None
 
     def query(self, **changes: Any) -> list[tuple[str, str]]:
         pairs: list[tuple[str, str]] = [("state", state) for state in self.states]
@@ -518,12 +518,8 @@ def runs_filter_from(params: Any) -> RunsFilter:
     states = tuple(state for state in RUN_STATES if state in params.getlist("state"))
     reason = next((reason for reason in SKIP_REASONS if reason == params.get("skip_reason")), None)
     before = None
-    cursor = params.get("before", "")
-    if "," in cursor:
-        text, _, row_id = cursor.rpartition(",")
-        moment = parse_moment(text) if "+" in text or text.endswith("Z") else None
-        if moment is not None and row_id.isdigit() and len(row_id) < 19:
-            before = (moment, int(row_id))
+    with contextlib.suppress(InvalidRunCursor):  # a mangled bookmark opens the newest page
+        before = RunCursor.parse(params["before"]) if params.get("before") else None
     task_id = params.get("periodic_task_id", "")
     return RunsFilter(
         states=states,
@@ -552,7 +548,7 @@ async def runs_page(filters: RunsFilter, *, session: AsyncSession) -> RunsPage:
         end=filters.end,
     )
     runs, more = await list_runs(run_filter, session=session, limit=RUNS_PAGE, offset=0, before=filters.before)
-    next_before = f"{runs[-1].scheduled_at.isoformat()},{runs[-1].id}" if more and runs else None
+    next_before = RunCursor.after(runs[-1]).text() if more and runs else None
     return RunsPage(runs=runs, next_before=next_before)
 
 

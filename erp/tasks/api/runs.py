@@ -113,7 +113,7 @@ async def list_runs(
     session: AsyncSession,
     limit: int,
     offset: int,
-    before: tuple[datetime, int] | RunCursor | None = None,
+    before: RunCursor | None = None,
 ) -> tuple[list[PeriodicTaskRunDB], bool]:
     """Occurrences matching the filter, newest slot first; and whether there are more.
 
@@ -124,12 +124,10 @@ async def list_runs(
     reads and drops every row before its page).
     """
     keyset: list[ColumnElement[bool]] = []
-    if isinstance(before, RunCursor):
-        before = (before.scheduled_at, before.run_id)
     if before is not None:
         keyset.append(
             tuple_(PeriodicTaskRunDB.scheduled_at, PeriodicTaskRunDB.id)
-            < tuple_(literal(before[0]), literal(before[1]))
+            < tuple_(literal(before.scheduled_at), literal(before.run_id))
         )
     rows = list(
         await session.scalars(
