@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -242,7 +242,12 @@ async def list_periodic_tasks(
         query = query.where(PeriodicTaskDB.paused_at.is_not(None) if paused else PeriodicTaskDB.paused_at.is_(None))
     if failing:
         query = query.where(PeriodicTaskDB.consecutive_failures > 0)
-    counted = query if count_limit is None else query.limit(count_limit + 1)
+    # The bound is written into the statement: as a parameter, PostgreSQL's generic plan of the
+    # prepared statement guesses a tenth of the table for it and stops a sequential scan early
+    # instead of reading a rare name's matches through the trigram index (44 ms against 4 ms).
+    counted = (
+        query if count_limit is None else query.limit(bindparam("count_limit", count_limit + 1, literal_execute=True))
+    )
     total = await session.scalar(select(func.count()).select_from(counted.subquery())) or 0
     if after_id is not None:
         query = query.where(PeriodicTaskDB.id > after_id)
