@@ -10,7 +10,7 @@ also holds the waits for a core), and where the bridge's time goes beyond the ba
   the same three round trips cost with the bare drivers, asyncpg on the loop against psycopg2;
 - the thread hop (`run_coroutine_threadsafe`) and what `async_to_sync` adds to it (its
   executor, the context copied to the loop and back; the context copy timed alone too);
-- a session made and closed with no statement, async (in the bridge's one greenlet) and sync;
+- a session made and closed with no statement, async (through `async_to_sync`, as a task's) and sync;
 - SQLAlchemy's compile cache: whether both ways hit it, and what a statement costs uncached;
 - the steps of the bridge itself: hop, + session, + query, + commit, then run_service's own
   bookkeeping (retries, the time-limit guard, context variables).
@@ -41,7 +41,6 @@ from erp.core.bridge import run_service, shutdown_bridge
 from erp.core.config import get_settings
 from erp.core.db import create_async_db_engine, create_sync_engine
 from erp.core.preflight import ensure_database
-from erp.core.service_greenlet import run_in_one_greenlet
 from scripts.benchmarks.common import use_benchmark_environment
 
 QUERY = text("SELECT 1")
@@ -177,12 +176,6 @@ def run(tasks: int, rounds: int, results: Any) -> None:
         await session.close()
         return value
 
-    def in_one_greenlet(coroutine_function: Callable[[], Coroutine[Any, Any, int]]) -> Callable[[], int]:
-        async def wrapped() -> int:
-            return await run_in_one_greenlet(coroutine_function())
-
-        return async_to_sync(wrapped)
-
     def on_loop(coroutine_function: Callable[[], Coroutine[Any, Any, int]]) -> Callable[[], int]:
         return lambda: asyncio.run_coroutine_threadsafe(coroutine_function(), process_loop.loop).result()
 
@@ -211,9 +204,9 @@ def run(tasks: int, rounds: int, results: Any) -> None:
         "hop_threadsafe": on_loop(nothing),
         "hop_async_to_sync": async_to_sync(nothing),
         "context_copy": context_copy,
-        "session_only": in_one_greenlet(session_only),
-        "query_only": in_one_greenlet(query_only),
-        "query_and_commit": in_one_greenlet(query_and_commit),
+        "session_only": async_to_sync(session_only),
+        "query_only": async_to_sync(query_only),
+        "query_and_commit": async_to_sync(query_and_commit),
         "sync_session_only": sync_session_only,
         "sync_uncached": sync_task_uncached,
         "bridge_uncached": bridge_task_uncached,
@@ -294,7 +287,7 @@ def main() -> None:
     line("thread hop (run_coroutine_threadsafe)", us("hop_threadsafe"), cpu("hop_threadsafe"))
     difference("async_to_sync over that hop (executor, context copy)", ("hop_async_to_sync",), ("hop_threadsafe",))
     line("  of which the context copy and its two restores", us("context_copy"), cpu("context_copy"))
-    difference("session made and closed, async, one greenlet (less the hop)", ("session_only",), ("hop_async_to_sync",))
+    difference("session made and closed, async (less the hop)", ("session_only",), ("hop_async_to_sync",))
     line("session made and closed, sync", us("sync_session_only"), cpu("sync_session_only"))
     cache = "hit" if results["sync_cache_hit"] else "MISSED"
     difference(f"compile cache (both ways {cache}): sync, uncached costs", ("sync_uncached",), ("sync",), " more")
