@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from erp.tasks import db_scheduler
@@ -87,3 +87,59 @@ def test_a_batch_whose_publish_fails_leaves_its_occurrences_planned(scheduler, s
     assert scheduler.publish_due(utcnow()) == HERD - db_scheduler.BATCH_SIZE
     runs = queued_runs("herd-")
     assert len(runs) == len({run["id"] for run in runs}) == HERD
+
+
+# Large enough for the planner's choice in a herd of 50,000 (a join of every due row, then a sort):
+# 40,000 schedules, 20,000 of them due.
+LARGE_HERD = 40_000
+
+
+def test_a_batch_locks_and_reads_its_rows_only_not_every_due_row(scheduler, sync_engine):
+    """Right after a herd fell due, before PostgreSQL has analysed the table again, the planner
+    reckons with a few due rows: the claim must still read the due-time index in order and stop
+    at the batch, not read (and sort) every due row for each batch of the herd."""
+    with sync_engine.begin() as connection:
+        interval_id = connection.execute(
+            text("INSERT INTO interval_schedules (every, period) VALUES (1, 'hours') RETURNING id")
+        ).scalar_one()
+        connection.execute(
+            text(
+                "INSERT INTO periodic_tasks (name, task, interval_id, next_run_at)"
+                " SELECT 'herd-' || n, 'erp.ping', :interval_id, now() + (60 + n % 3600) * interval '1 second'"
+                " FROM generate_series(1, :rows) AS n"
+            ),
+            {"interval_id": interval_id, "rows": LARGE_HERD},
+        )
+        connection.execute(text("ANALYZE periodic_tasks"))  # statistics of a table with nothing due
+        connection.execute(text("UPDATE periodic_tasks SET next_run_at = now() - interval '1 second' WHERE id % 2 = 0"))
+    statements: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    event.listen(scheduler.engine, "before_cursor_execute", record)
+    try:
+        with Session(scheduler.engine) as session, session.begin():
+            claimed = run_ledger.claim_due_rows(session, utcnow(), db_scheduler.BATCH_SIZE)
+            session.rollback()
+    finally:
+        event.remove(scheduler.engine, "before_cursor_execute", record)
+    assert len(claimed) == db_scheduler.BATCH_SIZE
+
+    rows_read = 0
+    with sync_engine.connect() as connection, connection.begin():
+        cursor = connection.connection.driver_connection.cursor()
+        for statement, parameters in statements:
+            if "FOR UPDATE" in statement:
+                cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+                rows_read = max(_rows_read(cursor.fetchone()[0][0]["Plan"]))
+            else:
+                cursor.execute(statement, parameters)
+        connection.rollback()
+    assert rows_read == db_scheduler.BATCH_SIZE, "the locking statement read only the rows of its batch"
+
+
+def _rows_read(plan: dict) -> list[int]:
+    """The rows each scan of periodic_tasks in an EXPLAIN ANALYZE plan produced."""
+    own = [plan["Actual Rows"]] if plan.get("Relation Name") == "periodic_tasks" else []
+    return own + [rows for child in plan.get("Plans", []) for rows in _rows_read(child)]

@@ -296,15 +296,33 @@ def prune(session: Session, now: datetime, keep: timedelta, limit: int) -> int:
 
 
 def claim_due_rows(session: Session, now: datetime, limit: int) -> list[PeriodicTaskDB]:
-    """Lock up to `limit` due periodic_tasks rows, earliest first (skipping those another beat holds)."""
-    return list(
+    """Lock up to `limit` due periodic_tasks rows, earliest first (skipping those another beat
+    holds), and read them with their schedules.
+
+    Locked first, alone and in the order of the due-time index (bitmap scans off for that one
+    statement), then read: right after a herd fell due, before PostgreSQL has analysed the table
+    again, the planner reckons with a few dozen due rows and, locking and joining in one
+    statement, joined and sorted every due row for each batch (240 ms a batch of 500 with 50,000
+    due, the sort on disk; the lock alone in the index's order: 2 ms). Read by a statement of its
+    own, after the locks are held, each row is its latest version, as it stays until commit.
+    """
+    session.execute(text("SET LOCAL enable_bitmapscan = off"))
+    ids = list(
         session.scalars(
-            select(PeriodicTaskDB)
+            select(PeriodicTaskDB.id)
             .where(PeriodicTaskDB.enabled, PeriodicTaskDB.next_run_at <= now)
             .order_by(PeriodicTaskDB.next_run_at)
             .limit(limit)
-            .with_for_update(of=PeriodicTaskDB, skip_locked=True)
-        ).all()
+            .with_for_update(skip_locked=True)
+        )
+    )
+    session.execute(text("SET LOCAL enable_bitmapscan TO DEFAULT"))
+    if not ids:
+        return []
+    return list(
+        session.scalars(
+            select(PeriodicTaskDB).where(PeriodicTaskDB.id.in_(ids)).order_by(PeriodicTaskDB.next_run_at)
+        ).unique()
     )
 
 
