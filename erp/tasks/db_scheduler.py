@@ -284,7 +284,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         """Plan up to BATCH_SIZE due rows; returns runs planned, rows claimed, and the due
         occurrences recorded, with their messages (built while the rows are in hand).
         `before_commit` waits for the previous batch's publishing."""
-        with Session(self.engine) as session, session.begin():
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
             tasks = run_ledger.claim_due_rows(session, now, BATCH_SIZE)
             if not tasks:
                 return 0, 0, []
