@@ -1,10 +1,12 @@
 """Publishing many task messages in one Redis round trip: how beat sends its runs.
 
 kombu publishes one message per round trip (plus its own per-publish work), so a burst of
-10,000 due runs costs 10,000 round trips. `BatchPublisher.publish` builds each message with
-Celery's own `amqp.as_task_v2` (the message `send_task` would write) and writes them all, with
-their task-sent events, in one pipeline. It fires Celery's `before_task_publish` and
-`after_task_publish` signals as `send_task` does.
+10,000 due runs costs 10,000 round trips. `BatchPublisher.publish` builds the messages with
+Celery's own `amqp.as_task_v2` (the message `send_task` would write), once per task name,
+arguments and expiry, filling in each message's id, and writes them all, one LPUSH per queue,
+with their task-sent events, in one pipeline. It fires Celery's `before_task_publish` and
+`after_task_publish` signals as `send_task` does (tests/integration/test_batch_publisher.py
+compares its messages with kombu's).
 
 It covers the common case: a message that goes straight to its queue (a direct queue, not
 both an exchange and a routing key set), at priority 0, JSON, uncompressed. Any other message
@@ -173,7 +175,11 @@ class BatchPublisher:
         """The message of `task` as `amqp.as_task_v2` writes it, but for its id: made once per
         task name, arguments and expiry within one `publish` (whose `now` the expiry counts
         from), since a herd's messages differ in their ids and headers only. Building each
-        anew (the arguments' repr and JSON, the body's base64) was over a third of a herd's time."""
+        anew (the arguments' repr and JSON, the body's base64) was over a third of a herd's time.
+
+        Each message gets its own headers and properties, which a `before_task_publish`
+        receiver may change (erp's own stamps `published_at`); the body, serialized once, and
+        the values nested in the headers are the template's, shared by its messages."""
         payload = dumps((task.args, task.kwargs))
         key = (task.task_name, payload, task.expires_seconds)
         if key not in templates:
