@@ -23,6 +23,7 @@ import base64
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from celery.events import Event
@@ -75,9 +76,37 @@ def envelope(
     payload = dumps(body).encode()
     if compression:
         payload, headers["compression"] = compress(payload, compression)
+    return envelope_of_payload(
+        base64.b64encode(payload).decode(),
+        headers,
+        properties,
+        exchange=exchange,
+        routing_key=routing_key,
+        delivery_mode=delivery_mode,
+        priority=priority,
+    )
+
+
+def encoded_body(body: Any) -> str:
+    """A body serialized and base64-encoded, uncompressed, as `envelope` stores it: made once
+    for many messages with the same body (`envelope_of_payload`)."""
+    return base64.b64encode(dumps(body).encode()).decode()
+
+
+def envelope_of_payload(
+    payload: str,
+    headers: dict[str, Any],
+    properties: dict[str, Any],
+    *,
+    exchange: str,
+    routing_key: str,
+    delivery_mode: int,
+    priority: int = 0,
+) -> str:
+    """`envelope` around a body already serialized and encoded (`encoded_body`)."""
     message: str = dumps(
         {
-            "body": base64.b64encode(payload).decode(),
+            "body": payload,
             "content-encoding": "utf-8",
             "content-type": CONTENT_TYPE,
             "headers": headers,
@@ -104,12 +133,34 @@ def event_channel(db: int, routing_key: str) -> str:
     return f"/{db}.{EVENT_EXCHANGE}/{routing_key}"
 
 
-def task_sent_event(fields: dict[str, Any], clock: int) -> str:
+@dataclass(frozen=True)
+class EventSource:
+    """Who sends an event, as Celery's event dispatcher names it: found once for a batch of
+    events (found anew for each, the host's name and the zone's offset were 3 % of a herd's time)."""
+
+    hostname: str
+    utcoffset: int
+    pid: int
+
+    @classmethod
+    def here(cls) -> EventSource:
+        # What Celery's own event dispatcher calls this process.
+        return cls(anon_nodename(), utcoffset(), os.getpid())
+
+
+def task_sent_event(fields: dict[str, Any], clock: int, source: EventSource | None = None) -> str:
     """A task-sent event as Celery's event dispatcher publishes it (Flower, `celery events`)."""
-    hostname = anon_nodename()  # what Celery's own event dispatcher calls this process
-    event = Event("task-sent", hostname=hostname, utcoffset=utcoffset(), pid=os.getpid(), clock=clock, **fields)
+    source = source or EventSource.here()
+    event = Event(
+        "task-sent", hostname=source.hostname, utcoffset=source.utcoffset, pid=source.pid, clock=clock, **fields
+    )
     return envelope(
-        event, {"hostname": hostname}, {}, exchange=EVENT_EXCHANGE, routing_key="task.sent", delivery_mode=TRANSIENT
+        event,
+        {"hostname": source.hostname},
+        {},
+        exchange=EVENT_EXCHANGE,
+        routing_key="task.sent",
+        delivery_mode=TRANSIENT,
     )
 
 

@@ -9,9 +9,10 @@ How a tick works (all in `tick`):
    First, so that the marker telling Redis lost its data is there before the first message.
 3. Plan: due rows are claimed with `SELECT ... FOR UPDATE SKIP LOCKED` in batches; for each, its
    occurrences go into the run ledger (planned, held or skipped with a reason) and the row is
-   advanced, in one short transaction per batch with no Redis in it; each batch's due
-   occurrences are published before the next batch is planned (a herd's first message leaves
-   at once). A second beat skips the locked rows. Redis away stops publishing, not planning.
+   advanced, in one short transaction per batch with no Redis in it. A batch's due occurrences
+   are published from its rows in hand, on a thread of their own while the next batch is
+   planned and before it commits (a herd's first message leaves at once; beat.background_sender).
+   A second beat skips the locked rows. Redis away stops publishing, not planning.
 4. Publish: planned occurrences whose time has come are locked, published in one Redis round
    trip per batch (erp.core.batch_publisher) and marked sent, in one transaction per batch. A
    beat that dies at any point leaves planned occurrences that the next tick of any beat
@@ -42,11 +43,14 @@ what the broker lost (recovery); and the message (periodic_messages).
 
 from __future__ import annotations
 
+import functools
+import gc
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,19 +61,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from erp.core.batch_publisher import BatchPublisher, OutgoingTask
+from erp.core.batch_publisher import BatchPublisher
 from erp.core.broker_wire import BROKER_ERRORS
 from erp.core.config import get_settings
 from erp.core.db import create_sync_engine, stall_limits
 from erp.core.errors import error_text
-from erp.tasks.beat import broken_rows, recovery, run_ledger
+from erp.tasks.beat import broken_rows, recovery, run_ledger, run_messages
+from erp.tasks.beat.background_sender import BackgroundSender
 from erp.tasks.beat.change_listener import ChangeListener
 from erp.tasks.beat.config_entries import sync_config_entries
 from erp.tasks.beat.heartbeat import Heartbeat
+from erp.tasks.beat.run_messages import ReadyRun
 from erp.tasks.beat.run_planning import plan_row
 from erp.tasks.beat.takeovers import Takeovers
 from erp.tasks.calendar import schedules
-from erp.tasks.periodic_messages import outgoing_run
 from erp.tasks.scheduler_models import BrokenScheduleError, PeriodicTaskDB, compute_next_run_at
 
 logger = logging.getLogger(__name__)
@@ -107,6 +112,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self._listener: ChangeListener | None = None
         self._redis: redis.Redis | None = None
         self._publisher: BatchPublisher | None = None
+        self._sender = BackgroundSender()  # starts its thread when it first publishes
         self._heartbeat = Heartbeat(self.instance)
         self._config_synced = False
         self._consecutive_failures = 0
@@ -128,10 +134,11 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def setup_schedule(self) -> None:
         settings = get_settings()
         self._engine = create_sync_engine(
-            # The pid tells two beats apart in pg_stat_activity.
+            # The pid tells two beats apart in pg_stat_activity. Connections: the change
+            # listener's, the tick's and the background sender's.
             f"erp-beat:{os.getpid()}",
             pool_pre_ping=True,
-            pool_size=2,
+            pool_size=3,
             max_overflow=0,
             connect_args=stall_limits(settings.CELERY_BEAT_STALL_TIMEOUT_SECONDS),
         )
@@ -139,6 +146,9 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self._publisher = BatchPublisher(self.app, self._redis)
         self._recovery = recovery.Recovery(self.app, self._redis, recovery.RecoveryLimits.from_settings(settings))
         self._listener = ChangeListener(self._engine)
+        # What is loaded by now lives as long as beat: frozen out of the collector's sight, a herd's
+        # many short-lived objects no longer make it walk all of it again (a tenth of a herd's time).
+        gc.freeze()
 
     @property
     def engine(self) -> Engine:
@@ -167,6 +177,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         pass
 
     def close(self) -> None:
+        self._sender.close()
         if self._listener is not None:
             self._listener.close()
         if self._engine is not None:
@@ -249,36 +260,34 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         return self.publish_due(now)
 
     def plan_due(self, now: datetime, *, publish: bool = False) -> int:
-        """Record the occurrences of every due row and advance the rows; returns runs planned.
-        With `publish`, each batch's due occurrences are published before the next is planned;
-        Redis failing stops that, not the planning, and its error is raised at the end."""
+        """Record the occurrences of every due row and advance the rows; returns runs planned. With
+        `publish`, a batch's due occurrences are published while the next is planned, before it is
+        committed; Redis failing stops that, not the planning, and its error is raised at the end."""
         planned_total = 0
-        broker_error: Exception | None = None
-        while True:
-            planned, claimed = self._plan_batch(now)
-            planned_total += planned
-            if publish and planned and broker_error is None:
-                try:
-                    self._publish_batch(now)
-                except BROKER_ERRORS as error:
-                    broker_error = error
-            if claimed < BATCH_SIZE:
-                break
-        if broker_error is not None:
-            raise broker_error
+        sender = self._sender
+        sender.broker_error = None
+        try:
+            while True:
+                planned, claimed, ready = self._plan_batch(now, before_commit=sender.wait)
+                planned_total += planned
+                if publish and ready and sender.broker_error is None:
+                    sender.send(functools.partial(self._publish_ready, now, ready))
+                if claimed < BATCH_SIZE:
+                    break
+        finally:
+            sender.wait()
+        if sender.broker_error is not None:
+            raise sender.broker_error
         return planned_total
 
-    def _plan_batch(self, now: datetime) -> tuple[int, int]:
-        with Session(self.engine) as session, session.begin():
-            tasks = session.scalars(
-                select(PeriodicTaskDB)
-                .where(PeriodicTaskDB.enabled, PeriodicTaskDB.next_run_at <= now)
-                .order_by(PeriodicTaskDB.next_run_at)
-                .limit(BATCH_SIZE)
-                .with_for_update(of=PeriodicTaskDB, skip_locked=True)
-            ).all()
+    def _plan_batch(self, now: datetime, before_commit: Callable[[], None]) -> tuple[int, int, list[ReadyRun]]:
+        """Plan up to BATCH_SIZE due rows; returns runs planned, rows claimed, and the due
+        occurrences recorded, with their messages (built while the rows are in hand).
+        `before_commit` waits for the previous batch's publishing."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            tasks = run_ledger.claim_due_rows(session, now, BATCH_SIZE)
             if not tasks:
-                return 0, 0
+                return 0, 0, []
             self._takeovers.note_rows(session, tasks, now)
             busy, held = run_ledger.busy_tasks(session, [task.id for task in tasks if task.overlap_policy != "allow"])
             planned = [
@@ -293,15 +302,23 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 )
                 for task in tasks
             ]
-            run_ledger.record_occurrences(
-                session, [occurrence for _, occurrences in planned for occurrence in occurrences], now
-            )
+            occurrences = [occurrence for _, occurrences in planned for occurrence in occurrences]
+            recorded = run_ledger.record_occurrences(session, occurrences, now)
+            ready = run_messages.just_planned(tasks, occurrences, recorded, now)
             updates = [update for update, _ in planned]
             for task, update in zip(tasks, updates, strict=True):
                 if not update.enabled and (update.disabled_reason or "").startswith("broken"):
                     broken_rows.alert_stopped(session, task, update.disabled_reason or "")
             run_ledger.advance_rows(session, now, updates)
-        return sum(update.runs_sent for update in updates), len(tasks)
+            before_commit()
+        return sum(update.runs_sent for update in updates), len(tasks), ready
+
+    def _publish_ready(self, now: datetime, ready: list[ReadyRun]) -> None:
+        """Publish what this beat has just planned, claimed and marked sent in one statement."""
+        with Session(self.engine) as session, session.begin():
+            claimed = run_ledger.mark_sending(session, [run.run_id for run in ready], now)
+            self.publisher.publish([run.message for run in ready if run.run_id in claimed], now=now)
+        self._heartbeat.count_sent(len(claimed))
 
     def publish_due(self, now: datetime) -> int:
         """Publish planned occurrences that are due, a batch per Redis round trip."""
@@ -317,28 +334,11 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         with Session(self.engine) as session, session.begin():
             due = run_ledger.claim_due_runs(session, now, PUBLISH_BATCH)
             self._takeovers.note_runs(session, due, now)
-            gone = [run.run_id for run in due if run.task is None]
-            messages: list[OutgoingTask] = []
-            sent: list[int] = []
-            for run in due:
-                if run.task is None:
-                    continue
-                try:
-                    messages.append(outgoing_run(run.task, run_id=run.message_id, scheduled_at=run.scheduled_at))
-                    sent.append(run.run_id)
-                except Exception as error:  # its row turned unusable since it was planned
-                    logger.exception(
-                        "beat: a run of %r could not be built", run.task.name, extra={"action": "row_failed"}
-                    )
-                    gone.append(run.run_id)
-                    broken_rows.disable(
-                        session,
-                        run.task,
-                        f"broken: its message could not be built: {type(error).__name__}: {error}",
-                    )
-            self.publisher.publish(messages, now=now)
+            built = run_messages.read_back(session, due)
+            sent = [run.run_id for run in built.ready]
+            self.publisher.publish([run.message for run in built.ready], now=now)
             run_ledger.mark_sent(session, sent, now)
-            run_ledger.mark_revoked(session, gone, now)
+            run_ledger.mark_revoked(session, built.gone, now)
         self._heartbeat.count_sent(len(sent))
         return len(sent), len(due)
 

@@ -8,7 +8,8 @@ databases 14 and 15.
 `--herds`: a thundering herd, N schedules of which H share one slot, beat (or two beats)
 already running and idle: the lateness of the messages (when the queue first held the k-th
 message, minus the slot) at the first, p50, p99 and last, against the time one process takes to
-send H messages with plain kombu `send_task` (the target: the last within half of it).
+send H messages with plain kombu `send_task`, measured just before and after each herd (the
+target: the last within half of it).
 """
 
 from __future__ import annotations
@@ -285,25 +286,34 @@ def measure_herd(rows: int, herd: int, beats: int) -> dict:
 
 
 def herds(spec: str, beats: int) -> None:
-    """The herd scenarios of `spec` ("10000/5000,100000/50000"), each with 1..`beats` beats."""
+    """The herd scenarios of `spec` ("10000/5000,100000/50000"), each with 1..`beats` beats.
+
+    The machine's speed drifts from minute to minute: the baseline is measured just before and
+    just after each herd, and the herd compared with the mean of the two.
+    """
     broker().flushdb()
-    raw_rate = raw_send_rate(BURST)
-    print(f"raw send_task rate, one process: {raw_rate:,.0f} messages/s (baseline)")
     print(
         f"{'schedules':>10} {'herd':>7} {'beats':>5} {'first':>7} {'p50':>7} {'p99':>7} {'last':>7}"
-        f" {'raw sends all':>13} {'last / raw':>10}"
+        f" {'raw before':>10} {'raw after':>9} {'raw sends all':>13} {'last / raw':>10}"
     )
     for pair in spec.split(","):
         rows, herd = (int(value) for value in pair.split("/"))
         for count in range(1, beats + 1):
+            raw_before = raw_send_rate(BURST)
             result = measure_herd(rows, herd, count)
-            raw_seconds = herd / raw_rate
+            raw_after = raw_send_rate(BURST)
+            raw_seconds = herd / ((raw_before + raw_after) / 2)
             print(
                 f"{rows:>10,} {herd:>7,} {count:>5} {result['first']:>6.2f}s {result['p50']:>6.2f}s"
-                f" {result['p99']:>6.2f}s {result['last']:>6.2f}s {raw_seconds:>12.2f}s"
-                f" {result['last'] / raw_seconds:>10.2f}" + (f"  {result['extra']} extra!" if result["extra"] else ""),
+                f" {result['p99']:>6.2f}s {result['last']:>6.2f}s {raw_before:>8,.0f}/s {raw_after:>7,.0f}/s"
+                f" {raw_seconds:>12.2f}s {result['last'] / raw_seconds:>10.2f}"
+                + (f"  {result['extra']} extra!" if result["extra"] else ""),
                 flush=True,
             )
+    print(
+        "raw: plain kombu send_task of 10,000 messages from one process, just before and after each herd;"
+        " raw sends all: the herd's size at their mean rate"
+    )
     print("targets: first within 0.5 s of the slot; last / raw <= 0.5 (the herd twice as fast as plain kombu)")
 
 

@@ -29,12 +29,17 @@ _RECORD = text(
         CAST(:states AS text[]), CAST(:reasons AS text[])
     )
     ON CONFLICT (periodic_task_id, scheduled_at) DO NOTHING
+    RETURNING id, periodic_task_id, scheduled_at
     """
 )
 
 
-def record_occurrences(session: Session, occurrences: Sequence[Occurrence], planned_at: datetime) -> None:
+def record_occurrences(
+    session: Session, occurrences: Sequence[Occurrence], planned_at: datetime
+) -> dict[tuple[int, datetime], int]:
     """Insert the occurrences; one already in the ledger (same task and slot) is left as it is.
+    Returns the ids of those inserted, by (periodic task id, scheduled time): the ones this
+    call recorded, which its caller may publish at once (`mark_sending`).
 
     `planned_at` is the moment beat planned them for (its tick's `now`, the moment the misfire
     grace and the overlap policy were judged at), not when the insert ran.
@@ -44,8 +49,8 @@ def record_occurrences(session: Session, occurrences: Sequence[Occurrence], plan
     insert itself.
     """
     if not occurrences:
-        return
-    session.execute(
+        return {}
+    inserted = session.execute(
         _RECORD,
         {
             "task_ids": [occurrence.periodic_task_id for occurrence in occurrences],
@@ -59,7 +64,8 @@ def record_occurrences(session: Session, occurrences: Sequence[Occurrence], plan
             "reasons": [occurrence.skip_reason for occurrence in occurrences],
             "planned_at": planned_at,
         },
-    )
+    ).all()
+    return {(row.periodic_task_id, row.scheduled_at): row.id for row in inserted}
 
 
 def busy_tasks(session: Session, periodic_task_ids: Sequence[int]) -> tuple[set[int], set[int]]:
@@ -117,6 +123,32 @@ def mark_sent(session: Session, run_ids: Sequence[int], now: datetime) -> None:
             ),
             {"now": now, "ids": list(run_ids)},
         )
+
+
+_MARK_SENDING = text(
+    """
+    UPDATE periodic_task_runs SET state = 'sent', sent_at = :now, publish_count = publish_count + 1
+    WHERE id IN (
+        SELECT id FROM periodic_task_runs WHERE id = ANY(:ids) AND state = 'planned' FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id
+    """
+)
+
+
+def mark_sending(session: Session, run_ids: Sequence[int], now: datetime) -> set[int]:
+    """Of these occurrences, lock those still planned and not held by another beat, mark them
+    sent, and return their ids: claim and mark in one round trip, for occurrences whose message
+    the caller has built already (those it has just planned).
+
+    Marked before they are published, in the transaction that publishes them: Redis failing
+    rolls the mark back, and a beat dying after publishing, before its commit, leaves them
+    planned, sent again by the next tick (the worker drops the duplicate), as with
+    `claim_due_runs` and `mark_sent`.
+    """
+    if not run_ids:
+        return set()
+    return set(session.execute(_MARK_SENDING, {"now": now, "ids": list(run_ids)}).scalars())
 
 
 def mark_revoked(session: Session, run_ids: Sequence[int], now: datetime) -> None:
@@ -261,6 +293,37 @@ def prune(session: Session, now: datetime, keep: timedelta, limit: int) -> int:
         {"before": now - keep, "limit": limit},
     )
     return int(removed)
+
+
+def claim_due_rows(session: Session, now: datetime, limit: int) -> list[PeriodicTaskDB]:
+    """Lock up to `limit` due periodic_tasks rows, earliest first (skipping those another beat
+    holds), and read them with their schedules.
+
+    Locked first, alone and in the order of the due-time index (bitmap scans off for that one
+    statement), then read: right after a herd fell due, before PostgreSQL has analysed the table
+    again, the planner reckons with a few dozen due rows and, locking and joining in one
+    statement, joined and sorted every due row for each batch (240 ms a batch of 500 with 50,000
+    due, the sort on disk; the lock alone in the index's order: 2 ms). Read by a statement of its
+    own, after the locks are held, each row is its latest version, as it stays until commit.
+    """
+    session.execute(text("SET LOCAL enable_bitmapscan = off"))
+    ids = list(
+        session.scalars(
+            select(PeriodicTaskDB.id)
+            .where(PeriodicTaskDB.enabled, PeriodicTaskDB.next_run_at <= now)
+            .order_by(PeriodicTaskDB.next_run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    session.execute(text("SET LOCAL enable_bitmapscan TO DEFAULT"))
+    if not ids:
+        return []
+    return list(
+        session.scalars(
+            select(PeriodicTaskDB).where(PeriodicTaskDB.id.in_(ids)).order_by(PeriodicTaskDB.next_run_at)
+        ).unique()
+    )
 
 
 def advance_rows(session: Session, now: datetime, updates: Sequence[RowUpdate]) -> None:

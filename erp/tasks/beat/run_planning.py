@@ -9,6 +9,7 @@ readable reason. Whatever one row raises is caught here, so one row cannot stop 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,8 +36,9 @@ class Occurrence:
     skip_reason: SkipReason | None = None
     origin: RunOrigin = "schedule"
 
-    @property
+    @functools.cached_property
     def message_id(self) -> str:
+        # Cached: the ledger's row and the message both need it, and it is a uuid5 of a formatted time.
         return periodic_run_id(self.periodic_task_id, self.scheduled_at)
 
 
