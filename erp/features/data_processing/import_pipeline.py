@@ -18,8 +18,11 @@ session's connection is busy with the write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
-from collections.abc import Coroutine
+import threading
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,6 +101,43 @@ async def import_sales_orders(
     import_id: int, *, session: AsyncSession, progress: Progress = no_progress
 ) -> dict[str, Any]:
     """Import the uploaded CSV of `import_id`, resuming after its last committed chunk."""
+    with fewer_collections():
+        return await _import_sales_orders(import_id, session=session, progress=progress)
+
+
+# The cyclic garbage collector's first threshold while an import runs (Python's default: 700).
+IMPORT_GC_THRESHOLD = 50_000
+_collections_lock = threading.Lock()
+_imports_running = 0
+_threshold_before: tuple[int, int, int] = gc.get_threshold()
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """The garbage collector runs less often while imports run, and as before once none does.
+
+    Why: an import makes several objects per row and keeps a chunk's (thousands of rows) alive
+    until it is written, so at the default threshold the collector ran every 700 of them and
+    walked the chunk again and again, and, as the survivors piled up, the worker's whole heap:
+    a quarter of the import's Python time. Its rows hold no reference cycles (reference
+    counting frees them), so collecting less often costs no memory that grows with the file.
+    """
+    global _imports_running, _threshold_before
+    with _collections_lock:
+        if _imports_running == 0:
+            _threshold_before = gc.get_threshold()
+            gc.set_threshold(max(IMPORT_GC_THRESHOLD, _threshold_before[0]), *_threshold_before[1:])
+        _imports_running += 1
+    try:
+        yield
+    finally:
+        with _collections_lock:
+            _imports_running -= 1
+            if _imports_running == 0:
+                gc.set_threshold(*_threshold_before)
+
+
+async def _import_sales_orders(import_id: int, *, session: AsyncSession, progress: Progress) -> dict[str, Any]:
     data_import = await session.get(DataImportDB, import_id, with_for_update=True)
     if data_import is None:
         raise ImportNotFound(f"data import {import_id} does not exist")
