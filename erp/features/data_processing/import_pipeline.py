@@ -2,9 +2,10 @@
 
 Parse and check the rows (erp.features.data_processing.parsing), then write them in ONE
 transaction per chunk of about DATA_IMPORT_CHUNK_ROWS rows (erp.features.data_processing
-.chunk_writes): the orders (`ON CONFLICT (organization_id, order_number) DO NOTHING`, so an
-order already present is skipped: importing the same file again adds nothing), the lines of
-the orders just inserted, the failed rows, and the import's counters with `resume_after_line`.
+.chunk_writes): the orders and their lines (with `COPY`; a chunk holding an order already
+present is written instead with `ON CONFLICT (organization_id, order_number) DO NOTHING`, so
+that order is skipped: importing the same file again adds nothing), the failed rows, and the
+import's counters with `resume_after_line`.
 An order and its lines are never split across transactions. If the worker dies, the
 redelivered task re-reads the file, skips every record up to `resume_after_line` and goes on:
 no duplicate, nothing lost.

@@ -1,0 +1,34 @@
+"""The garbage collector's threshold while imports run (pure logic, no database)."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from erp.features.data_processing.import_pipeline import IMPORT_GC_THRESHOLD, fewer_collections
+
+
+@pytest.fixture
+def default_threshold():
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.set_threshold(*before)
+
+
+def test_the_threshold_is_raised_while_imports_run_and_put_back_when_the_last_ends(default_threshold):
+    """Two imports overlapping in one process (the threads pool): the first to end leaves the
+    threshold raised for the other; the last puts back what was there before the first."""
+    with fewer_collections():
+        assert gc.get_threshold() == (IMPORT_GC_THRESHOLD, 10, 10)
+        with fewer_collections():
+            assert gc.get_threshold() == (IMPORT_GC_THRESHOLD, 10, 10)
+        assert gc.get_threshold() == (IMPORT_GC_THRESHOLD, 10, 10)
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_the_threshold_is_put_back_when_an_import_raises(default_threshold):
+    with pytest.raises(RuntimeError), fewer_collections():
+        raise RuntimeError("the import failed")
+    assert gc.get_threshold() == (700, 10, 10)
