@@ -19,13 +19,17 @@ def default_threshold():
 
 def test_the_threshold_is_raised_while_imports_run_and_put_back_when_the_last_ends(default_threshold):
     """Two imports overlapping in one process (the threads pool): the first to end leaves the
-    threshold raised for the other; the last puts back what was there before the first."""
+    threshold raised and the heap frozen for the other; the last puts back what was there
+    before the first."""
     with fewer_collections():
         assert gc.get_threshold() == (IMPORT_GC_THRESHOLD, 10, 10)
+        assert gc.get_freeze_count() > 0
         with fewer_collections():
             assert gc.get_threshold() == (IMPORT_GC_THRESHOLD, 10, 10)
         assert gc.get_threshold() == (IMPORT_GC_THRESHOLD, 10, 10)
+        assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == (700, 10, 10)
+    assert gc.get_freeze_count() == 0
 
 
 def test_the_threshold_is_put_back_when_an_import_raises(default_threshold):
