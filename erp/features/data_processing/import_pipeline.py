@@ -119,18 +119,24 @@ _threshold_before: tuple[int, int, int] = gc.get_threshold()
 @contextlib.contextmanager
 def fewer_collections() -> Iterator[None]:
     """While imports run, the garbage collector leaves alone the objects that were there before
-    (`gc.freeze`) and runs less often; as before once none runs.
+    (`gc.freeze`) and runs less often; its threshold as before once none runs.
 
     Why: an import makes several objects per row and keeps a chunk's (thousands of rows) alive
     until it is written, so the collector ran every 700 allocations, walked the chunk again and
     again and, as survivors piled up, the worker's whole heap (its modules, SQLAlchemy's and
     Celery's objects): a quarter of the import's Python time, more the larger the file. Frozen,
     that heap is not walked; the import's own garbage is still collected.
+
+    Nothing is unfrozen afterwards: `gc.unfreeze()` would also hand back to the collector what
+    the worker froze before forking this child (erp.core.worker_hooks.freeze_before_fork), and
+    what was alive when the import began is the worker's own long-lived state. Its garbage is
+    collected first, so none is kept frozen.
     """
     global _imports_running, _threshold_before
     with _collections_lock:
         if _imports_running == 0:
             _threshold_before = gc.get_threshold()
+            gc.collect()
             gc.freeze()
             gc.set_threshold(max(IMPORT_GC_THRESHOLD, _threshold_before[0]), *_threshold_before[1:])
         _imports_running += 1
@@ -141,7 +147,6 @@ def fewer_collections() -> Iterator[None]:
             _imports_running -= 1
             if _imports_running == 0:
                 gc.set_threshold(*_threshold_before)
-                gc.unfreeze()
 
 
 async def _import_sales_orders(import_id: int, *, session: AsyncSession, progress: Progress) -> dict[str, Any]:
