@@ -7,6 +7,7 @@ import csv
 import io
 import threading
 import time
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
@@ -172,6 +173,40 @@ def test_control_characters_fail_their_row_and_the_rest_is_imported(api_client, 
     assert report.status_code == 202, report.text
     status = finished_task(api_client, member.headers, report.json()["status_url"])
     assert status["state"] == "SUCCESS", status
+
+
+def test_texts_holding_copys_special_characters_are_stored_as_written(
+    api_client, in_process_worker, users, sync_engine
+):
+    """The chunks go in with COPY's text format, where a backslash, tab, line feed or carriage
+    return is special (`\\N` is NULL, `\\.` ends the data): each is stored as the file wrote it."""
+    member, _ = users
+    texts = {
+        "COPY-1": ("Back\\slash \\N", "Tab\there"),
+        "COPY-2": ("Line\nfeed", "Carriage\r\nreturn"),
+        "COPY-3": ('Quote " and, comma', "\\."),
+        "COPY-4": ("Ünïcödé ☃", "a\n\\.\nb"),
+    }
+    rows = list(sales_csv.good_rows(300, seed=5))
+    for number, (customer, product) in texts.items():
+        rows.append([number, "2026-05-01", customer, "EUR", product, "2", "1.50"])
+        rows.append([number, "2026-05-01", customer, "EUR", product + " 2", "1", "0.25"])
+    result = finished_import(api_client, member, upload(api_client, member, sales_csv.csv_bytes(rows)).json())
+    assert (result["status"], result["rows_imported"], result["rows_failed"]) == ("done", 308, 0), result
+    with sync_engine.connect() as connection:
+        stored = connection.execute(
+            text(
+                "SELECT o.order_number, o.customer, l.position, l.product, o.amount FROM sales_orders o"
+                " JOIN sales_order_lines l ON l.order_id = o.id"
+                " WHERE o.organization_id = :o AND o.order_number LIKE 'COPY-%' ORDER BY 1, 3"
+            ),
+            {"o": member.organization_id},
+        ).all()
+    assert [tuple(row) for row in stored] == [
+        (number, customer, position, product + suffix, Decimal("3.25"))
+        for number, (customer, product) in texts.items()
+        for position, suffix in ((1, ""), (2, " 2"))
+    ]
 
 
 def test_rows_of_an_order_apart_from_its_others_fail_in_one_chunk_and_across_chunks(

@@ -1,15 +1,27 @@
 """Writing one chunk of a sales-order import: its orders, their lines, its failed rows and the
-import's counters and resume line, in one statement and one transaction.
+import's counters and resume line, in one transaction.
 
 The import (erp.features.data_processing.import_pipeline) calls `write_chunk` for each chunk,
-one after the other in file order; the statement is why a chunk costs one round trip.
+one after the other in file order. Two ways, the same outcome:
+
+- COPY (`_copy_chunk`), the usual case: the import's row locked if its position is the one
+  expected, ids drawn for the chunk's orders, the orders and their lines sent with PostgreSQL's
+  `COPY` (what the server stores fastest: about a fifth less of its CPU than an `INSERT ... SELECT`
+  of the same rows with `ON CONFLICT`), the failed rows and counters in one last statement.
+  `COPY` has no `ON CONFLICT`: an order already present stops it with a unique violation, and
+  the chunk is rolled back to a savepoint taken before it and written the second way.
+- One statement (`_WRITE_CHUNK`), which skips orders already present (a second import of the
+  same file, another import holding the same numbers, an order whose rows were chunks apart).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
+from operator import attrgetter
 
+import asyncpg
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -155,6 +167,176 @@ async def write_chunk(
     """Write one chunk's outcomes and the import's progress; commit."""
     failures: list[RowFailure] = [failure for batch in chunk.batches for failure in batch.failures]
     orders = _first_groups(chunk, failures)
+    written = await _copy_chunk(data_import, chunk, orders, failures, expected_resume, session) if orders else None
+    if written is None:
+        written = await _write_chunk_statement(data_import, chunk, orders, failures, expected_resume, session)
+    await session.commit()
+    return written
+
+
+# The import's row locked if its position is the expected one (as `guard` in _WRITE_CHUNK), and
+# ids drawn for the chunk's orders, in one round trip; no row back means another run went further.
+_CLAIM_ORDER_IDS = text(
+    """
+    SELECT ARRAY(SELECT nextval('sales_orders_id_seq') FROM generate_series(1, :orders)) AS ids
+    FROM data_imports WHERE id = :import_id AND resume_after_line = :expected_resume
+    FOR UPDATE
+    """
+)
+# After the orders and lines went in by COPY: every order of the chunk is new, so every line of
+# them is imported and none skipped.
+_RECORD_COPIED_CHUNK = text(
+    """
+    WITH new_errors AS (
+        INSERT INTO data_import_errors (import_id, line_number, reason)
+        SELECT :import_id, * FROM unnest(
+            CAST(string_to_array(:failure_lines, chr(31)) AS integer[]), string_to_array(:failure_reasons, chr(31))
+        )
+        ON CONFLICT (import_id, line_number) DO NOTHING
+    )
+    UPDATE data_imports SET
+        resume_after_line = :resume_after_line,
+        rows_read = rows_read + :rows_read,
+        rows_imported = rows_imported + :lines,
+        rows_failed = rows_failed + :failures,
+        orders_imported = orders_imported + :orders
+    WHERE id = :import_id
+    RETURNING resume_after_line, rows_read, rows_imported, rows_skipped, rows_failed
+    """
+)
+_ORDER_COLUMNS = ("id", "organization_id", "order_number", "order_date", "customer", "currency", "amount", "import_id")
+_LINE_COLUMNS = ("order_id", "position", "product", "quantity", "unit_price")
+
+
+async def _copy_chunk(
+    data_import: DataImportDB,
+    chunk: Chunk,
+    orders: list[Order],
+    failures: list[RowFailure],
+    expected_resume: int,
+    session: AsyncSession,
+) -> Written | None:
+    """The chunk written with COPY, or None (nothing of it written) when one of its orders is
+    present already: the caller writes it with `_WRITE_CHUNK`, which skips those.
+
+    The orders go in by order number (bytes, as `new_orders` in _WRITE_CHUNK: Python compares
+    code points, which orders UTF-8 like its bytes), so two imports holding the same numbers
+    wait on each other in one order and never deadlock: the one that waits gets its unique
+    violation once the other commits, and takes the other way.
+    """
+    claimed = (
+        await session.execute(
+            _CLAIM_ORDER_IDS,
+            {"import_id": data_import.id, "expected_resume": expected_resume, "orders": len(orders)},
+        )
+    ).one_or_none()
+    if claimed is None:
+        raise Superseded
+    orders = sorted(orders, key=_ORDER_NUMBER)
+    order_copy, line_copy = _copy_data(data_import, orders, claimed.ids)
+    connection = await session.connection()
+    driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+    # On the driver's connection, in the session's transaction; the ORM needs to know nothing of
+    # it (it holds no objects of these tables). Left open on success: the commit ends it.
+    await driver.execute("SAVEPOINT chunk_copy")
+    try:
+        await driver.copy_to_table("sales_orders", source=io.BytesIO(order_copy), columns=_ORDER_COLUMNS)
+        await driver.copy_to_table("sales_order_lines", source=io.BytesIO(line_copy), columns=_LINE_COLUMNS)
+    except asyncpg.UniqueViolationError:
+        await driver.execute("ROLLBACK TO SAVEPOINT chunk_copy")
+        logger.debug(
+            "data import %s: an order of the chunk is present already; written with ON CONFLICT",
+            data_import.id,
+            extra={"action": "data_import.chunk_conflict", "import_id": data_import.id},
+        )
+        return None
+    lines = sum(len(order.rows) for order in orders)
+    counters = (
+        await session.execute(
+            _RECORD_COPIED_CHUNK,
+            {
+                "import_id": data_import.id,
+                "failure_lines": _column([str(failure.line) for failure in failures]),
+                "failure_reasons": _column([failure.reason for failure in failures]),
+                "resume_after_line": max(batch.through_line for batch in chunk.batches),
+                "rows_read": chunk.rows,
+                "lines": lines,
+                "failures": len(failures),
+                "orders": len(orders),
+            },
+        )
+    ).one()
+    return Written(*counters)
+
+
+_ORDER_NUMBER = attrgetter("order_number")
+
+
+def _copy_data(data_import: DataImportDB, orders: list[Order], ids: list[int]) -> tuple[bytes, bytes]:
+    """The orders and their lines in COPY's text format; `ids` are the orders' ids, in the order
+    of `orders`. Built a column at a time and joined (C code for the whole chunk: about half the
+    time of the csv module's writer, which took a tenth of the import's Python time)."""
+    organization_id, import_id = str(data_import.organization_id), str(data_import.id)
+    order_ids = list(map(str, ids))
+    rows = [row for order in orders for row in order.rows]
+    line_orders = [order_id for order_id, order in zip(order_ids, orders, strict=True) for _ in order.rows]
+    return (
+        _copy_text(
+            (
+                order_ids,
+                [organization_id] * len(orders),
+                [order.order_number for order in orders],
+                [order.order_date for order in orders],
+                [order.customer for order in orders],
+                [order.currency for order in orders],
+                [order.amount for order in orders],
+                [import_id] * len(orders),
+            ),
+            texts=(2, 4),
+        ),
+        _copy_text(
+            (
+                line_orders,
+                [str(position) for order in orders for position in range(1, len(order.rows) + 1)],
+                [row.product for row in rows],
+                [str(row.quantity) for row in rows],
+                [row.unit_price for row in rows],
+            ),
+            texts=(2,),
+        ),
+    )
+
+
+_COPY_SPECIAL = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(columns: tuple[list[str], ...], texts: tuple[int, ...]) -> bytes:
+    """Rows of COPY's text format (tab between fields, a line feed after each row) from columns.
+
+    Only the columns at `texts` may hold a backslash, tab, line feed or carriage return (text
+    from the file; the others are digits and dates): joined as they are, and checked at C speed
+    (the counts of tabs and line feeds, no backslash or CR); escaped only when one of them does.
+    """
+    rows = len(columns[0])
+    data = "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
+    if data.count("\t") != rows * (len(columns) - 1) or data.count("\n") != rows or "\\" in data or "\r" in data:
+        escaped = [
+            [value.translate(_COPY_SPECIAL) for value in column] if index in texts else column
+            for index, column in enumerate(columns)
+        ]
+        data = "\n".join(map("\t".join, zip(*escaped, strict=True))) + "\n"
+    return data.encode()
+
+
+async def _write_chunk_statement(
+    data_import: DataImportDB,
+    chunk: Chunk,
+    orders: list[Order],
+    failures: list[RowFailure],
+    expected_resume: int,
+    session: AsyncSession,
+) -> Written:
+    """The chunk in one statement (`_WRITE_CHUNK`), orders already present skipped."""
     line_orders, positions, products, quantities, unit_prices = _line_columns(orders)
     rows = (
         await session.execute(
@@ -190,7 +372,6 @@ async def write_chunk(
     repeated = {row.repeated_order for row in rows if row.repeated_order is not None}
     if repeated:
         counters = await _fail_repeated_orders(data_import, [o for o in orders if o.order_number in repeated], session)
-    await session.commit()
     return Written(*counters)
 
 

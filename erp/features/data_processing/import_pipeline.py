@@ -2,9 +2,10 @@
 
 Parse and check the rows (erp.features.data_processing.parsing), then write them in ONE
 transaction per chunk of about DATA_IMPORT_CHUNK_ROWS rows (erp.features.data_processing
-.chunk_writes): the orders (`ON CONFLICT (organization_id, order_number) DO NOTHING`, so an
-order already present is skipped: importing the same file again adds nothing), the lines of
-the orders just inserted, the failed rows, and the import's counters with `resume_after_line`.
+.chunk_writes): the orders and their lines (with `COPY`; a chunk holding an order already
+present is written instead with `ON CONFLICT (organization_id, order_number) DO NOTHING`, so
+that order is skipped: importing the same file again adds nothing), the failed rows, and the
+import's counters with `resume_after_line`.
 An order and its lines are never split across transactions. If the worker dies, the
 redelivered task re-reads the file, skips every record up to `resume_after_line` and goes on:
 no duplicate, nothing lost.
@@ -18,8 +19,11 @@ session's connection is busy with the write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
-from collections.abc import Coroutine
+import threading
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,6 +102,54 @@ async def import_sales_orders(
     import_id: int, *, session: AsyncSession, progress: Progress = no_progress
 ) -> dict[str, Any]:
     """Import the uploaded CSV of `import_id`, resuming after its last committed chunk."""
+    with fewer_collections():
+        return await _import_sales_orders(import_id, session=session, progress=progress)
+
+
+# The cyclic garbage collector's first threshold while an import runs (Python's default: 700).
+# Measured at 1,000,000 rows: 700 and 15,000 keep the worker's peak memory where it is at
+# 10,000 rows; 50,000 let it grow by 65 MiB (cyclic garbage promoted and kept until a full
+# collection) for a tenth less CPU.
+IMPORT_GC_THRESHOLD = 15_000
+_collections_lock = threading.Lock()
+_imports_running = 0
+_threshold_before: tuple[int, int, int] = gc.get_threshold()
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """While imports run, the garbage collector leaves alone the objects that were there before
+    (`gc.freeze`) and runs less often; its threshold as before once none runs.
+
+    Why: an import makes several objects per row and keeps a chunk's (thousands of rows) alive
+    until it is written, so the collector ran every 700 allocations, walked the chunk again and
+    again and, as survivors piled up, the worker's whole heap (its modules, SQLAlchemy's and
+    Celery's objects): a quarter of the import's Python time, more the larger the file. Frozen,
+    that heap is not walked; the import's own garbage is still collected.
+
+    Nothing is unfrozen afterwards: `gc.unfreeze()` would also hand back to the collector what
+    the worker froze before forking this child (erp.core.worker_hooks.freeze_before_fork), and
+    what was alive when the import began is the worker's own long-lived state. Its garbage is
+    collected first, so none is kept frozen.
+    """
+    global _imports_running, _threshold_before
+    with _collections_lock:
+        if _imports_running == 0:
+            _threshold_before = gc.get_threshold()
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(max(IMPORT_GC_THRESHOLD, _threshold_before[0]), *_threshold_before[1:])
+        _imports_running += 1
+    try:
+        yield
+    finally:
+        with _collections_lock:
+            _imports_running -= 1
+            if _imports_running == 0:
+                gc.set_threshold(*_threshold_before)
+
+
+async def _import_sales_orders(import_id: int, *, session: AsyncSession, progress: Progress) -> dict[str, Any]:
     data_import = await session.get(DataImportDB, import_id, with_for_update=True)
     if data_import is None:
         raise ImportNotFound(f"data import {import_id} does not exist")

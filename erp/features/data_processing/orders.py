@@ -161,6 +161,19 @@ class OrderAssembler:
                 row = parse_row(record.fields, self._pick, record.first_line)
             except RowProblem as error:
                 problem = str(error)
+            else:
+                # A good row (nearly every row): what the general case below does with it, in
+                # fewer steps, as it runs once per row.
+                pending = self._pending
+                if pending is not None and pending.order_number == row.order_number:
+                    pending.rows.append(row)
+                else:
+                    batch = self._close_pending()
+                    self._pending = _PendingOrder(row.order_number, [row])
+                    if batch is not None:
+                        batch.through_line = self._last_line
+                self._last_line = record.last_line
+                return batch
         number = row.order_number if row is not None else order_number_of(record.fields, self._columns)
         pending = self._pending
         if number is not None and (pending is None or pending.order_number != number):

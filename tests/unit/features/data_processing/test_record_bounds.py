@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from erp.features.data_processing import parsing
 from erp.features.data_processing.parsing import (
     MAX_RECORD_CHARACTERS,
     MAX_RECORD_FIELDS,
@@ -59,3 +60,30 @@ def test_an_overlong_line_is_named_wherever_the_pieces_end():
     other.feed("a\rb\r")
     with pytest.raises(LineTooLong, match=r"^line 4 is longer than 10 characters$"):
         other.feed("\nc\r" + "z" * 11)
+
+
+TEXT_WITH_AND_WITHOUT_QUOTES = (
+    "h1,h2\r\n"
+    "a,b\n\n"
+    "c,d\r"
+    "e," + ",".join("f" * 3 for _ in range(MAX_RECORD_FIELDS)) + "\n"
+    '"quoted\nover lines",x\n'
+    "  ,spaces \r\n" + "ünï,cödé\n" * 50 + "last,line"
+)
+
+
+@pytest.mark.parametrize("piece", [1, 5, 64, 16 * 1024])
+def test_lines_without_quotes_read_without_the_greenlet_give_the_records_it_gives(piece, monkeypatch):
+    """Complete lines with no quote are read by a csv reader over the lines (`_plain_records`);
+    every line number, field and problem is the one the reader in its greenlet gives."""
+    fast = records_of(TEXT_WITH_AND_WITHOUT_QUOTES, piece)
+    monkeypatch.setattr(parsing, "_plain_records", lambda lines, lines_before: None)
+    assert fast == records_of(TEXT_WITH_AND_WITHOUT_QUOTES, piece)
+    assert fast[:4] == [
+        (1, 1, ["h1", "h2"], None),
+        (2, 2, ["a", "b"], None),
+        (4, 4, ["c", "d"], None),
+        (5, 5, None, f"the record has more than {MAX_RECORD_FIELDS} fields"),
+    ]
+    assert fast[4:6] == [(6, 7, ["quoted\nover lines", "x"], None), (8, 8, ["  ", "spaces "], None)]
+    assert fast[-1] == (59, 59, ["last", "line"], None)
