@@ -334,7 +334,8 @@ class PeriodicTaskRunDB(Base):
             "scheduled_at",
             postgresql_where=text(f"state IN {UNFINISHED_STATES}"),
         ),
-        Index("ix_periodic_task_runs_scheduled_at", "scheduled_at"),
+        # The ledger's pages: newest slot first, the run id breaking ties (alembic 0009).
+        Index("ix_periodic_task_runs_scheduled_at_id", "scheduled_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
