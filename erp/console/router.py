@@ -21,7 +21,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 
 from erp.accounts.service import AuthenticationError
-from erp.console import editing, views
+from erp.console import editing, markup, views
 from erp.console import session as sessions
 from erp.console.session import BadForm, ConsoleUser, Form, Refused, SignInRequired
 from erp.core.db import web_session_factory
@@ -97,30 +97,6 @@ def static_url(name: str) -> str:
     return f"/console/static/{static_version()}/{name}"
 
 
-def _utc(moment: datetime | None) -> str:
-    return "" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-
-
-def _in_zone(moment: datetime | None, zone: tzinfo) -> str:
-    if moment is None:
-        return ""
-    local = moment.astimezone(zone)
-    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or ''}".strip()
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return ""
-    if abs(value) < 10:
-        return f"{value:.2f} s"
-    if abs(value) < 120:
-        return f"{value:.0f} s"
-    minutes, seconds = divmod(round(value), 60)
-    if minutes < 120:
-        return f"{minutes} min {seconds} s"
-    return f"{minutes // 60} h {minutes % 60} min"
-
-
 @functools.cache
 def templates() -> Jinja2Templates:
     """The console's templates: autoescaped (every value is escaped unless marked safe by the
@@ -134,10 +110,8 @@ def templates() -> Jinja2Templates:
     )
     environment.globals["static_url"] = static_url
     environment.globals["minute_link"] = views.minute_link
-    environment.filters["utc"] = _utc
-    environment.filters["in_zone"] = _in_zone
-    environment.filters["seconds"] = _seconds
-    environment.filters["iso"] = lambda moment: "" if moment is None else moment.astimezone(UTC).isoformat()
+    environment.globals.update(markup.GLOBALS)
+    environment.filters.update(markup.FILTERS)
     return Jinja2Templates(env=environment)
 
 
