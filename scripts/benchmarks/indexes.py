@@ -33,6 +33,7 @@ from alembic.config import Config  # noqa: E402
 
 from scripts.benchmarks.beat import REPO_ROOT, connect, recreate_database  # noqa: E402
 from scripts.benchmarks.common import use_benchmark_environment  # noqa: E402
+from tests.support.recorded_sql import statements_of  # noqa: E402
 
 FILL = [
     "SET session_replication_role = replica",  # no NOTIFY and next_run_at trigger per row
@@ -54,40 +55,6 @@ ORGANIZATION = 7  # whose imports are paged
 # how it ordered every page before: the plan that walks the primary key.
 SORTED_ORDER = "ORDER BY periodic_tasks.id + 0"
 ID_ORDER = "ORDER BY periodic_tasks.id"
-
-
-class RecordingSession:
-    """A session that keeps each statement it is asked to run (then runs it)."""
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        self.statements: list[Any] = []
-
-    async def scalar(self, statement: Any) -> Any:
-        self.statements.append(statement)
-        return await self.session.scalar(statement)
-
-    async def scalars(self, statement: Any) -> Any:
-        self.statements.append(statement)
-        return await self.session.scalars(statement)
-
-
-def statements_of(call: Callable[[Any], Awaitable[Any]]) -> list[str]:
-    """The SQL a service function sends, its parameters written in."""
-    from sqlalchemy.dialects import postgresql
-
-    from erp.core.db import run_with_session
-
-    async def action(session: Any) -> list[str]:
-        recording = RecordingSession(session)
-        await call(recording)
-        dialect = postgresql.dialect(paramstyle="named")  # `%` as itself, not psycopg2's `%%`
-        return [
-            str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-            for statement in recording.statements
-        ]
-
-    return run_with_session(action)
 
 
 def matches(part: str) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,44 +22,11 @@ from erp.core.db import run_with_session
 from erp.features.data_processing import upload
 from erp.tasks.api import periodic_tasks
 from erp.tasks.api.runs import RunCursor, RunFilter, list_runs
+from tests.support.recorded_sql import RecordingSession, statements_of
 
 SCHEDULES = 100_000
 ORGANIZATIONS = 200
 IMPORTS_PER_ORGANIZATION = 500
-
-
-class RecordingSession:
-    """A session that keeps each statement it is asked to run (then runs it)."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-        self.statements: list[Any] = []
-
-    async def scalar(self, statement: Any) -> Any:
-        self.statements.append(statement)
-        return await self.session.scalar(statement)
-
-    async def scalars(self, statement: Any) -> Any:
-        self.statements.append(statement)
-        return await self.session.scalars(statement)
-
-
-def statements_of(call: Callable[[Any], Awaitable[Any]]) -> list[str]:
-    """The SQL a service function sends, its parameters written in (as EXPLAIN needs them)."""
-
-    async def action(session: AsyncSession) -> list[str]:
-        recording = RecordingSession(session)
-        await call(recording)
-        return [
-            str(
-                statement.compile(
-                    dialect=postgresql.dialect(paramstyle="named"), compile_kwargs={"literal_binds": True}
-                )
-            )
-            for statement in recording.statements
-        ]
-
-    return run_with_session(action)
 
 
 def plan_of(sync_engine, statement: str) -> dict[str, Any]:
