@@ -17,9 +17,7 @@ from erp.console.cli.common import JsonOption, moment
 from erp.console.cli.formatting import heatmap_text
 from erp.tasks.api import alerts as alert_service
 from erp.tasks.api import forecast as forecast_service
-from erp.tasks.api.ledger_router import alert_page, schedule_load_out
 from erp.tasks.api.ledger_schemas import AlertPage, RunOut, RunPage, ScheduleLoadOut
-from erp.tasks.api.periodic_tasks_router import run_page
 from erp.tasks.api.runs import RunCursor, RunFilter, list_runs
 from erp.tasks.ledger_kinds import ALERT_KINDS, RUN_STATES, SKIP_REASONS, AlertKind, RunState, SkipReason
 
@@ -124,7 +122,7 @@ def list_ledger_runs(
         schedule_id = await _schedule_id(schedule, session=session)
         run_filter = _filter(schedule_id, state, skip_reason, failed, skipped, late, late_after, first, last)
         rows, has_more = await list_runs(run_filter, session=session, limit=limit, offset=offset, before=cursor)
-        return run_page(rows, limit, offset, has_more)
+        return RunPage.of(rows, limit, offset, has_more)
 
     page = common.run(action)
     if as_json:
@@ -212,7 +210,7 @@ def list_alerts(
             limit=limit,
             offset=offset,
         )
-        return alert_page(rows, limit, offset, has_more)
+        return AlertPage.of(rows, limit, offset, has_more)
 
     page = common.run(action)
     if as_json:
@@ -252,7 +250,7 @@ def forecast(
 
     async def action(session: AsyncSession) -> ScheduleLoadOut:
         result = await forecast_service.forecast(first, first + timedelta(hours=hours), session=session)
-        return schedule_load_out(result, top)
+        return ScheduleLoadOut.of(result, top)
 
     load = common.run(action)
     if as_json:

@@ -14,17 +14,14 @@ from erp.core.http_errors import error_responses
 from erp.core.input_types import DatabaseId, Offset, StoredDateTime
 from erp.tasks.api import alerts, forecast, runs
 from erp.tasks.api.ledger_schemas import (
-    AlertOut,
     AlertPage,
     DueScheduleOut,
-    MinuteLoad,
     MinuteSchedulesOut,
     RunPage,
     ScheduleLoadOut,
 )
-from erp.tasks.api.periodic_tasks_router import RunsBefore, run_cursor, run_page
+from erp.tasks.api.periodic_tasks_router import RunsBefore, run_cursor
 from erp.tasks.ledger_kinds import AlertKind, RunState, SkipReason
-from erp.tasks.scheduler_models import PeriodicTaskAlertDB
 
 router = APIRouter(prefix="/api/v1/admin", tags=["run ledger"])
 
@@ -71,7 +68,7 @@ async def list_runs(
         skipped=skipped,
     )
     rows, has_more = await runs.list_runs(run_filter, session=session, limit=limit, offset=offset, before=cursor)
-    return run_page(rows, limit, offset, has_more)
+    return RunPage.of(rows, limit, offset, has_more)
 
 
 @router.get(
@@ -89,16 +86,7 @@ async def list_alerts(
     rows, has_more = await alerts.list_alerts(
         session=session, delivered=delivered, kind=kind, periodic_task_id=periodic_task_id, limit=limit, offset=offset
     )
-    return alert_page(rows, limit, offset, has_more)
-
-
-def alert_page(rows: list[PeriodicTaskAlertDB], limit: int, offset: int, has_more: bool) -> AlertPage:
-    return AlertPage(
-        items=[AlertOut.model_validate(row, from_attributes=True) for row in rows],
-        limit=limit,
-        offset=offset,
-        has_more=has_more,
-    )
+    return AlertPage.of(rows, limit, offset, has_more)
 
 
 @router.get(
@@ -124,22 +112,7 @@ async def schedule_load(
         result = await forecast.forecast(start, end, session=session)
     except forecast.WindowTooLarge as error:
         raise HTTPException(422, f"to: {error}") from None
-    return schedule_load_out(result, top)
-
-
-def schedule_load_out(result: forecast.LoadForecast, top: int) -> ScheduleLoadOut:
-    return ScheduleLoadOut(
-        start=result.start,
-        end=result.end,
-        total=result.total,
-        schedules=result.schedules,
-        jittered_schedules=result.jittered_schedules,
-        not_computable=result.not_computable,
-        minutes=[
-            MinuteLoad(minute=result.minute(index), occurrences=count) for index, count in enumerate(result.per_minute)
-        ],
-        busiest=[MinuteLoad(minute=minute, occurrences=count) for minute, count in result.busiest(top)],
-    )
+    return ScheduleLoadOut.of(result, top)
 
 
 @router.get(

@@ -9,7 +9,10 @@ from typing import Annotated, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from erp.core.input_types import StoredDateTime
+from erp.tasks.api.forecast import LoadForecast
+from erp.tasks.api.runs import RunCursor
 from erp.tasks.ledger_kinds import AlertKind, RunOrigin, RunState, SkipReason
+from erp.tasks.scheduler_models import PeriodicTaskAlertDB, PeriodicTaskRunDB
 
 
 class BackfillIn(BaseModel):
@@ -79,6 +82,17 @@ class RunPage(BaseModel):
         description="pass as `before` (with offset 0) for the next (older) page, keyset paging; null on the last page",
     )
 
+    @classmethod
+    def of(cls, rows: list[PeriodicTaskRunDB], limit: int, offset: int, has_more: bool) -> RunPage:
+        """A page of ledger rows, as the API, the console and `runs list` answer it."""
+        return cls(
+            items=[RunOut.model_validate(row, from_attributes=True) for row in rows],
+            limit=limit,
+            offset=offset,
+            has_more=has_more,
+            next_before=RunCursor.after(rows[-1]).text() if has_more and rows else None,
+        )
+
 
 class RunAtOut(BaseModel):
     """What happened at one moment of a schedule: its ledger row, or why there is none."""
@@ -113,6 +127,15 @@ class AlertPage(BaseModel):
     offset: int
     has_more: bool
 
+    @classmethod
+    def of(cls, rows: list[PeriodicTaskAlertDB], limit: int, offset: int, has_more: bool) -> AlertPage:
+        return cls(
+            items=[AlertOut.model_validate(row, from_attributes=True) for row in rows],
+            limit=limit,
+            offset=offset,
+            has_more=has_more,
+        )
+
 
 class MinuteLoad(BaseModel):
     minute: datetime
@@ -133,6 +156,23 @@ class ScheduleLoadOut(BaseModel):
     )
     minutes: list[MinuteLoad] = Field(description="every minute of the window, in order (zeros included)")
     busiest: list[MinuteLoad] = Field(description="the busiest minutes, busiest first")
+
+    @classmethod
+    def of(cls, result: LoadForecast, top: int) -> ScheduleLoadOut:
+        """The forecast with its `top` busiest minutes."""
+        return cls(
+            start=result.start,
+            end=result.end,
+            total=result.total,
+            schedules=result.schedules,
+            jittered_schedules=result.jittered_schedules,
+            not_computable=result.not_computable,
+            minutes=[
+                MinuteLoad(minute=result.minute(index), occurrences=count)
+                for index, count in enumerate(result.per_minute)
+            ],
+            busiest=[MinuteLoad(minute=minute, occurrences=count) for minute, count in result.busiest(top)],
+        )
 
 
 class DueScheduleOut(BaseModel):

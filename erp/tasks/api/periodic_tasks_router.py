@@ -318,17 +318,7 @@ async def list_task_runs(
     await periodic_tasks.get_periodic_task(periodic_task_id, session=session)  # 404 for an unknown task
     run_filter = RunFilter(periodic_task_id=periodic_task_id, states=state or (), start=start, end=end)
     rows, has_more = await list_runs(run_filter, session=session, limit=limit, offset=offset, before=cursor)
-    return run_page(rows, limit, offset, has_more)
-
-
-def run_page(rows: list[PeriodicTaskRunDB], limit: int, offset: int, has_more: bool) -> RunPage:
-    return RunPage(
-        items=[RunOut.model_validate(row, from_attributes=True) for row in rows],
-        limit=limit,
-        offset=offset,
-        has_more=has_more,
-        next_before=RunCursor.after(rows[-1]).text() if has_more and rows else None,
-    )
+    return RunPage.of(rows, limit, offset, has_more)
 
 
 def run_cursor(before: str | None) -> RunCursor | None:
