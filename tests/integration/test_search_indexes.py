@@ -50,17 +50,25 @@ def vacuum_analyze(sync_engine, table: str) -> None:
         connection.execute(text(f"VACUUM ANALYZE {table}"))
 
 
+def insert_schedules(connection, name_sql: str) -> None:
+    """SCHEDULES schedules of one interval, named by `name_sql` (an expression of n, 1 to SCHEDULES)."""
+    connection.execute(text("INSERT INTO interval_schedules (every, period) VALUES (10, 'seconds')"))
+    connection.execute(
+        text(
+            f"INSERT INTO periodic_tasks (name, task, interval_id, enabled)"
+            f" SELECT {name_sql}, 'erp.ping', 1, true FROM generate_series(1, :count) n"
+        ),
+        {"count": SCHEDULES},
+    )
+
+
 @pytest.fixture
 def many_schedules(clean_tables, sync_engine):
     with sync_engine.begin() as connection:
-        connection.execute(text("INSERT INTO interval_schedules (every, period) VALUES (10, 'seconds')"))
-        connection.execute(
-            text(
-                "INSERT INTO periodic_tasks (name, task, interval_id, enabled)"
-                " SELECT (ARRAY['nightly export', 'sales report', 'invoice reminders', 'stock sync'])[1 + n % 4]"
-                " || ' ' || lpad(n::text, 6, '0'), 'erp.ping', 1, true FROM generate_series(1, :count) n"
-            ),
-            {"count": SCHEDULES},
+        insert_schedules(
+            connection,
+            "(ARRAY['nightly export', 'sales report', 'invoice reminders', 'stock sync'])[1 + n % 4]"
+            " || ' ' || lpad(n::text, 6, '0')",
         )
     vacuum_analyze(sync_engine, "periodic_tasks")
 
@@ -146,14 +154,7 @@ def generic_plan_of(sync_engine, statement: Any) -> dict[str, Any]:
 def numbered_schedules(clean_tables, sync_engine):
     """100,000 schedules named by number ("bench 000001" ...), as scripts/bench_console makes them."""
     with sync_engine.begin() as connection:
-        connection.execute(text("INSERT INTO interval_schedules (every, period) VALUES (10, 'seconds')"))
-        connection.execute(
-            text(
-                "INSERT INTO periodic_tasks (name, task, interval_id, enabled)"
-                " SELECT 'bench ' || lpad(n::text, 6, '0'), 'erp.ping', 1, true FROM generate_series(1, :count) n"
-            ),
-            {"count": SCHEDULES},
-        )
+        insert_schedules(connection, "'bench ' || lpad(n::text, 6, '0')")
         # Analyzed, not vacuumed: the rows still wait in the trigram index's pending list, as
         # after any bulk insert until autovacuum comes by, which makes the index dearer to read.
         connection.execute(text("ANALYZE periodic_tasks"))
