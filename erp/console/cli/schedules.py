@@ -51,6 +51,7 @@ app = typer.Typer(help="Periodic tasks: list, show, create, edit, pause, run, ba
 PREVIEW_COUNT = 5
 # A time in --json as the API writes it (UTC as `Z`).
 MOMENT_JSON: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
+PREVIEW_RUNS_JSON: TypeAdapter[list[PreviewRun]] = TypeAdapter(list[PreviewRun])
 
 EveryOption = Annotated[int | None, typer.Option(help="an interval schedule: every N periods", show_default=False)]
 PeriodOption = Annotated[str, typer.Option(callback=common.one_of(INTERVAL_PERIODS), help="the interval's unit")]
@@ -248,9 +249,7 @@ def _print_create_dry_run(preview: periodic_tasks.CreatePreview, as_json: bool) 
             {
                 "dry_run": True,
                 "fields": preview.fields,
-                "schedule": preview.schedule,
-                "next_run_at": MOMENT_JSON.dump_python(preview.next_run_at, mode="json"),
-                "next_runs": TypeAdapter(list[PreviewRun]).dump_python(runs, mode="json"),
+                **_slots_json(preview.schedule, preview.next_run_at, runs),
             }
         )
         return
@@ -315,9 +314,7 @@ def _print_dry_run(preview: periodic_tasks.UpdatePreview, as_json: bool) -> None
                 "dry_run": True,
                 "changes": preview.changes,
                 "version": preview.version,
-                "schedule": preview.schedule,
-                "next_run_at": MOMENT_JSON.dump_python(preview.next_run_at, mode="json"),
-                "next_runs": TypeAdapter(list[PreviewRun]).dump_python(runs, mode="json"),
+                **_slots_json(preview.schedule, preview.next_run_at, runs),
             }
         )
         return
@@ -331,6 +328,15 @@ def _print_dry_run(preview: periodic_tasks.UpdatePreview, as_json: bool) -> None
     out.print(grid)
     out.print(f"schedule: {preview.schedule}")
     out.print(_slots_table(runs))
+
+
+def _slots_json(schedule: str, next_run_at: datetime | None, runs: list[PreviewRun]) -> dict[str, Any]:
+    """What a dry run's --json says of the schedule it would save: in words, its next runs."""
+    return {
+        "schedule": schedule,
+        "next_run_at": MOMENT_JSON.dump_python(next_run_at, mode="json"),
+        "next_runs": PREVIEW_RUNS_JSON.dump_python(runs, mode="json"),
+    }
 
 
 def _slots_table(runs: list[PreviewRun]) -> Table:
