@@ -125,6 +125,12 @@ def seed_history(tasks: dict[str, int], now: datetime) -> None:
             cursor.execute(
                 "UPDATE periodic_tasks SET consecutive_failures = 3 WHERE id = %s", (tasks["ledger export"],)
             )
+            # The runs sent, as beat counts them while it sends them (a schedule page shows it).
+            cursor.execute(
+                "UPDATE periodic_tasks SET total_run_count = sent.runs FROM ("
+                " SELECT periodic_task_id, count(sent_at) AS runs FROM periodic_task_runs GROUP BY periodic_task_id"
+                ") AS sent WHERE periodic_tasks.id = sent.periodic_task_id"
+            )
     finally:
         connection.close()
 
